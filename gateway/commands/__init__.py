@@ -1,0 +1,1 @@
+"""Subcommands of `gantry`, one module per area; each exposes `register(subparsers)`."""

@@ -1,0 +1,342 @@
+"""YAML configuration → typed, validated objects.
+
+Every section is a frozen dataclass; `load_config` walks the YAML against the type hints and
+fails with `ConfigError` naming the file, the key path and the problem (unknown key, wrong type,
+bad value). The site secret is never inline: the config names a file or an environment variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem: names the file, the key path and what is wrong."""
+
+    def __init__(self, source: str, path: str, problem: str) -> None:
+        self.source, self.path, self.problem = source, path, problem
+        super().__init__(f"{source}: {path or '<top>'}: {problem}")
+
+
+OPTION_NAMES: dict[str, str] = {
+    # standard name (PS3.15 Table E.1-1 column heading) -> column of the shipped table
+    "Retain Safe Private Option": "retain_safe_private",
+    "Retain UIDs Option": "retain_uids",
+    "Retain Device Identity Option": "retain_device_identity",
+    "Retain Institution Identity Option": "retain_institution_identity",
+    "Retain Patient Characteristics Option": "retain_patient_characteristics",
+    "Retain Longitudinal Temporal Information with Full Dates Option": "retain_long_full_dates",
+    "Retain Longitudinal Temporal Information with Modified Dates Option":
+        "retain_long_modified_dates",
+    "Clean Descriptors Option": "clean_descriptors",
+    "Clean Structured Content Option": "clean_structured_content",
+    "Clean Graphics Option": "clean_graphics",
+}
+
+TagAction = Literal["keep", "remove", "empty", "replace", "hash"]
+
+
+@dataclass(frozen=True)
+class TagOverride:
+    """A per-tag override on top of the profile (`phi_tags`)."""
+
+    action: TagAction
+    value: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.action == "replace" and self.value is None:
+            raise ValueError("action 'replace' needs a 'value'")
+        if self.action != "replace" and self.value is not None:
+            raise ValueError(f"'value' is only allowed with action 'replace', not {self.action!r}")
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """The Basic Profile plus options, named as PS3.15 names them, and per-tag overrides."""
+
+    options: tuple[str, ...] = ()
+    phi_tags: dict[str, TagOverride] = field(default_factory=dict)
+    date_shift_days: tuple[int, int] = (-365, -1)
+    pseudonym_prefix: str = "GANTRY-"
+    # Original values longer than this many bytes are not backed up (listed in the audit).
+    backup_max_value_bytes: int = 1_048_576
+
+    def __post_init__(self) -> None:
+        for name in self.options:
+            if name not in OPTION_NAMES:
+                raise ValueError(
+                    f"unknown option {name!r}; expected one of: {', '.join(OPTION_NAMES)}"
+                )
+        full = "Retain Longitudinal Temporal Information with Full Dates Option"
+        modified = "Retain Longitudinal Temporal Information with Modified Dates Option"
+        if full in self.options and modified in self.options:
+            raise ValueError("the Full Dates and Modified Dates options exclude each other")
+        lo, hi = self.date_shift_days
+        if lo > hi:
+            raise ValueError(f"date_shift_days: {lo} is greater than {hi}")
+        from gateway.deid.tags import parse_tag_key  # local: keeps config importable alone
+
+        for key in self.phi_tags:
+            parse_tag_key(key)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(OPTION_NAMES[name] for name in self.options)
+
+
+@dataclass(frozen=True)
+class SecretConfig:
+    """Where the site secret (HMAC key) lives: a file or an environment variable."""
+
+    file: str | None = None
+    env: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.file is None) == (self.env is None):
+            raise ValueError("give exactly one of 'file' or 'env'")
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    """Encrypted Attributes Sequence backup: on/off and the recipients' certificates."""
+
+    enabled: bool = False
+    recipients: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.enabled and not self.recipients:
+            raise ValueError("backup is enabled but no 'recipients' (certificate files) are named")
+
+
+@dataclass(frozen=True)
+class RedactionRuleConfig:
+    """A machine signature (tag conditions) and the rectangles to blank on its images."""
+
+    name: str
+    match: dict[str, Any]
+    regions: tuple[tuple[int, int, int, int], ...]
+
+
+@dataclass(frozen=True)
+class RedactionConfig:
+    """Pixel redaction rules and the fail-closed burned-in policy."""
+
+    rules: tuple[RedactionRuleConfig, ...] = ()
+    ctp_scripts: tuple[str, ...] = ()
+    at_risk_modalities: tuple[str, ...] = ("US", "XC", "ES", "OT", "SC", "DOC")
+    at_risk_sop_classes: tuple[str, ...] = (
+        "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture
+        "1.2.840.10008.5.1.4.1.1.7.1",
+        "1.2.840.10008.5.1.4.1.1.7.2",
+        "1.2.840.10008.5.1.4.1.1.7.3",
+        "1.2.840.10008.5.1.4.1.1.7.4",
+        "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
+    )
+    on_risk: Literal["quarantine", "pass"] = "quarantine"
+    output_encoding: Literal["native", "rle", "jpeg2000"] = "native"
+
+
+@dataclass(frozen=True)
+class CallerConfig:
+    """A calling AE allowed to associate, optionally only from one address."""
+
+    ae_title: str
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The gateway's own DICOM node."""
+
+    ae_title: str = "GANTRY"
+    host: str = "0.0.0.0"
+    port: int = 11112
+    max_pdu: int = 65536
+    allowed_callers: tuple[CallerConfig, ...] = ()  # empty: any caller
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        _check_ae(self.ae_title)
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is outside 0..65535")
+
+
+@dataclass(frozen=True)
+class DestinationConfig:
+    """A research PACS reached by C-STORE."""
+
+    ae_title: str
+    host: str
+    port: int
+    associations: int = 1
+    max_retries: int = 8
+    backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 300.0
+
+    def __post_init__(self) -> None:
+        _check_ae(self.ae_title)
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """First matching route wins: conditions, the profile to apply, where to send."""
+
+    name: str
+    destinations: tuple[str, ...]
+    profile: str = "default"
+    calling_ae: tuple[str, ...] = ()
+    called_ae: tuple[str, ...] = ()
+    # keyword -> value | [values] | {"regex": pattern}
+    tags: dict[str, Any] = field(default_factory=dict)
+    backup: BackupConfig | None = None
+    burned_in: Literal["quarantine", "pass"] | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration of one Gantry node or batch run."""
+
+    site_key: SecretConfig = SecretConfig(env="GANTRY_SITE_KEY")
+    state_dir: str = "./gantry-state"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    profile: ProfileConfig = ProfileConfig()
+    profiles: dict[str, ProfileConfig] = field(default_factory=dict)
+    backup: BackupConfig = BackupConfig()
+    redaction: RedactionConfig = RedactionConfig()
+    network: NetworkConfig = NetworkConfig()
+    destinations: dict[str, DestinationConfig] = field(default_factory=dict)
+    routes: tuple[RouteConfig, ...] = ()
+    default_route: str | None = None  # route name used when none matches; None → quarantine
+    source: str = "<defaults>"
+
+    def __post_init__(self) -> None:
+        for route in self.routes:
+            for dest in route.destinations:
+                if dest not in self.destinations:
+                    raise ValueError(f"route {route.name!r} names unknown destination {dest!r}")
+            if route.profile != "default" and route.profile not in self.profiles:
+                raise ValueError(f"route {route.name!r} names unknown profile {route.profile!r}")
+        if self.default_route and self.default_route not in {r.name for r in self.routes}:
+            raise ValueError(f"default_route {self.default_route!r} is not a route name")
+
+    def profile_named(self, name: str) -> ProfileConfig:
+        return self.profile if name == "default" else self.profiles[name]
+
+
+_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
+
+
+def _check_ae(title: str) -> None:
+    if not _AE_RE.match(title) or not title.strip():
+        raise ValueError(f"AE title {title!r} must be 1-16 printable characters, no backslash")
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _convert(tp: Any, value: Any, source: str, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(arg, value, source, path)
+            except ConfigError as exc:
+                errors.append(exc.problem)
+        raise ConfigError(source, path, "; ".join(errors))
+    if origin is Literal:
+        if value not in args:
+            allowed = ", ".join(repr(a) for a in args)
+            raise ConfigError(source, path, f"{value!r} is not one of {allowed}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(source, path, f"expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, source, path)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(source, path, f"expected a list, got {type(value).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, source, f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(source, path, f"expected a list of {len(args)}, got {len(value)}")
+        return tuple(_convert(a, v, source, f"{path}[{i}]") for i, (a, v) in
+                     enumerate(zip(args, value, strict=True)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(source, path, f"expected a mapping, got {type(value).__name__}")
+        return {str(k): _convert(args[1], v, source, f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(source, path, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(source, path, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(source, path, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(source, path, f"expected a string, got {type(value).__name__}")
+        return value
+    raise ConfigError(source, path, f"unsupported type {tp!r}")  # pragma: no cover
+
+
+def _build(cls: type, data: dict, source: str, path: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init and f.name != "source"}
+    kwargs = {}
+    for key, value in data.items():
+        sub = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            raise ConfigError(source, sub, f"unknown key; expected one of: {', '.join(sorted(names))}")
+        kwargs[key] = _convert(hints[key], value, source, sub)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(source, path, str(exc)) from None
+
+
+def parse_config(data: Any, source: str) -> Config:
+    """Validate already-parsed YAML data into a `Config`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, "", "the configuration must be a mapping")
+    config = _build(Config, data, source, "")
+    return dataclasses.replace(config, source=source)
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    """Load a YAML file (or the embedded default when `path` is None)."""
+    if path is None:
+        text = resources.files("gateway").joinpath("data/default.yaml").read_text()
+        return parse_config(yaml.safe_load(text), "<embedded default>")
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(source, "", f"cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, "", f"not valid YAML: {exc}") from None
+    return parse_config(data, source)

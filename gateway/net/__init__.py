@@ -1,0 +1,1 @@
+"""DICOM networking: the C-STORE/C-ECHO receiver and the C-STORE forwarder."""

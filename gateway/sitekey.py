@@ -1,0 +1,56 @@
+"""The site secret: the HMAC key behind every new UID, pseudonym and date shift."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from gateway.config import Config, ConfigError
+
+KEY_BYTES = 32
+
+
+class SiteKeyError(RuntimeError):
+    """The site key is missing, unreadable or too short."""
+
+
+def create_key_file(path: str | os.PathLike) -> Path:
+    """Write a new random key (hex) to `path`, readable only by its owner; never overwrite."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(KEY_BYTES) + "\n")
+    os.chmod(target, 0o600)
+    return target
+
+
+def _decode(text: str, where: str) -> bytes:
+    text = text.strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = text.encode()
+    if len(key) < 16:
+        raise SiteKeyError(f"{where}: the site key must be at least 16 bytes")
+    return key
+
+
+def load_site_key(config: Config) -> bytes:
+    """Read the key named by `config.site_key` (a file, or an environment variable)."""
+    secret = config.site_key
+    if secret.env is not None:
+        value = os.environ.get(secret.env)
+        if not value:
+            raise ConfigError(config.source, "site_key.env",
+                              f"environment variable {secret.env} is not set")
+        return _decode(value, f"environment variable {secret.env}")
+    path = Path(secret.file)  # type: ignore[arg-type]
+    if not path.is_absolute() and config.source.startswith("/"):
+        path = Path(config.source).parent / path
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(config.source, "site_key.file", f"cannot read {path}: {exc.strerror}") from None
+    return _decode(text, str(path))
