@@ -43,6 +43,14 @@ OPTION_NAMES: dict[str, str] = {
     "Clean Graphics Option": "clean_graphics",
 }
 
+_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
+
+
+def _check_ae(title: str) -> None:
+    if not _AE_RE.match(title) or not title.strip():
+        raise ValueError(f"AE title {title!r} must be 1-16 printable characters, no backslash")
+
+
 TagAction = Literal["keep", "remove", "empty", "replace", "hash"]
 
 
@@ -233,14 +241,6 @@ class Config:
         return self.profile if name == "default" else self.profiles[name]
 
 
-_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
-
-
-def _check_ae(title: str) -> None:
-    if not _AE_RE.match(title) or not title.strip():
-        raise ValueError(f"AE title {title!r} must be 1-16 printable characters, no backslash")
-
-
 # ---------------------------------------------------------------------------- loading
 
 
@@ -307,7 +307,8 @@ def _build(cls: type, data: dict, source: str, path: str) -> Any:
     for key, value in data.items():
         sub = f"{path}.{key}" if path else str(key)
         if key not in names:
-            raise ConfigError(source, sub, f"unknown key; expected one of: {', '.join(sorted(names))}")
+            expected = ", ".join(sorted(names))
+            raise ConfigError(source, sub, f"unknown key; expected one of: {expected}")
         kwargs[key] = _convert(hints[key], value, source, sub)
     try:
         return cls(**kwargs)

@@ -140,8 +140,8 @@ def encode_originals(
             skipped.append(tag_str(tag))
             continue
         chunks.append((tag, encoded))
-    # A private element needs its creator beside it to be read back: back up the creator as it
-    # is when de-identification left it unchanged; leave out elements whose creator is gone.
+    # A private element reads back best beside its creator: back up the creator as it is when
+    # de-identification left it unchanged (orphan private elements are backed up as they are).
     present = {t for t, _ in chunks}
     for tag in list(present):
         creator = _creator_of(tag)
@@ -152,13 +152,7 @@ def encode_originals(
                 present.add(creator)
             except Exception:
                 pass
-    kept = []
-    for tag, encoded in sorted(chunks):
-        creator = _creator_of(tag)
-        if creator is not None and creator not in present:
-            skipped.append(tag_str(tag))
-            continue
-        kept.append(encoded)
+    kept = [encoded for _, encoded in sorted(chunks)]
     item_body = b"".join(kept)
     item = struct.pack("<HHI", 0xFFFE, 0xE000, len(item_body)) + item_body
     sequence = struct.pack("<HH2sHI", 0x0400, 0x0550, b"SQ", 0, len(item)) + item

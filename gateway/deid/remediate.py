@@ -1,0 +1,397 @@
+"""The remediator: applies a compiled Profile to a dataset, in place, at every depth.
+
+Action codes (PS3.15 Table E.1-1a): X remove, Z empty, D dummy, K keep, C clean, U new UID.
+Private elements are removed, or kept exactly as Table E.3.10-1 lists them under Retain Safe
+Private (their creator blocks renumbered from 0x10). Unlisted public attributes are kept, except
+UIDs, which are always remapped (unless Retain UIDs) so that no original UID survives anywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from dataclasses import dataclass, field
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
+
+from gateway.config import TagOverride
+from gateway.deid import keyed
+from gateway.deid.dates import DateFormatError, shift_da, shift_dt
+from gateway.deid.dummies import TEXT_VRS, dummy_for
+from gateway.deid.profile import Profile
+
+PATIENT_NAME = 0x00100010
+PATIENT_ID = 0x00100020
+ENCRYPTED_ATTRIBUTES = 0x04000500
+LONGITUDINAL_MODIFIED = 0x00280303
+# Attributes whose values identify a patient or a visit, besides every PN.
+IDENTIFYING_TAGS = frozenset({
+    0x00100020,  # PatientID
+    0x00101000,  # OtherPatientIDs
+    0x00100030,  # PatientBirthDate
+    0x00080050,  # AccessionNumber
+    0x00101040,  # PatientAddress
+    0x00102154,  # PatientTelephoneNumbers
+    0x00101090,  # MedicalRecordLocator
+    0x00380010,  # AdmissionID
+    0x00401001,  # RequestedProcedureID
+    0x00400009,  # ScheduledProcedureStepID
+    0x00400253,  # PerformedProcedureStepID
+    0x00200010,  # StudyID
+})
+# Scrubbed from cleaned text too, but not patient identity: verify does not look for them.
+INSTITUTION_TAGS = frozenset({0x00080080, 0x00080081})
+GANTRY_IMPLEMENTATION_UID = "2.25.302521339738478452357281935462735718093"
+GANTRY_IMPLEMENTATION_VERSION = "GANTRY_0_1"
+MIN_IDENTIFIER_LEN = 3
+
+
+@dataclass
+class Remediation:
+    """What remediation did: originals for the backup, counts for the audit, maps for verify."""
+
+    originals: Dataset = field(default_factory=Dataset)
+    counts: Counter = field(default_factory=Counter)
+    uid_map: dict[str, str] = field(default_factory=dict)
+    identifiers: set[str] = field(default_factory=set)
+    pseudonym: str = ""
+    date_offset_days: int | None = None
+
+
+def _values(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, MultiValue | list | tuple):
+        return [str(v) for v in value if v is not None]
+    return [str(value)]
+
+
+def _name_terms(text: str) -> set[str]:
+    terms = {text}
+    for part in text.replace("=", "^").split("^"):
+        terms.update(w for w in part.replace(",", " ").split() if len(w) >= MIN_IDENTIFIER_LEN)
+        terms.add(part.strip())
+    return {t for t in terms if len(t) >= MIN_IDENTIFIER_LEN}
+
+
+class _Remediator:
+    def __init__(self, ds: Dataset, profile: Profile, key: bytes, keep_originals: bool) -> None:
+        self.profile = profile
+        self.key = key
+        self.keep_originals = keep_originals
+        self.result = Remediation()
+        self._candidates = self._identifiers(ds)
+        patient = str(ds.get("PatientID", "") or "").strip()
+        seed = patient or (str(ds.get("PatientName", "") or "") + "|"
+                           + str(ds.get("PatientBirthDate", "") or ""))
+        if seed == "|":
+            seed = "study:" + str(ds.get("StudyInstanceUID", "") or "")
+        self.result.pseudonym = keyed.pseudonym(key, seed, profile.pseudonym_prefix)
+        self.days = (keyed.date_offset_days(key, seed, profile.date_shift_days)
+                     if profile.modified_dates else 0)
+        if profile.modified_dates:
+            self.result.date_offset_days = self.days
+        self._scrub_terms: list[str] | None = None
+        self.sop_class = str(ds.get("SOPClassUID", "") or "")
+
+    # ------------------------------------------------------------------ identifiers
+
+    @staticmethod
+    def _identifiers(ds: Dataset) -> dict[str, int]:
+        """Identifying values of the top level → the tag holding them."""
+        found: dict[str, int] = {}
+        for elem in ds:
+            if elem.tag in IDENTIFYING_TAGS or elem.tag in INSTITUTION_TAGS:
+                found.update((v.strip(), elem.tag) for v in _values(elem.value))
+            elif elem.VR == "PN":
+                for v in _values(elem.value):
+                    found.update((t, elem.tag) for t in _name_terms(v))
+        return {v: t for v, t in found.items() if len(v) >= MIN_IDENTIFIER_LEN}
+
+    def removed_identifiers(self, ds: Dataset) -> set[str]:
+        """The candidates whose attribute no longer holds them (kept ones are not identifiers)."""
+        gone = set()
+        for value, tag in self._candidates.items():
+            if tag in INSTITUTION_TAGS:
+                continue
+            elem = ds.get(tag)
+            if elem is None or value not in "\\".join(_values(elem.value)):
+                gone.add(value)
+        return gone
+
+    def scrub(self, text: str) -> str:
+        """Clean (C) free text: remove every identifying value of this object from it."""
+        if self._scrub_terms is None:
+            self._scrub_terms = sorted(self._candidates, key=len, reverse=True)
+        lowered = text.lower()
+        for term in self._scrub_terms:
+            t = term.lower()
+            while t in lowered:
+                i = lowered.index(t)
+                text = text[:i] + text[i + len(t):]
+                lowered = lowered[:i] + lowered[i + len(t):]
+        return text
+
+    # ------------------------------------------------------------------ values
+
+    def map_uid(self, uid: str) -> str:
+        uid = uid.strip().rstrip("\x00")
+        if not uid or self.profile.retain_uids or keyed.is_well_known_uid(uid):
+            return uid
+        new = self.result.uid_map.get(uid)
+        if new is None:
+            new = self.result.uid_map[uid] = keyed.new_uid(self.key, uid)
+        return new
+
+    def _map_uid_elem(self, elem: DataElement) -> None:
+        if isinstance(elem.value, MultiValue | list):
+            elem.value = [self.map_uid(str(v)) for v in elem.value]
+        elif elem.value:
+            elem.value = self.map_uid(str(elem.value))
+
+    def _shift(self, elem: DataElement) -> bool:
+        """Shift a DA/DT element by the patient's offset; unparseable values are emptied."""
+        shifter = shift_da if elem.VR == "DA" else shift_dt
+        try:
+            if isinstance(elem.value, MultiValue | list):
+                elem.value = [shifter(str(v), self.days) for v in elem.value]
+            elif elem.value:
+                elem.value = shifter(str(elem.value), self.days)
+            else:
+                return False
+        except DateFormatError:
+            elem.value = elem.empty_value
+        return True
+
+    # ------------------------------------------------------------------ walk
+
+    def walk(self, ds: Dataset, top: bool) -> bool:
+        """Apply the profile to `ds`; True when anything in it changed."""
+        changed = False
+        private_groups: set[int] = set()
+        for tag in list(ds.keys()):
+            tag = BaseTag(tag)
+            if tag.element == 0 or tag.group == 0x0002:  # group lengths; meta is handled apart
+                if tag.element == 0 and tag.group != 0x0002:
+                    self._record(ds, tag, top)
+                    del ds[tag]
+                continue
+            if tag.is_private or tag.group < 0x0008:
+                private_groups.add(tag.group)
+                continue
+            if tag == ENCRYPTED_ATTRIBUTES and not top:
+                continue
+            if self._public(ds, tag, top):
+                changed = True
+        for group in private_groups:
+            if self._private_group(ds, group, top):
+                changed = True
+        return changed
+
+    def _record(self, ds: Dataset, tag: int, top: bool) -> None:
+        if top and self.keep_originals and tag not in self.result.originals:
+            self.result.originals.add(copy.deepcopy(ds[tag]))
+
+    def _count(self, code: str) -> None:
+        self.result.counts[code] += 1
+
+    def _public(self, ds: Dataset, tag: BaseTag, top: bool) -> bool:
+        profile = self.profile
+        elem = ds[tag]
+        override = profile.overrides.get(tag)
+        if override is not None:
+            return self._override(ds, elem, override, top)
+        if tag in (PATIENT_ID, PATIENT_NAME):
+            self._record(ds, tag, top)
+            elem.value = self.result.pseudonym
+            self._count("D")
+            return True
+        code = profile.code_for(tag, self.sop_class)
+        vr = elem.VR
+        if code is None:
+            if vr == "SQ":
+                return self._sequence(ds, elem, top)
+            if vr == "UI":
+                return self._uid(ds, elem, top, count=False)
+            if vr in ("DA", "DT") and profile.modified_dates and elem.value:
+                self._record(ds, tag, top)
+                return self._shift(elem)
+            return False
+        if code == "K":
+            if vr == "SQ":
+                return self._sequence(ds, elem, top)
+            return False
+        if code == "X":
+            if 0x6000 <= tag.group <= 0x60FF and tag.element == 0x3000:
+                return self._remove_group(ds, tag.group, top)
+            self._record(ds, tag, top)
+            del ds[tag]
+            self._count("X")
+            return True
+        if code == "Z":
+            self._record(ds, tag, top)
+            elem.value = Sequence() if vr == "SQ" else elem.empty_value
+            self._count("Z")
+            return True
+        if code == "U" or (vr == "UI" and code in ("D", "C")):
+            if vr == "SQ":
+                return self._sequence(ds, elem, top)
+            return self._uid(ds, elem, top, count=True)
+        if code == "D":
+            if vr == "SQ":
+                return self._sequence(ds, elem, top)
+            self._record(ds, tag, top)
+            elem.value = dummy_for(vr)
+            self._count("D")
+            return True
+        # C: clean
+        return self._clean(ds, elem, top)
+
+    def _uid(self, ds: Dataset, elem: DataElement, top: bool, count: bool) -> bool:
+        before = elem.value
+        if self.keep_originals and top:
+            original = copy.deepcopy(elem)
+        self._map_uid_elem(elem)
+        if elem.value != before:
+            if self.keep_originals and top and elem.tag not in self.result.originals:
+                self.result.originals.add(original)
+            self._count("U")
+            return True
+        return False
+
+    def _clean(self, ds: Dataset, elem: DataElement, top: bool) -> bool:
+        vr = elem.VR
+        if vr == "SQ":
+            return self._sequence(ds, elem, top)
+        if vr in ("DA", "DT") and self.profile.modified_dates:
+            self._record(ds, elem.tag, top)
+            if self._shift(elem):
+                self._count("C")
+                return True
+            return False
+        if vr in TEXT_VRS and elem.value:
+            cleaned = [self.scrub(v) for v in _values(elem.value)]
+            if cleaned != _values(elem.value):
+                self._record(ds, elem.tag, top)
+                elem.value = cleaned if len(cleaned) > 1 else cleaned[0]
+                self._count("C")
+                return True
+        return False
+
+    def _sequence(self, ds: Dataset, elem: DataElement, top: bool) -> bool:
+        if not elem.value:
+            return False
+        original = copy.deepcopy(elem) if (top and self.keep_originals) else None
+        changed = False
+        for item in elem.value:
+            if self.walk(item, top=False):
+                changed = True
+        if changed and original is not None and elem.tag not in self.result.originals:
+            self.result.originals.add(original)
+        return changed
+
+    def _override(self, ds: Dataset, elem: DataElement, override: TagOverride, top: bool) -> bool:
+        action = override.action
+        if action == "keep":
+            return False
+        self._record(ds, elem.tag, top)
+        if action == "remove":
+            del ds[elem.tag]
+        elif action == "empty":
+            elem.value = Sequence() if elem.VR == "SQ" else elem.empty_value
+        elif action == "replace":
+            elem.value = override.value
+        else:  # hash
+            width = 64 if elem.VR in ("LO", "LT", "ST", "UT", "UC", "PN") else 16
+            text = "|".join(_values(elem.value))
+            elem.value = keyed.keyed_hash(self.key, text, min(width, 64))
+        self._count({"remove": "X", "empty": "Z", "replace": "D", "hash": "D"}[action])
+        return True
+
+    def _remove_group(self, ds: Dataset, group: int, top: bool) -> bool:
+        """Overlay data removed: remove the whole overlay plane so the object stays valid."""
+        tags = [t for t in ds.keys() if BaseTag(t).group == group]
+        for t in tags:
+            self._record(ds, t, top)
+            del ds[t]
+        self._count("X")
+        return bool(tags)
+
+    def _private_group(self, ds: Dataset, group: int, top: bool) -> bool:
+        """Keep only safe private elements; renumber the kept creator blocks from 0x10."""
+        tags = sorted(t for t in ds.keys() if BaseTag(t).group == group)
+        creators = {t & 0xFF: str(ds[t].value).strip() for t in tags
+                    if 0x0010 <= (t & 0xFFFF) <= 0x00FF and ds[t].value is not None}
+        kept: list[DataElement] = []
+        for t in tags:
+            element = t & 0xFFFF
+            if element < 0x1000:
+                continue
+            block = element >> 8
+            creator = creators.get(block)
+            override = self.profile.overrides.get(t)
+            if override is not None and override.action == "keep":
+                kept.append(ds[t])
+            elif self.profile.is_safe_private(group, creator, element):
+                kept.append(ds[t])
+                self._count("C")
+            else:
+                self._count("X")
+        keep_blocks = sorted({(e.tag & 0xFFFF) >> 8 for e in kept})
+        renumber = {old: 0x10 + i for i, old in enumerate(keep_blocks)}
+        unchanged = (len(kept) == sum(1 for t in tags if (t & 0xFFFF) >= 0x1000)
+                     and len(creators) == len(keep_blocks)
+                     and all(old == new for old, new in renumber.items())
+                     and all(0x0010 <= (t & 0xFFFF) for t in tags))
+        if unchanged:
+            return False
+        for t in tags:
+            self._record(ds, t, top)
+            del ds[t]
+        if group < 0x0008 or not group & 1:
+            return True
+        for old, new in renumber.items():
+            ds.add_new((group << 16) | new, "LO", creators[old])
+        for elem in kept:
+            element = elem.tag & 0xFFFF
+            new_tag = (group << 16) | (renumber[element >> 8] << 8) | (element & 0xFF)
+            ds.add(DataElement(new_tag, elem.VR, elem.value))
+        return True
+
+
+def remediate_file_meta(ds: Dataset, state: _Remediator) -> None:
+    """Map MediaStorageSOPInstanceUID; drop addresses and AE titles; name our implementation."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        return
+    if "MediaStorageSOPInstanceUID" in meta:
+        meta.MediaStorageSOPInstanceUID = state.map_uid(str(meta.MediaStorageSOPInstanceUID))
+    for tag in [t for t in meta.keys() if (t & 0xFFFF) >= 0x0016]:
+        del meta[tag]
+    meta.ImplementationClassUID = GANTRY_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = GANTRY_IMPLEMENTATION_VERSION
+
+
+def remediate(ds: Dataset, profile: Profile, key: bytes, keep_originals: bool = True
+              ) -> Remediation:
+    """Apply `profile` to `ds` (and its file meta) in place; return what was done."""
+    state = _Remediator(ds, profile, key, keep_originals)
+    if ENCRYPTED_ATTRIBUTES in ds:  # a carrier from elsewhere is not ours to forward
+        state._record(ds, ENCRYPTED_ATTRIBUTES, True)
+        del ds[ENCRYPTED_ATTRIBUTES]
+    state.walk(ds, top=True)
+    remediate_file_meta(ds, state)
+    result = state.result
+    result.identifiers = state.removed_identifiers(ds) | set(result.uid_map)
+    result.identifiers.discard(result.pseudonym)
+    if profile.modified_dates:
+        ds.add_new(LONGITUDINAL_MODIFIED, "CS", "MODIFIED")
+    elif profile.full_dates:
+        ds.add_new(LONGITUDINAL_MODIFIED, "CS", "UNMODIFIED")
+    else:
+        ds.add_new(LONGITUDINAL_MODIFIED, "CS", "REMOVED")
+    return result

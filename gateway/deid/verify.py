@@ -1,0 +1,66 @@
+"""The gatekeeper: inspect a remediated object again and refuse it if anything survived."""
+
+from __future__ import annotations
+
+from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
+
+from gateway.deid.profile import Profile
+from gateway.deid.remediate import ENCRYPTED_ATTRIBUTES, Remediation, _values
+from gateway.deid.tags import tag_str
+
+TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
+                      "UI", "UR", "UT"})
+LONG_IDENTIFIER = 6  # identifiers this long are also looked for inside other values
+
+
+def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]:
+    """Problems that make `ds` unsafe to export; empty when it passes. Names tags, never values."""
+    exact = remediation.identifiers
+    long_ones = [v for v in exact if len(v) >= LONG_IDENTIFIER]
+    problems: list[str] = []
+    sop_class = str(ds.get("SOPClassUID", "") or "")
+
+    def check(item: Dataset, path: str, top: bool) -> None:
+        creators: dict[tuple[int, int], str] = {}
+        for elem in item:
+            tag = BaseTag(elem.tag)
+            where = f"{path}{tag_str(tag)}"
+            if tag == ENCRYPTED_ATTRIBUTES and top:
+                continue  # the one permitted carrier of originals (sealed)
+            if tag.is_private:
+                element = tag.element
+                if 0x10 <= element <= 0xFF:
+                    creators[(tag.group, element)] = str(elem.value).strip()
+                    continue
+                override = profile.overrides.get(tag)
+                creator = creators.get((tag.group, element >> 8))
+                if not (override and override.action == "keep") and not profile.is_safe_private(
+                        tag.group, creator, element):
+                    problems.append(f"private element {where} is not safe to keep")
+                    continue
+            elif tag in profile.overrides:
+                continue
+            elif profile.code_for(tag, sop_class) == "X":
+                problems.append(f"{where} should have been removed")
+                continue
+            if elem.VR == "SQ":
+                for i, sub in enumerate(elem.value or ()):
+                    check(sub, f"{where}[{i}].", False)
+                continue
+            if elem.VR not in TEXT_VRS or elem.value is None:
+                continue
+            for value in _values(elem.value):
+                value = value.strip()
+                if value in exact:
+                    problems.append(f"an original identifier survives in {where}")
+                    break
+                if len(value) >= LONG_IDENTIFIER and any(v in value for v in long_ones):
+                    problems.append(f"an original identifier survives inside {where}")
+                    break
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        check(meta, "file meta ", False)
+    check(ds, "", True)
+    return problems

@@ -1,0 +1,179 @@
+"""Reading and writing DICOM files fast: parse the header, copy pixel bytes untouched.
+
+Most objects need only their header changed. `read_for_deid` parses everything before the pixel
+data and notes where the pixel data element starts; `write` writes the new header and appends
+those bytes verbatim. Objects whose tail holds more than the pixel data (or deflated ones) are
+read whole instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
+
+# pydicom's validation warnings quote element values, which may be identifiers: never emit them.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
+logging.getLogger("pydicom").setLevel(logging.CRITICAL + 1)
+
+PIXEL_TAGS = {0x7FE00008, 0x7FE00009, 0x7FE00010}
+PADDING_TAG = 0xFFFCFFFC
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
+             b"UT", b"UV"}
+
+
+class DicomReadError(ValueError):
+    """A file that is not a readable DICOM object; the message names the file and the problem."""
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{path}: {problem}")
+
+
+@dataclass
+class Parsed:
+    """A dataset read for de-identification; `tail` is where raw pixel bytes start, if copyable."""
+
+    ds: Dataset
+    src: Path
+    tail: int | None
+
+
+def _check_meta(ds: Dataset, path: str | os.PathLike) -> None:
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or "TransferSyntaxUID" not in meta:
+        raise DicomReadError(path, "no file meta information (0002,0010) Transfer Syntax UID")
+    if "SOPInstanceUID" not in ds:
+        raise DicomReadError(path, "missing (0008,0018) SOP Instance UID")
+
+
+def _read(path: str | os.PathLike, **kwargs: object) -> tuple[Dataset, int, int]:
+    try:
+        with open(path, "rb") as fh:
+            ds = pydicom.dcmread(fh, **kwargs)
+            pos = fh.tell()
+            size = os.fstat(fh.fileno()).st_size
+    except InvalidDicomError as exc:
+        raise DicomReadError(path, f"not a DICOM file ({exc})") from None
+    except OSError as exc:
+        raise DicomReadError(path, f"cannot read: {exc.strerror}") from None
+    except Exception as exc:  # pydicom raises many kinds on corrupt input
+        raise DicomReadError(path, f"cannot parse: {type(exc).__name__}: {exc}") from None
+    _check_meta(ds, path)
+    return ds, pos, size
+
+
+def read_header(path: str | os.PathLike) -> Dataset:
+    """File meta + every element before the pixel data."""
+    return _read(path, stop_before_pixels=True)[0]
+
+
+def read_full(path: str | os.PathLike) -> Dataset:
+    """The whole object, every element loaded (raises DicomReadError)."""
+    ds = _read(path)[0]
+    try:
+        for _ in ds.iterall():
+            pass
+    except Exception as exc:
+        raise DicomReadError(path, f"cannot parse: {type(exc).__name__}: {exc}") from None
+    return ds
+
+
+def _tail_end(fh: BinaryIO, pos: int, size: int, ts: str) -> int | None:
+    """End offset of the pixel element starting at `pos`, or None when it is malformed."""
+    fmt = ">" if ts == ExplicitVRBigEndian else "<"
+    fh.seek(pos)
+    head = fh.read(12)
+    if len(head) < 8:
+        return None
+    group, elem = struct.unpack(fmt + "HH", head[:4])
+    if ((group << 16) | elem) not in PIXEL_TAGS:
+        return None
+    if ts == ImplicitVRLittleEndian:
+        length, start = struct.unpack("<I", head[4:8])[0], pos + 8
+    elif head[4:6] in _LONG_VRS:
+        if len(head) < 12:
+            return None
+        length, start = struct.unpack(fmt + "I", head[8:12])[0], pos + 12
+    else:
+        length, start = struct.unpack(fmt + "H", head[6:8])[0], pos + 8
+    if length != 0xFFFFFFFF:
+        return start + length if start + length <= size else None
+    at = start  # encapsulated: items up to the sequence delimiter
+    while at + 8 <= size:
+        fh.seek(at)
+        group, elem, item_len = struct.unpack("<HHI", fh.read(8))
+        at += 8
+        if (group, elem) == (0xFFFE, 0xE0DD):
+            return at
+        if (group, elem) != (0xFFFE, 0xE000):
+            return None
+        at += item_len
+    return None
+
+
+def read_for_deid(path: str | os.PathLike) -> Parsed:
+    """The header, and the offset of raw pixel bytes that can be copied as they are."""
+    src = Path(path)
+    ds, pos, size = _read(src, stop_before_pixels=True)
+    ts = ds.file_meta.TransferSyntaxUID
+    if ts == DeflatedExplicitVRLittleEndian:
+        return Parsed(read_full(src), src, None)
+    if pos >= size:
+        return Parsed(ds, src, None)  # no pixel data at all
+    with open(src, "rb") as fh:
+        end = _tail_end(fh, pos, size, ts)
+    if end is None:
+        raise DicomReadError(src, "pixel data element (7FE0,0010) is truncated or malformed")
+    if end == size:
+        return Parsed(ds, src, pos)
+    return Parsed(read_full(src), src, None)
+
+
+def load_pixels(parsed: Parsed) -> Dataset:
+    """The whole dataset of a Parsed object (for stages that change pixels)."""
+    if parsed.tail is None:
+        return parsed.ds
+    full = read_full(parsed.src)
+    for elem in parsed.ds:  # keep what earlier stages did to the header
+        full[elem.tag] = elem
+    for tag in [t for t in full.keys() if t not in parsed.ds and t < 0x7FE00000]:
+        del full[tag]
+    full.file_meta = parsed.ds.file_meta
+    parsed.ds, parsed.tail = full, None
+    return full
+
+
+def write(parsed: Parsed, dst: str | os.PathLike, fsync: bool = False) -> Path:
+    """Write the dataset to `dst` atomically (temp file + rename), raw pixel bytes appended."""
+    target = Path(dst)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as out:
+            pydicom.dcmwrite(out, parsed.ds, enforce_file_format=True)
+            if parsed.tail is not None:
+                with open(parsed.src, "rb") as src:
+                    src.seek(parsed.tail)
+                    shutil.copyfileobj(src, out, 1 << 20)
+            deflated = parsed.ds.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+            if deflated and out.tell() % 2:
+                out.write(b"\x00")  # the deflated bitstream is padded to even length
+            if fsync:
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return target

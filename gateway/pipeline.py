@@ -1,0 +1,159 @@
+"""One object through the stages: read → redaction decision → remediate → back up → redact
+pixels → stamp → verify → write. The result is an explicit value: Forwarded or Quarantined.
+
+The network worker and the batch command both call `Pipeline.process`; nothing here logs or
+touches the network or the database.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from gateway.config import BackupConfig, Config
+from gateway.deid.keyed import keyed_hash
+from gateway.deid.profile import Profile
+from gateway.deid.remediate import remediate
+from gateway.deid.stamp import stamp
+from gateway.deid.verify import verify
+from gateway.dicomio import DicomReadError, load_pixels, read_for_deid, write
+
+CLEAN_PIXEL_DATA = "113101"
+_QUOTED = re.compile(r"('[^']*'|\"[^\"]*\")")
+
+
+@dataclass(frozen=True)
+class Forwarded:
+    """The object was de-identified and written to `path`; UIDs are the new ones."""
+
+    path: Path
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    original_sop_hash: str
+    counts: dict[str, int] = field(default_factory=dict)
+    not_backed_up: tuple[str, ...] = ()
+    redaction_rule: str | None = None
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """The object must not leave: `reason` says why (and never carries an identifier)."""
+
+    reason: str
+
+
+Outcome = Forwarded | Quarantined
+Destination = Path | Callable[[Dataset], Path]
+
+
+def safe_message(exc: BaseException) -> str:
+    """An exception as text with quoted values (which may be identifiers) blanked out."""
+    return f"{type(exc).__name__}: {_QUOTED.sub('<value>', str(exc))}"[:300]
+
+
+def layout_path(root: Path) -> Callable[[Dataset], Path]:
+    """Output laid out by new study / series UID: ROOT/study/series/sop.dcm."""
+
+    def place(ds: Dataset) -> Path:
+        return root / str(ds.StudyInstanceUID) / str(ds.SeriesInstanceUID) / (
+            f"{ds.SOPInstanceUID}.dcm")
+
+    return place
+
+
+class Pipeline:
+    """The de-identification stages for one configuration and site key."""
+
+    def __init__(self, config: Config, site_key: bytes) -> None:
+        self.config = config
+        self.key = site_key
+        self._profiles: dict[str, Profile] = {}
+        self._certificates: dict[tuple[str, ...], list] = {}
+        self._redactor = None
+
+    def profile(self, name: str) -> Profile:
+        if name not in self._profiles:
+            self._profiles[name] = Profile.from_config(self.config.profile_named(name))
+        return self._profiles[name]
+
+    @property
+    def redactor(self):  # noqa: ANN201 - the type lives in gateway.deid.redact
+        if self._redactor is None:
+            from gateway.deid.redact import Redactor
+
+            base = Path(self.config.source).parent if self.config.source.startswith("/") else None
+            self._redactor = Redactor(self.config.redaction, base)
+        return self._redactor
+
+    def certificates(self, backup: BackupConfig) -> list:
+        if backup.recipients not in self._certificates:
+            from gateway.recipients import load_certificates
+
+            self._certificates[backup.recipients] = load_certificates(backup.recipients)
+        return self._certificates[backup.recipients]
+
+    def process(self, src: Path, dst: Destination, *, profile: str = "default",
+                backup: BackupConfig | None = None, burned_in: str | None = None) -> Outcome:
+        """Run every stage on the file `src`; write the result to `dst` (a path, or a function
+        of the de-identified dataset giving one) or say why it is quarantined."""
+        try:
+            parsed = read_for_deid(src)
+        except DicomReadError as exc:
+            return Quarantined(f"unreadable: {exc.problem}")
+        backup = backup if backup is not None else self.config.backup
+        prof = self.profile(profile)
+        try:
+            decision = self.redactor.decide(parsed.ds)
+            policy = burned_in or self.config.redaction.on_risk
+            if decision.refused and policy == "quarantine":
+                return Quarantined(
+                    f"burned-in text risk, no redaction rule for {decision.signature}")
+            if decision.regions:
+                load_pixels(parsed)
+            ds = parsed.ds
+            original_sop = str(ds.SOPInstanceUID)
+            remediation = remediate(ds, prof, self.key, keep_originals=backup.enabled)
+            not_backed_up: tuple[str, ...] = ()
+            if backup.enabled:
+                from gateway.deid.backup import attach_backup
+
+                cfg = self.config.profile_named(profile)
+                not_backed_up = attach_backup(ds, remediation.originals,
+                                              self.certificates(backup),
+                                              cfg.backup_max_value_bytes)
+            extra: tuple[str, ...] = ()
+            if decision.regions:
+                self.redactor.redact(ds, decision)
+                extra = (CLEAN_PIXEL_DATA,)
+            stamp(ds, prof, extra)
+        except DicomReadError as exc:
+            return Quarantined(f"unreadable: {exc.problem}")
+        except Exception as exc:  # one bad object must never stop the run
+            return Quarantined(f"de-identification failed: {safe_message(exc)}")
+        problems = verify(ds, remediation, prof)
+        if problems:
+            return Quarantined("verify refused: " + "; ".join(problems[:5]))
+        target = dst(ds) if callable(dst) else Path(dst)
+        try:
+            write(parsed, target)
+        except Exception as exc:
+            return Quarantined(f"cannot write the de-identified object: {safe_message(exc)}")
+        return Forwarded(
+            path=target,
+            study_uid=str(ds.get("StudyInstanceUID", "")),
+            series_uid=str(ds.get("SeriesInstanceUID", "")),
+            sop_uid=str(ds.SOPInstanceUID),
+            sop_class_uid=str(ds.get("SOPClassUID", "")),
+            transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
+            original_sop_hash=keyed_hash(self.key, original_sop, 32),
+            counts=dict(remediation.counts),
+            not_backed_up=not_backed_up,
+            redaction_rule=decision.rule,
+        )
