@@ -150,3 +150,6 @@ def load_private_key(
         raise RecipientError(f"{path}: not an RSA private key")
     return key
 
+
+
+load_certificates = load_recipient_certificates  # the name the pipeline uses
