@@ -1,0 +1,42 @@
+"""Structured JSON logs (structlog): one line per event, level from the configuration.
+
+Callers pass only safe values: job ids (the correlation id of an object), states, AE titles,
+new UIDs, counts, statuses and reasons — never names, IDs, dates or original UIDs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+
+
+def configure(level: str = "info", stream: TextIO | None = None, **context: Any) -> None:
+    """Route every structlog logger to JSON lines on `stream` (stderr by default)."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(sort_keys=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.WriteLoggerFactory(file=stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    structlog.contextvars.clear_contextvars()
+    if context:
+        structlog.contextvars.bind_contextvars(**context)
+    # pynetdicom logs through stdlib logging, sometimes with dataset values: keep it quiet.
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL + 1)
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger tagged with the component name."""
+    return structlog.get_logger(component=name)

@@ -1,0 +1,267 @@
+"""The outbox of one destination: C-STORE SCU over held associations, with retries.
+
+Each of `associations` slots claims due deliveries from SQLite, keeps its association open
+across objects (re-associating when the outbox holds a SOP class / transfer syntax the current
+one lacks), streams the de-identified file as is, or transcodes it to an uncompressed syntax
+when the destination refused the original one. Outcomes:
+
+- Success → delivered; Warning → delivered, status recorded;
+- connection failure → pending again after exponential backoff with jitter (forever: a
+  destination down for hours loses nothing);
+- transient failure status (Out of Resources, resource limitation) → backoff, up to
+  `max_retries`, then quarantine;
+- any other failure status → quarantine with that status.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, _config
+from pynetdicom.status import code_to_category
+
+from gateway.config import DestinationConfig
+from gateway.logs import get_logger
+from gateway.net.receiver import set_nodelay
+from gateway.store import Claim, StateDir, Store
+
+_config.STORE_SEND_CHUNKED_DATASET = True  # stream files: no decode, flat memory
+
+UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+MAX_CONTEXTS = 128
+
+
+def is_transient(status: int) -> bool:
+    """Out of Resources (A7xx) and resource limitation (0213) are worth retrying."""
+    return 0xA700 <= status <= 0xA7FF or status == 0x0213
+
+
+def backoff(attempts: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with 'equal jitter': half fixed, half random."""
+    delay = min(cap, base * (2 ** min(attempts, 32)))
+    return delay / 2 + rng.uniform(0, delay / 2)
+
+
+def transcode(path: Path, accepted: list[str]) -> Any:
+    """Read a file and make it sendable in an uncompressed syntax the peer accepted."""
+    ds = dcmread(path)
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        ds.decompress()  # → Explicit VR Little Endian
+    target = ExplicitVRLittleEndian if ExplicitVRLittleEndian in accepted else accepted[0]
+    ds.file_meta.TransferSyntaxUID = UID(target)
+    return ds
+
+
+class Slot(threading.Thread):
+    """One association to the destination, held across objects."""
+
+    def __init__(self, outbox: Outbox, index: int) -> None:
+        super().__init__(name=f"outbox-{outbox.name}-{index}", daemon=True)
+        self.outbox = outbox
+        self.owner = f"{outbox.owner}:{index}"
+        self.assoc: Any = None
+        self.contexts: set[tuple[str, str]] = set()
+        self.last_used = 0.0
+        self.connect_failures = 0
+        self.error = ""
+        self.rng = random.Random()
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self) -> None:
+        box = self.outbox
+        store = Store(box.state.db, durable=False)
+        try:
+            while not box.stop.is_set():
+                claims = store.claim_deliveries(box.name, self.owner, limit=box.batch)
+                if not claims:
+                    if self.assoc is not None and time.monotonic() - self.last_used > box.idle:
+                        self._release()
+                    box.stop.wait(box.poll)
+                    continue
+                self._send_batch(store, claims)
+        finally:
+            self._release()
+            store.close()
+
+    def _send_batch(self, store: Store, claims: list[Claim]) -> None:
+        box = self.outbox
+        if not self._ensure(store, claims):
+            self.connect_failures += 1
+            for c in claims:
+                store.retry_later(c.job_id, box.name, error=self.error,
+                                  delay=self._delay(c.attempts))
+            box.log.warning("destination.unreachable", destination=box.name, error=self.error,
+                            queued=len(claims))
+            box.stop.wait(min(box.dest.max_backoff_seconds,
+                              box.dest.backoff_seconds * 2 ** min(self.connect_failures, 16)))
+            return
+        self.connect_failures = 0
+        for i, claim in enumerate(claims):
+            if box.stop.is_set() or self.assoc is None:
+                store.release_claims([c.job_id for c in claims[i:]], box.name)
+                return
+            self._send_one(store, claim)
+
+    def _delay(self, attempts: int) -> float:
+        d = self.outbox.dest
+        return backoff(attempts, d.backoff_seconds, d.max_backoff_seconds, self.rng)
+
+    # ------------------------------------------------------------------ association
+
+    def _ensure(self, store: Store, claims: list[Claim]) -> bool:
+        wanted = {(c.sop_class_uid, c.transfer_syntax) for c in claims}
+        if self.assoc is not None and self.assoc.is_established and wanted <= self.contexts:
+            return True
+        self._release()
+        pairs = list(dict.fromkeys(
+            [(c.sop_class_uid, c.transfer_syntax) for c in claims]
+            + self.outbox.outbox_pairs(store)))
+        ae = AE(ae_title=self.outbox.calling_ae)
+        ae.acse_timeout = 30
+        ae.dimse_timeout = 120
+        ae.network_timeout = 60
+        proposed: set[tuple[str, str]] = set()
+        fallback: set[str] = set()
+        for sop_class, ts in pairs:
+            need = (ts not in UNCOMPRESSED) + (sop_class not in fallback)
+            if len(ae.requested_contexts) + need > MAX_CONTEXTS:
+                continue
+            if ts not in UNCOMPRESSED:
+                ae.add_requested_context(sop_class, [ts])
+            if sop_class not in fallback:  # for transcoding, and for uncompressed objects
+                ae.add_requested_context(sop_class, list(UNCOMPRESSED))
+                fallback.add(sop_class)
+            proposed.add((sop_class, ts))
+        d = self.outbox.dest
+        try:
+            assoc = ae.associate(d.host, d.port, ae_title=d.ae_title,
+                                 max_pdu=self.outbox.max_pdu)
+        except Exception as exc:  # noqa: BLE001 - any socket error is a connection failure
+            self.error = f"connection failed: {type(exc).__name__}"
+            return False
+        if not assoc.is_established:
+            self.error = ("association rejected" if assoc.is_rejected else
+                          "association aborted" if assoc.is_aborted else "connection failed")
+            return False
+        set_nodelay(getattr(assoc.dul.socket, "socket", None))
+        self.assoc = assoc
+        self.contexts = proposed
+        self.last_used = time.monotonic()
+        self.outbox.log.info("association.open", destination=self.outbox.name,
+                             contexts=len(assoc.accepted_contexts))
+        return True
+
+    def _release(self) -> None:
+        if self.assoc is not None:
+            try:
+                if self.assoc.is_established:
+                    self.assoc.release()
+            except Exception:  # noqa: BLE001 - the peer may be gone already
+                pass
+            self.assoc = None
+            self.contexts = set()
+
+    # ------------------------------------------------------------------ one object
+
+    def _send_one(self, store: Store, claim: Claim) -> None:
+        box = self.outbox
+        path = box.state.output(claim.job_id)
+        if not path.exists():
+            store.delivery_failed(claim.job_id, box.name, status=None,
+                                  reason="de-identified file missing from the outbox")
+            box.state.move_to_quarantine(claim.job_id)
+            return
+        accepted = [cx for cx in self.assoc.accepted_contexts
+                    if cx.abstract_syntax == claim.sop_class_uid]
+        syntaxes = [str(cx.transfer_syntax[0]) for cx in accepted]
+        try:
+            if claim.transfer_syntax in syntaxes:
+                rsp = self.assoc.send_c_store(path)
+            elif any(ts in UNCOMPRESSED for ts in syntaxes):
+                payload = transcode(path, [ts for ts in syntaxes if ts in UNCOMPRESSED])
+                rsp = self.assoc.send_c_store(payload)
+                box.log.info("delivery.transcoded", job=claim.job_id, destination=box.name,
+                             to_syntax=str(payload.file_meta.TransferSyntaxUID))
+            else:
+                reason = f"{box.name} accepts no transfer syntax for this SOP class"
+                store.delivery_failed(claim.job_id, box.name, status=None, reason=reason)
+                box.state.move_to_quarantine(claim.job_id)
+                return
+        except (RuntimeError, OSError, ConnectionError) as exc:
+            self._lost(store, claim, f"send failed: {type(exc).__name__}")
+            return
+        except Exception as exc:  # noqa: BLE001 - cannot encode: fail closed
+            reason = f"cannot send to {box.name}: {type(exc).__name__}"
+            store.delivery_failed(claim.job_id, box.name, status=None, reason=reason)
+            box.state.move_to_quarantine(claim.job_id)
+            return
+        self.last_used = time.monotonic()
+        status = getattr(rsp, "Status", None) if rsp else None
+        if status is None:
+            self._lost(store, claim, "no response")
+            return
+        category = code_to_category(status)
+        if category in ("Success", "Warning"):
+            if store.delivered(claim.job_id, box.name, status):
+                box.state.done(claim.job_id)
+            if category == "Warning":
+                box.log.warning("delivery.warning", job=claim.job_id, destination=box.name,
+                                status=f"0x{status:04X}")
+        elif is_transient(status) and claim.attempts + 1 < box.dest.max_retries:
+            store.retry_later(claim.job_id, box.name, status=status,
+                              error=f"status 0x{status:04X}", delay=self._delay(claim.attempts))
+        else:
+            reason = f"{box.name} answered status 0x{status:04X}"
+            if is_transient(status):
+                reason += f" after {claim.attempts + 1} attempts"
+            store.delivery_failed(claim.job_id, box.name, status=status, reason=reason)
+            box.state.move_to_quarantine(claim.job_id)
+
+    def _lost(self, store: Store, claim: Claim, error: str) -> None:
+        store.retry_later(claim.job_id, self.outbox.name, error=error,
+                          delay=self._delay(claim.attempts))
+        self.outbox.log.warning("association.lost", destination=self.outbox.name, error=error)
+        if self.assoc is not None:
+            try:
+                self.assoc.abort()
+            except Exception:  # noqa: BLE001
+                pass
+            self.assoc = None
+            self.contexts = set()
+
+
+class Outbox:
+    """All slots of one destination (run in a forwarder process, or a thread in tests)."""
+
+    def __init__(self, name: str, dest: DestinationConfig, state: StateDir, *,
+                 calling_ae: str, stop: Any, max_pdu: int = 0, batch: int = 16,
+                 poll: float = 0.02, idle: float = 10.0) -> None:
+        self.name, self.dest, self.state = name, dest, state
+        self.calling_ae, self.stop, self.max_pdu = calling_ae, stop, max_pdu
+        self.batch, self.poll, self.idle = batch, poll, idle
+        self.owner = f"fwd-{name}-{id(self):x}"
+        self.log = get_logger("gateway.forwarder")
+        self.slots = [Slot(self, i) for i in range(max(1, dest.associations))]
+
+    def outbox_pairs(self, store: Store) -> list[tuple[str, str]]:
+        """(SOP class, transfer syntax) of everything waiting for this destination."""
+        rows = store.conn.execute(
+            "SELECT DISTINCT j.sop_class_uid, j.out_transfer_syntax FROM deliveries d "
+            "JOIN jobs j ON j.id = d.job_id WHERE d.destination = ? AND d.state IN "
+            "('pending', 'sending') LIMIT 200", (self.name,)).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def start(self) -> None:
+        for slot in self.slots:
+            slot.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        for slot in self.slots:
+            slot.join(timeout)

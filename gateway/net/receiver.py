@@ -1,0 +1,256 @@
+"""The C-STORE / C-ECHO SCP: spool each object durably, commit its job, then answer Success.
+
+The handler never decodes the dataset and never waits for de-identification: it writes the
+bytes as received (File Meta + raw data set) to `spool/<job id>.dcm`, fsyncs, commits a
+`received` job in SQLite and returns 0x0000. A disk or database failure answers 0xA700 (Out of
+Resources), bytes that are not a data set 0xC210 (Cannot understand) — never a false Success.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+import uuid
+from collections.abc import Callable
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000TransferSyntaxes,
+    JPEGLSTransferSyntaxes,
+    JPEGTransferSyntaxes,
+    RLELossless,
+)
+from pynetdicom import AE, evt
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.sop_class import Verification
+
+from gateway.config import Config, NetworkConfig
+from gateway.deid.keyed import keyed_hash
+from gateway.logs import get_logger
+from gateway.store import Store
+
+TRANSFER_SYNTAXES = [
+    ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian, *JPEGTransferSyntaxes, *JPEGLSTransferSyntaxes,
+    *JPEG2000TransferSyntaxes, RLELossless,
+]
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC210
+IMPLEMENTATION_VERSION = "GANTRY_01"
+
+
+def set_nodelay(sock: socket.socket | None) -> None:
+    """Turn Nagle's algorithm off (else each small PDU waits for the peer's delayed ACK)."""
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+def sop_hash(key: bytes, sop_instance_uid: str) -> str:
+    """The keyed hash of an original SOP Instance UID kept in the audit (never the UID)."""
+    return keyed_hash(key, f"sop-instance-uid:{sop_instance_uid}", 32)
+
+
+def _looks_like_dataset(data: bytes, transfer_syntax: str) -> bool:
+    """A cheap check that the bytes start with a data-set element (not the full parse)."""
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        return len(data) > 2
+    if len(data) < 8:
+        return False
+    fmt = ">HH" if transfer_syntax == ExplicitVRBigEndian else "<HH"
+    group, _elem = struct.unpack(fmt, data[:4])
+    return group >= 0x0008 and group != 0xFFFE
+
+
+class Receiver:
+    """A pynetdicom SCP that turns each C-STORE into a spooled file and a `received` job."""
+
+    def __init__(self, config: Config, site_key: bytes, store_path: Path, spool_dir: Path,
+                 on_received: Callable[[str], None] | None = None) -> None:
+        self.net: NetworkConfig = config.network
+        self.key = site_key
+        self.store_path = store_path
+        self.spool_dir = spool_dir
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.on_received = on_received
+        self.log = get_logger("gateway.receiver")
+        self._local = threading.local()
+        self._server: Any = None
+        self._allowed = [(c.ae_title.strip(), c.address) for c in self.net.allowed_callers]
+        self.ae = AE(ae_title=self.net.ae_title)
+        self.ae.maximum_pdu_size = self.net.max_pdu
+        self.ae.maximum_associations = 64
+        self.ae.network_timeout = 60
+        self.ae.dimse_timeout = 120
+        self.ae.implementation_version_name = IMPLEMENTATION_VERSION
+        for cx in AllStoragePresentationContexts:
+            self.ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES)
+        self.ae.add_supported_context(Verification)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        """Listen (non-blocking: pynetdicom serves each association in its own thread)."""
+        handlers = [
+            (evt.EVT_CONN_OPEN, self._on_open),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_ECHO, self._on_echo),
+        ]
+        self._server = self.ae.start_server((self.net.host, self.net.port), block=False,
+                                            evt_handlers=handlers)
+        self.log.info("receiver.listening", ae_title=self.net.ae_title, host=self.net.host,
+                      port=self.port)
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket; associations in flight carry on."""
+        if self._server is not None:
+            self._server.shutdown()  # stops the accept loop and closes the socket
+            self.log.info("receiver.closed")
+
+    def active(self) -> int:
+        return len([a for a in self.ae.active_associations if a.is_acceptor and a.is_alive()])
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait for associations in flight to end; True when none is left."""
+        deadline = threading.Event()
+        waited = 0.0
+        while self.active() and waited < timeout:
+            deadline.wait(0.05)
+            waited += 0.05
+        return self.active() == 0
+
+    def abort_all(self) -> None:
+        for assoc in list(self.ae.active_associations):
+            assoc.abort()
+
+    # ------------------------------------------------------------------ handlers
+
+    def _allowed_caller(self, calling: str, address: str) -> bool:
+        if not self._allowed:
+            return True
+        return any(calling == ae and (addr is None or addr == address)
+                   for ae, addr in self._allowed)
+
+    def _on_open(self, event: Any) -> None:
+        assoc = event.assoc
+        set_nodelay(getattr(assoc.dul.socket, "socket", None))
+        address = event.address[0]
+        acse = assoc.acse
+        negotiate = acse._negotiate_as_acceptor
+
+        def checked() -> None:
+            # Same reject as pynetdicom's own calling-AE check: rejected-permanent,
+            # service-user, "calling AE title not recognized".
+            calling = acse.requestor.primitive.calling_ae_title.strip()
+            if not self._allowed_caller(calling, address):
+                self.log.warning("association.rejected", calling_ae=calling, peer=address,
+                                 reason="calling AE title not recognized")
+                acse.send_reject(0x01, 0x01, 0x03)
+                evt.trigger(assoc, evt.EVT_REJECTED, {})
+                assoc.kill()
+                return
+            negotiate()
+
+        acse._negotiate_as_acceptor = checked
+
+    def _on_echo(self, event: Any) -> int:
+        return SUCCESS
+
+    def _store(self) -> Store:
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = self._local.store = Store(self.store_path, durable=True)
+        return store
+
+    def _on_store(self, event: Any) -> int:
+        job_id = uuid.uuid4().hex
+        try:
+            req = event.request
+            sop_class = str(req.AffectedSOPClassUID)
+            sop_uid = str(req.AffectedSOPInstanceUID)
+            ts = str(event.context.transfer_syntax)
+            data = event.encoded_dataset(include_meta=False)
+        except Exception:  # noqa: BLE001 - malformed request: refuse, do not crash
+            self.log.warning("store.refused", job=job_id, status=CANNOT_UNDERSTAND,
+                             reason="malformed C-STORE request")
+            return CANNOT_UNDERSTAND
+        calling = event.assoc.requestor.ae_title.strip()
+        called = event.assoc.acceptor.ae_title.strip()
+        peer = str(event.assoc.requestor.address)
+        if not _looks_like_dataset(data, ts):
+            self.log.warning("store.refused", job=job_id, status=CANNOT_UNDERSTAND,
+                             calling_ae=calling, reason="data set does not start with an element")
+            return CANNOT_UNDERSTAND
+        path = self.spool_dir / f"{job_id}.dcm"
+        try:
+            self._write(path, data, sop_class, sop_uid, ts, calling)
+        except OSError as exc:
+            self._discard(path)
+            self.log.error("store.failed", job=job_id, status=OUT_OF_RESOURCES,
+                           reason=f"spool write failed: {exc.strerror or type(exc).__name__}")
+            return OUT_OF_RESOURCES
+        try:
+            self._store().add_job(job_id, calling_ae=calling, called_ae=called, peer=peer,
+                                  sop_hash=sop_hash(self.key, sop_uid),
+                                  sop_class_uid=sop_class, transfer_syntax=ts,
+                                  size=len(data))
+        except Exception as exc:  # noqa: BLE001 - any database failure → Out of Resources
+            self._discard(path)
+            self.log.error("store.failed", job=job_id, status=OUT_OF_RESOURCES,
+                           reason=f"database: {type(exc).__name__}")
+            return OUT_OF_RESOURCES
+        if self.on_received is not None:
+            self.on_received(job_id)
+        return SUCCESS
+
+    @staticmethod
+    def _discard(path: Path) -> None:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+    @staticmethod
+    def _write(path: Path, data: bytes, sop_class: str, sop_uid: str, ts: str,
+               calling: str) -> None:
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = sop_class
+        meta.MediaStorageSOPInstanceUID = sop_uid
+        meta.TransferSyntaxUID = ts
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+        if calling:
+            meta.SourceApplicationEntityTitle = calling
+        head = BytesIO()
+        head.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(head, meta, enforce_standard=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, head.getvalue())
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            # fsync of a new file on ext4/xfs also persists its directory entry.
+            os.fsync(fd)
+        finally:
+            os.close(fd)

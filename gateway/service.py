@@ -1,0 +1,251 @@
+"""The gateway node: receiver (this process), worker processes, one forwarder process per
+destination, all sharing the state directory (SQLite + files).
+
+Start: every claim left by a previous run is requeued and stray files are swept, then the
+children start, then the receiver listens. SIGTERM/SIGINT: stop accepting associations, let
+receives in flight finish, ask the children to stop after their current object, leave the rest
+queued for the next start.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import re
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway import logs
+from gateway.config import Config
+from gateway.store import StateDir, Store
+
+_QUOTED = re.compile(r"('[^']*'|\"[^\"]*\")")
+PR_SET_PDEATHSIG = 1
+
+
+def scrub(reason: str) -> str:
+    """A reason as stored: quoted values (possibly identifiers) blanked, bounded length."""
+    return _QUOTED.sub("<value>", reason)[:300]
+
+
+def state_root(config: Config) -> Path:
+    """`state_dir`, relative to the configuration file when it names one."""
+    root = Path(config.state_dir)
+    if not root.is_absolute() and config.source.startswith("/"):
+        root = Path(config.source).parent / root
+    return root
+
+
+def _die_with_parent() -> None:
+    """Children die with the node even on kill -9 (no orphan keeps working on the state)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def _child_setup(config: Config, role: str) -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the parent decides when we stop
+    logs.configure(config.log_level, role=role, pid=os.getpid())
+
+
+# ---------------------------------------------------------------------------- workers
+
+
+class Worker:
+    """Takes received jobs and runs route → pipeline → outbox or quarantine."""
+
+    def __init__(self, config: Config, site_key: bytes, state: StateDir) -> None:
+        from gateway.pipeline import Pipeline
+        from gateway.routing import Router
+
+        self.state = state
+        self.store = Store(state.db, durable=False)
+        self.router = Router(config)
+        self.pipeline = Pipeline(config, site_key)
+        self.owner = f"worker-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.log = logs.get_logger("gateway.worker")
+
+    def run_once(self) -> bool:
+        """Process one job if there is one; False when the queue is empty."""
+        rows = self.store.claim_jobs(self.owner, limit=1)
+        for row in rows:
+            self.process(row)
+        return bool(rows)
+
+    def process(self, row: Any) -> None:
+        from gateway.dicomio import DicomReadError, read_header
+        from gateway.pipeline import Forwarded
+
+        job_id = row["id"]
+        src = self.state.original(job_id)
+        if src is None:
+            return self._quarantine(job_id, "original missing from the spool")
+        if src.parent != self.state.spool:
+            self.state.move_to_spool(job_id)
+            src = self.state.spooled(job_id)
+        try:
+            header = read_header(src)
+        except DicomReadError as exc:
+            return self._quarantine(job_id, f"unreadable: {exc.problem}")
+        route = self.router.route(header, row["calling_ae"] or "", row["called_ae"] or "")
+        if route is None:
+            return self._quarantine(job_id, "no route")
+        out = self.state.output(job_id)
+        try:
+            outcome = self.pipeline.process(src, out, profile=route.profile,
+                                            backup=route.backup, burned_in=route.burned_in)
+        except Exception as exc:  # noqa: BLE001 - fail closed on any engine bug
+            outcome = None
+            reason = f"pipeline error: {type(exc).__name__}"
+        if not isinstance(outcome, Forwarded):
+            reason = outcome.reason if outcome is not None else reason
+            return self._quarantine(job_id, reason, route.name, route.profile)
+        fd = os.open(out, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.store.finish_processing(
+            job_id, route=route.name, profile=route.profile, new_study_uid=outcome.study_uid,
+            new_series_uid=outcome.series_uid, new_sop_uid=outcome.sop_uid,
+            out_transfer_syntax=outcome.transfer_syntax, counts=outcome.counts,
+            not_backed_up=outcome.not_backed_up, destinations=route.destinations)
+        if not route.destinations:
+            self.state.done(job_id)
+
+    def _quarantine(self, job_id: str, reason: str, route: str | None = None,
+                    profile: str | None = None) -> None:
+        self.store.quarantine(job_id, scrub(reason), route=route, profile=profile)
+        self.state.move_to_quarantine(job_id)
+
+
+def worker_main(config: Config, site_key: bytes, root: str, stop: Any) -> None:
+    """Entry point of a worker process."""
+    _child_setup(config, "worker")
+    worker = Worker(config, site_key, StateDir(root))
+    while not stop.is_set():
+        if not worker.run_once():
+            stop.wait(0.02)
+
+
+def forwarder_main(config: Config, name: str, root: str, stop: Any) -> None:
+    """Entry point of the forwarder process of one destination."""
+    from gateway.net.forwarder import Outbox
+
+    _child_setup(config, "forwarder")
+    outbox = Outbox(name, config.destinations[name], StateDir(root),
+                    calling_ae=config.network.ae_title, stop=stop)
+    outbox.start()
+    while not stop.is_set():
+        stop.wait(0.5)
+    outbox.join(60)
+
+
+# ---------------------------------------------------------------------------- the node
+
+
+@dataclass
+class _Child:
+    name: str
+    target: Any
+    args: tuple
+    process: Any = None
+
+
+class Service:
+    """One gateway node over one state directory."""
+
+    def __init__(self, config: Config, site_key: bytes) -> None:
+        from gateway.net.receiver import Receiver
+
+        self.config = config
+        self.key = site_key
+        self.state = StateDir(state_root(config))
+        self.store = Store(self.state.db)
+        self.log = logs.get_logger("gateway.service")
+        self.ctx = mp.get_context("spawn")
+        self.stop_children = self.ctx.Event()
+        self.stopping = threading.Event()
+        self.receiver = Receiver(config, site_key, self.state.db, self.state.spool)
+        root = str(self.state.root)
+        self.children = [
+            _Child(f"worker-{i}", worker_main, (config, site_key, root, self.stop_children))
+            for i in range(max(1, config.network.workers))
+        ] + [
+            _Child(f"forwarder-{name}", forwarder_main,
+                   (config, name, root, self.stop_children))
+            for name in config.destinations
+        ]
+
+    @property
+    def port(self) -> int:
+        return self.receiver.port
+
+    def start(self) -> None:
+        """Recover, start the children, then listen."""
+        requeued = self.store.reclaim(everything=True)
+        swept = self.state.sweep(self.store)
+        self.log.info("service.recovered", requeued=requeued, files_swept=swept,
+                      pending=self.store.pending_jobs())
+        for child in self.children:
+            self._spawn(child)
+        self.receiver.start()
+
+    def _spawn(self, child: _Child) -> None:
+        child.process = self.ctx.Process(target=child.target, args=child.args,
+                                         name=child.name, daemon=True)
+        child.process.start()
+
+    def supervise(self) -> None:
+        """Until asked to stop: respawn dead children, requeue expired claims."""
+        last_reclaim = time.monotonic()
+        while not self.stopping.wait(0.5):
+            for child in self.children:
+                if not child.process.is_alive():
+                    self.log.error("child.died", child=child.name,
+                                   exitcode=child.process.exitcode)
+                    self._spawn(child)
+            if time.monotonic() - last_reclaim > 30:
+                self.store.reclaim()
+                last_reclaim = time.monotonic()
+
+    def stop(self, grace: float = 30.0) -> None:
+        """Stop accepting, finish receives in flight, stop the children, leave the rest."""
+        self.stopping.set()
+        self.receiver.stop_accepting()
+        if not self.receiver.wait_idle(grace):
+            self.log.warning("service.abort_in_flight", associations=self.receiver.active())
+            self.receiver.abort_all()
+        self.stop_children.set()
+        for child in self.children:
+            if child.process is not None:
+                child.process.join(grace)
+                if child.process.is_alive():
+                    child.process.terminate()
+                    child.process.join(5)
+        self.log.info("service.stopped", pending=self.store.pending_jobs())
+        self.store.close()
+
+    def serve(self) -> int:
+        """Run in the foreground until SIGTERM or SIGINT."""
+        def on_signal(signum: int, _frame: Any) -> None:
+            self.log.info("service.signal", signal=signal.Signals(signum).name)
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        self.log.info("service.ready", port=self.port, workers=self.config.network.workers,
+                      destinations=list(self.config.destinations))
+        self.supervise()
+        self.stop()
+        return 0

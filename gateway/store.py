@@ -1,0 +1,493 @@
+"""SQLite state of a gateway node: jobs and their lifecycle, deliveries, quarantine and audit.
+
+One file (WAL, busy timeout) shared by the receiver, the workers and the forwarders, each with
+its own connection. Every write goes through `Store.tx()`; every job move is checked against
+`TRANSITIONS`, recorded as an event row and logged after commit. Nothing identifying is stored:
+jobs carry a keyed hash of the original SOP Instance UID, new UIDs, counts, reasons, statuses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from gateway.logs import get_logger
+
+RECEIVED, PROCESSING, PROCESSED = "received", "processing", "processed"
+FORWARDING, DELIVERED, QUARANTINED, PURGED = "forwarding", "delivered", "quarantined", "purged"
+STATES = (RECEIVED, PROCESSING, PROCESSED, FORWARDING, DELIVERED, QUARANTINED, PURGED)
+
+# (from, to) → why the move is allowed. Anything unlisted is refused.
+TRANSITIONS: dict[tuple[str | None, str], str] = {
+    (None, RECEIVED): "spooled and committed by the receiver",
+    (RECEIVED, PROCESSING): "claimed by a worker",
+    (PROCESSING, RECEIVED): "stale claim reclaimed",
+    (PROCESSING, PROCESSED): "de-identified",
+    (PROCESSING, QUARANTINED): "refused by the pipeline or routing",
+    (PROCESSED, FORWARDING): "queued in the outboxes",
+    (PROCESSED, DELIVERED): "route has no destination",
+    (FORWARDING, DELIVERED): "every destination accepted it",
+    (FORWARDING, QUARANTINED): "a destination refused it permanently",
+    (QUARANTINED, RECEIVED): "released for another pass",
+    (QUARANTINED, PURGED): "original deleted from quarantine",
+}
+
+# Delivery states (one row per job and destination).
+PENDING, SENDING, SENT, FAILED = "pending", "sending", "delivered", "failed"
+
+SCHEMA_VERSION = 1
+
+
+class StoreError(RuntimeError):
+    """A refused state change or a missing row (names the job id, never an identifier)."""
+
+
+@dataclass
+class Tx:
+    """One open transaction: the cursor plus the events to log once it commits."""
+
+    conn: sqlite3.Connection
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery handed to a forwarder: the job, its output file's SOP class and syntax."""
+
+    job_id: str
+    destination: str
+    sop_class_uid: str
+    transfer_syntax: str
+    attempts: int
+
+
+class Store:
+    """The gateway's SQLite database (one connection per process or thread)."""
+
+    def __init__(self, path: str | Path, *, durable: bool = True) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(
+            str(self.path), timeout=60.0, isolation_level=None, check_same_thread=False
+        )
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA busy_timeout = 60000")
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        # The receiver's commits must survive power loss (FULL); later moves are re-done on
+        # restart if lost, so workers and forwarders may use NORMAL.
+        self.conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+        self.db = sqlite_utils.Database(self.conn)
+        self.log = get_logger("gateway.store")
+        self._create()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ------------------------------------------------------------------ schema
+
+    def _create(self) -> None:
+        with self.tx() as tx:
+            self.db["jobs"].create(
+                {
+                    "id": str, "state": str, "received_at": float, "updated_at": float,
+                    "calling_ae": str, "called_ae": str, "peer": str, "sop_hash": str,
+                    "sop_class_uid": str, "transfer_syntax": str, "size": int,
+                    "route": str, "profile": str, "new_study_uid": str,
+                    "new_series_uid": str, "new_sop_uid": str, "out_transfer_syntax": str,
+                    "counts": str, "not_backed_up": str, "reason": str, "attempts": int,
+                    "lease_owner": str, "lease_until": float,
+                },
+                pk="id", not_null={"state", "received_at"}, if_not_exists=True,
+            )
+            self.db["deliveries"].create(
+                {
+                    "job_id": str, "destination": str, "state": str, "attempts": int,
+                    "next_at": float, "lease_owner": str, "lease_until": float,
+                    "status": int, "error": str, "updated_at": float,
+                },
+                pk=("job_id", "destination"), if_not_exists=True,
+            )
+            self.db["events"].create(
+                {"id": int, "job_id": str, "at": float, "from_state": str, "to_state": str,
+                 "detail": str},
+                pk="id", if_not_exists=True,
+            )
+            tx.execute("CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, received_at)")
+            tx.execute("CREATE INDEX IF NOT EXISTS deliveries_state "
+                       "ON deliveries(destination, state, next_at)")
+            tx.execute("CREATE INDEX IF NOT EXISTS events_job ON events(job_id)")
+            tx.execute(
+                """CREATE VIEW IF NOT EXISTS audit AS
+                SELECT j.id AS job_id,
+                       strftime('%Y-%m-%dT%H:%M:%fZ', j.received_at, 'unixepoch') AS received,
+                       j.calling_ae, j.called_ae, j.peer, j.route, j.profile,
+                       j.sop_class_uid, j.new_study_uid, j.new_series_uid, j.new_sop_uid,
+                       j.sop_hash AS original_sop_hash, j.counts, j.state AS outcome, j.reason,
+                       (SELECT json_group_object(d.destination, json_object(
+                            'state', d.state, 'status', d.status, 'attempts', d.attempts,
+                            'error', d.error))
+                        FROM deliveries d WHERE d.job_id = j.id) AS destinations
+                FROM jobs j"""
+            )
+            tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # ------------------------------------------------------------------ transactions
+
+    @contextmanager
+    def tx(self) -> Iterator[Tx]:
+        """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error); log the job events after commit."""
+        tx = Tx(self.conn)
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield tx
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+        for event in tx.events:
+            self.log.info("job.state", **event)
+
+    def _move(self, tx: Tx, job_id: str, to: str, detail: str = "", **fields: Any) -> str:
+        row = tx.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"job {job_id}: no such job")
+        return self._move_from(tx, job_id, row["state"], to, detail, **fields)
+
+    def _move_from(self, tx: Tx, job_id: str, frm: str | None, to: str, detail: str = "",
+                   **fields: Any) -> str:
+        if (frm, to) not in TRANSITIONS:
+            raise StoreError(f"job {job_id}: move {frm} → {to} is not allowed")
+        now = time.time()
+        if frm is not None:
+            fields.update(state=to, updated_at=now)
+            sets = ", ".join(f"{k} = ?" for k in fields)
+            tx.execute(f"UPDATE jobs SET {sets} WHERE id = ? AND state = ?",
+                       (*fields.values(), job_id, frm))
+        tx.execute("INSERT INTO events (job_id, at, from_state, to_state, detail) "
+                   "VALUES (?, ?, ?, ?, ?)", (job_id, now, frm, to, detail))
+        event: dict[str, Any] = {"job": job_id, "from_state": frm, "to_state": to}
+        if detail:
+            event["detail"] = detail
+        tx.events.append(event)
+        return frm or ""
+
+    # ------------------------------------------------------------------ receive
+
+    def add_job(self, job_id: str, *, calling_ae: str, called_ae: str, peer: str,
+                sop_hash: str, sop_class_uid: str, transfer_syntax: str, size: int) -> None:
+        """Record a spooled object as `received` (the commit is the receiver's promise)."""
+        now = time.time()
+        with self.tx() as tx:
+            tx.execute(
+                "INSERT INTO jobs (id, state, received_at, updated_at, calling_ae, called_ae, "
+                "peer, sop_hash, sop_class_uid, transfer_syntax, size, attempts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                (job_id, RECEIVED, now, now, calling_ae, called_ae, peer, sop_hash,
+                 sop_class_uid, transfer_syntax, size),
+            )
+            self._move_from(tx, job_id, None, RECEIVED, calling_ae)
+
+    # ------------------------------------------------------------------ workers
+
+    def claim_jobs(self, owner: str, limit: int = 1, lease: float = 300.0) -> list[sqlite3.Row]:
+        """Move up to `limit` oldest received jobs to processing under a lease, in one tx."""
+        now = time.time()
+        with self.tx() as tx:
+            rows = tx.execute(
+                "SELECT * FROM jobs WHERE state = ? ORDER BY received_at LIMIT ?",
+                (RECEIVED, limit),
+            ).fetchall()
+            for row in rows:
+                self._move_from(tx, row["id"], RECEIVED, PROCESSING, owner,
+                                lease_owner=owner, lease_until=now + lease,
+                                attempts=row["attempts"] + 1)
+        return rows
+
+    def finish_processing(self, job_id: str, *, route: str, profile: str,
+                          new_study_uid: str, new_series_uid: str, new_sop_uid: str,
+                          out_transfer_syntax: str, counts: dict[str, int],
+                          not_backed_up: tuple[str, ...], destinations: tuple[str, ...]) -> None:
+        """processing → processed → forwarding, with one pending delivery per destination."""
+        now = time.time()
+        with self.tx() as tx:
+            self._move(tx, job_id, PROCESSED, route, route=route, profile=profile,
+                       new_study_uid=new_study_uid, new_series_uid=new_series_uid,
+                       new_sop_uid=new_sop_uid, out_transfer_syntax=out_transfer_syntax,
+                       counts=json.dumps(counts, sort_keys=True),
+                       not_backed_up=json.dumps(list(not_backed_up)),
+                       lease_owner=None, lease_until=None, reason=None)
+            if not destinations:
+                self._move_from(tx, job_id, PROCESSED, DELIVERED, "no destination")
+                return
+            tx.execute("DELETE FROM deliveries WHERE job_id = ?", (job_id,))
+            for dest in destinations:
+                tx.execute(
+                    "INSERT INTO deliveries (job_id, destination, state, attempts, next_at, "
+                    "updated_at) VALUES (?, ?, ?, 0, ?, ?)", (job_id, dest, PENDING, now, now))
+            self._move_from(tx, job_id, PROCESSED, FORWARDING, ",".join(destinations))
+
+    def quarantine(self, job_id: str, reason: str, *, route: str | None = None,
+                   profile: str | None = None) -> None:
+        """Side exit: the job stops here with its reason (no identifiers in `reason`)."""
+        fields: dict[str, Any] = {"reason": reason, "lease_owner": None, "lease_until": None}
+        if route is not None:
+            fields["route"] = route
+        if profile is not None:
+            fields["profile"] = profile
+        with self.tx() as tx:
+            self._move(tx, job_id, QUARANTINED, reason, **fields)
+
+    def reclaim(self, *, everything: bool = False) -> int:
+        """Requeue expired claims (all claims when `everything`, i.e. at start)."""
+        now = time.time()
+        cutoff = float("inf") if everything else now
+        with self.tx() as tx:
+            rows = tx.execute("SELECT id FROM jobs WHERE state = ? AND "
+                              "(lease_until IS NULL OR lease_until < ?)",
+                              (PROCESSING, cutoff)).fetchall()
+            for row in rows:
+                self._move_from(tx, row["id"], PROCESSING, RECEIVED, "stale claim",
+                                lease_owner=None, lease_until=None)
+            cur = tx.execute("UPDATE deliveries SET state = ?, lease_owner = NULL, "
+                             "lease_until = NULL WHERE state = ? AND "
+                             "(lease_until IS NULL OR lease_until < ?)",
+                             (PENDING, SENDING, cutoff))
+        return len(rows) + cur.rowcount
+
+    # ------------------------------------------------------------------ forwarders
+
+    def claim_deliveries(self, destination: str, owner: str, limit: int = 16,
+                         lease: float = 300.0) -> list[Claim]:
+        """Move up to `limit` due pending deliveries of `destination` to sending."""
+        now = time.time()
+        with self.tx() as tx:
+            rows = tx.execute(
+                "SELECT d.job_id, d.attempts, j.sop_class_uid, j.out_transfer_syntax "
+                "FROM deliveries d JOIN jobs j ON j.id = d.job_id "
+                "WHERE d.destination = ? AND d.state = ? AND d.next_at <= ? AND j.state = ? "
+                "ORDER BY d.next_at LIMIT ?",
+                (destination, PENDING, now, FORWARDING, limit),
+            ).fetchall()
+            for row in rows:
+                tx.execute("UPDATE deliveries SET state = ?, lease_owner = ?, lease_until = ?, "
+                           "updated_at = ? WHERE job_id = ? AND destination = ?",
+                           (SENDING, owner, now + lease, now, row["job_id"], destination))
+        return [Claim(r["job_id"], destination, r["sop_class_uid"], r["out_transfer_syntax"],
+                      r["attempts"]) for r in rows]
+
+    def next_due(self, destination: str) -> float | None:
+        """When the earliest pending delivery of `destination` is due (None: nothing queued)."""
+        row = self.conn.execute(
+            "SELECT min(next_at) AS t FROM deliveries WHERE destination = ? AND state = ?",
+            (destination, PENDING)).fetchone()
+        return row["t"]
+
+    def delivered(self, job_id: str, destination: str, status: int) -> bool:
+        """Record a Success/Warning; returns True when the whole job is now delivered."""
+        now = time.time()
+        with self.tx() as tx:
+            tx.execute("UPDATE deliveries SET state = ?, status = ?, error = NULL, "
+                       "attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, "
+                       "updated_at = ? WHERE job_id = ? AND destination = ?",
+                       (SENT, status, now, job_id, destination))
+            left = tx.execute("SELECT count(*) FROM deliveries WHERE job_id = ? AND state != ?",
+                              (job_id, SENT)).fetchone()[0]
+            state = tx.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if left == 0 and state is not None and state["state"] == FORWARDING:
+                self._move_from(tx, job_id, FORWARDING, DELIVERED, destination)
+                return True
+        return False
+
+    def retry_later(self, job_id: str, destination: str, *, delay: float, error: str,
+                    status: int | None = None) -> None:
+        """Back to pending, due after `delay` seconds, with the last error recorded."""
+        now = time.time()
+        with self.tx() as tx:
+            tx.execute("UPDATE deliveries SET state = ?, attempts = attempts + 1, next_at = ?, "
+                       "status = ?, error = ?, lease_owner = NULL, lease_until = NULL, "
+                       "updated_at = ? WHERE job_id = ? AND destination = ?",
+                       (PENDING, now + delay, status, error, now, job_id, destination))
+
+    def release_claims(self, job_ids: list[str], destination: str) -> None:
+        """Give back unsent claims (e.g. at shutdown) without counting an attempt."""
+        with self.tx() as tx:
+            for job_id in job_ids:
+                tx.execute("UPDATE deliveries SET state = ?, lease_owner = NULL, "
+                           "lease_until = NULL WHERE job_id = ? AND destination = ? "
+                           "AND state = ?", (PENDING, job_id, destination, SENDING))
+
+    def delivery_failed(self, job_id: str, destination: str, *, status: int | None,
+                        reason: str) -> None:
+        """A permanent refusal: the delivery fails and the job goes to quarantine."""
+        now = time.time()
+        with self.tx() as tx:
+            tx.execute("UPDATE deliveries SET state = ?, status = ?, error = ?, "
+                       "attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, "
+                       "updated_at = ? WHERE job_id = ? AND destination = ?",
+                       (FAILED, status, reason, now, job_id, destination))
+            row = tx.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is not None and row["state"] == FORWARDING:
+                self._move_from(tx, job_id, FORWARDING, QUARANTINED, reason, reason=reason)
+
+    # ------------------------------------------------------------------ operations
+
+    def job(self, job_id: str) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+
+    def find_job(self, prefix: str) -> sqlite3.Row:
+        """A job by id or unique id prefix."""
+        rows = self.conn.execute("SELECT * FROM jobs WHERE id LIKE ? LIMIT 2",
+                                 (prefix.replace("%", "") + "%",)).fetchall()
+        if len(rows) != 1:
+            raise StoreError(f"job {prefix}: {'ambiguous' if rows else 'no such job'}")
+        return rows[0]
+
+    def deliveries(self, job_id: str) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM deliveries WHERE job_id = ? "
+                                 "ORDER BY destination", (job_id,)).fetchall()
+
+    def events(self, job_id: str) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM events WHERE job_id = ? ORDER BY id",
+                                 (job_id,)).fetchall()
+
+    def audit(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM audit ORDER BY received")]
+
+    def quarantined(self) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM jobs WHERE state = ? ORDER BY updated_at",
+                                 (QUARANTINED,)).fetchall()
+
+    def release(self, job_id: str) -> None:
+        """quarantined → received: the worker runs the pipeline again."""
+        with self.tx() as tx:
+            tx.execute("DELETE FROM deliveries WHERE job_id = ?", (job_id,))
+            self._move(tx, job_id, RECEIVED, "released", reason=None)
+
+    def purge(self, job_id: str) -> None:
+        with self.tx() as tx:
+            self._move(tx, job_id, PURGED, "purged")
+
+    def counts(self) -> dict[str, int]:
+        return {r["state"]: r["n"] for r in self.conn.execute(
+            "SELECT state, count(*) AS n FROM jobs GROUP BY state")}
+
+    def destination_status(self) -> list[dict[str, Any]]:
+        """Backlog, last error and oldest pending age per destination."""
+        now = time.time()
+        out = []
+        for row in self.conn.execute(
+            "SELECT destination, sum(state IN (?, ?)) AS backlog, "
+            "sum(state = ?) AS delivered, sum(state = ?) AS failed "
+            "FROM deliveries GROUP BY destination ORDER BY destination",
+            (PENDING, SENDING, SENT, FAILED),
+        ):
+            last = self.conn.execute(
+                "SELECT error, status, updated_at FROM deliveries WHERE destination = ? "
+                "AND error IS NOT NULL ORDER BY updated_at DESC LIMIT 1",
+                (row["destination"],)).fetchone()
+            oldest = self.conn.execute(
+                "SELECT min(j.received_at) FROM deliveries d JOIN jobs j ON j.id = d.job_id "
+                "WHERE d.destination = ? AND d.state IN (?, ?)",
+                (row["destination"], PENDING, SENDING)).fetchone()[0]
+            out.append({
+                "destination": row["destination"], "backlog": row["backlog"] or 0,
+                "delivered": row["delivered"] or 0, "failed": row["failed"] or 0,
+                "last_error": last["error"] if last else None,
+                "oldest_pending_s": None if oldest is None else round(now - oldest, 1),
+            })
+        return out
+
+    def oldest_pending_age(self) -> float | None:
+        """Seconds since the oldest job not yet delivered or quarantined was received."""
+        row = self.conn.execute(
+            "SELECT min(received_at) FROM jobs WHERE state IN (?, ?, ?, ?)",
+            (RECEIVED, PROCESSING, PROCESSED, FORWARDING)).fetchone()
+        return None if row[0] is None else time.time() - row[0]
+
+    def pending_jobs(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM jobs WHERE state IN (?, ?, ?, ?)",
+                                 (RECEIVED, PROCESSING, PROCESSED, FORWARDING)).fetchone()[0]
+
+
+class StateDir:
+    """The files of a node under `state_dir`: the database, the spool of originals as received,
+    the de-identified outbox files, quarantined originals and pynetdicom's temporary files."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.db = self.root / "gantry.db"
+        self.spool = self.root / "spool"
+        self.out = self.root / "out"
+        self.quarantine = self.root / "quarantine"
+        for d in (self.spool, self.out, self.quarantine):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def spooled(self, job_id: str) -> Path:
+        return self.spool / f"{job_id}.dcm"
+
+    def output(self, job_id: str) -> Path:
+        return self.out / f"{job_id}.dcm"
+
+    def quarantined(self, job_id: str) -> Path:
+        return self.quarantine / f"{job_id}.dcm"
+
+    def original(self, job_id: str) -> Path | None:
+        """The original as received, wherever it is (spool or quarantine)."""
+        for path in (self.spooled(job_id), self.quarantined(job_id)):
+            if path.exists():
+                return path
+        return None
+
+    def move_to_quarantine(self, job_id: str) -> None:
+        src = self.spooled(job_id)
+        if src.exists():
+            os.replace(src, self.quarantined(job_id))
+        self._unlink(self.output(job_id))
+
+    def move_to_spool(self, job_id: str) -> None:
+        src = self.quarantined(job_id)
+        if src.exists():
+            os.replace(src, self.spooled(job_id))
+
+    def done(self, job_id: str) -> None:
+        """Delivered: the original and the outbox copy are no longer needed."""
+        self._unlink(self.spooled(job_id))
+        self._unlink(self.output(job_id))
+
+    def purge(self, job_id: str) -> None:
+        for path in (self.spooled(job_id), self.quarantined(job_id), self.output(job_id)):
+            self._unlink(path)
+
+    @staticmethod
+    def _unlink(path: Path) -> None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def sweep(self, store: Store) -> int:
+        """At start: remove spool files that never got a job (crash before the commit) and
+        outbox files of jobs that are not waiting to be forwarded. Returns files removed."""
+        removed = 0
+        for path in list(self.spool.glob("*.dcm")) + list(self.out.glob("*")):
+            row = store.job(path.name.split(".")[0])
+            keep = row is not None and (
+                path.parent == self.spool and row["state"] not in (DELIVERED, PURGED)
+                or path.parent == self.out and row["state"] == FORWARDING and
+                path.suffix == ".dcm" and path.name.count(".") == 1)
+            if not keep:
+                self._unlink(path)
+                removed += 1
+        return removed
