@@ -52,5 +52,6 @@ def load_site_key(config: Config) -> bytes:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ConfigError(config.source, "site_key.file", f"cannot read {path}: {exc.strerror}") from None
+        problem = f"cannot read {path}: {exc.strerror}"
+        raise ConfigError(config.source, "site_key.file", problem) from None
     return _decode(text, str(path))

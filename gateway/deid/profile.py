@@ -32,7 +32,8 @@ METHOD_CODES: dict[str, tuple[str, str]] = {
     "clean_graphics": ("113103", "Clean Graphics Option"),
     "clean_structured_content": ("113104", "Clean Structured Content Option"),
     "clean_descriptors": ("113105", "Clean Descriptors Option"),
-    "retain_long_full_dates": ("113106", "Retain Longitudinal Temporal Information Full Dates Option"),
+    "retain_long_full_dates": (
+        "113106", "Retain Longitudinal Temporal Information Full Dates Option"),
     "retain_long_modified_dates": (
         "113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
     "retain_patient_characteristics": ("113108", "Retain Patient Characteristics Option"),

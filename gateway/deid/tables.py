@@ -83,5 +83,6 @@ def table_e3_10_1() -> tuple[SafePrivate, ...]:
     rows = []
     for r in _read(E3_10_1_FILE):
         group, element = r["tag"].strip("()").split(",")
-        rows.append(SafePrivate(int(group, 16), int(element[2:], 16), r["private_creator"], r["vr"]))
+        rows.append(
+            SafePrivate(int(group, 16), int(element[2:], 16), r["private_creator"], r["vr"]))
     return tuple(rows)

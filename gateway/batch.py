@@ -1,0 +1,104 @@
+"""Batch de-identification of a file or folder tree with the same Pipeline as the gateway.
+
+Outputs are laid out by new study / series UID; every refused or unreadable input is copied to a
+quarantine folder beside the output with a `.reason.txt` file. Work is spread over processes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.config import Config
+from gateway.pipeline import Forwarded, Outcome, Pipeline, Quarantined, layout_path
+
+_worker: tuple[Pipeline, Path] | None = None
+
+
+@dataclass
+class BatchSummary:
+    """What a batch run did."""
+
+    output: Path
+    quarantine: Path
+    written: int = 0
+    quarantined: int = 0
+    counts: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)
+
+    @property
+    def total(self) -> int:
+        return self.written + self.quarantined
+
+
+def iter_inputs(path: Path) -> Iterator[Path]:
+    """The file itself, or every file under a folder (sorted; hidden files skipped)."""
+    if path.is_file():
+        yield path
+        return
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield Path(root) / name
+
+
+def quarantine_dir(output: Path) -> Path:
+    return output.parent / f"{output.name}-quarantine"
+
+
+def _init(config: Config, key: bytes, output: Path) -> None:
+    global _worker
+    _worker = (Pipeline(config, key), output)
+
+
+def _process(src: Path) -> tuple[Path, Outcome]:
+    assert _worker is not None
+    pipeline, output = _worker
+    return src, pipeline.process(src, layout_path(output))
+
+
+def _quarantine(src: Path, root: Path, qdir: Path, reason: str) -> None:
+    rel = src.relative_to(root) if src != root and root in src.parents else Path(src.name)
+    target = qdir / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, target)
+    target.with_name(target.name + ".reason.txt").write_text(reason + "\n")
+
+
+def run_batch(source: Path, output: Path, config: Config, key: bytes, workers: int | None = None,
+              on_result: Callable[[Path, Outcome], None] | None = None) -> BatchSummary:
+    """De-identify everything under `source` into `output`; never drop an input silently."""
+    source, output = Path(source), Path(output)
+    files = list(iter_inputs(source))
+    summary = BatchSummary(output, quarantine_dir(output))
+    output.mkdir(parents=True, exist_ok=True)
+    workers = workers or os.cpu_count() or 1
+    root = source if source.is_dir() else source.parent
+
+    def record(src: Path, outcome: Outcome) -> None:
+        if isinstance(outcome, Forwarded):
+            summary.written += 1
+            summary.counts.update(outcome.counts)
+        else:
+            assert isinstance(outcome, Quarantined)
+            summary.quarantined += 1
+            summary.reasons[outcome.reason.split(":")[0]] += 1
+            _quarantine(src, root, summary.quarantine, outcome.reason)
+        if on_result:
+            on_result(src, outcome)
+
+    if workers == 1 or len(files) < 2:
+        _init(config, key, output)
+        for src in files:
+            record(*_process(src))
+        return summary
+    with ProcessPoolExecutor(workers, initializer=_init, initargs=(config, key, output)) as pool:
+        for src, outcome in pool.map(_process, files, chunksize=8):
+            record(src, outcome)
+    return summary
