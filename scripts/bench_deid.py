@@ -1,0 +1,174 @@
+#!/usr/bin/env python
+"""Batch de-identification throughput: Gantry vs dcmanon vs plain pydicom, in one run.
+
+Generates N 512×512 16-bit CT objects (explicit VR little endian, ~512 KB each, 10 patients,
+private tags), then times, files in → files out:
+  - plain pydicom read + write (the floor of any pydicom-based tool)
+  - dcmanon (Rust) with its default rules
+  - Gantry batch on one worker process, then on two
+  - Gantry with the encrypted backup on (one worker), as a ratio to backup off
+Prints objects/s and ratios. Usage: python scripts/bench_deid.py [--count 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway.batch import run_batch  # noqa: E402
+from gateway.config import BackupConfig, parse_config  # noqa: E402
+
+
+def make_ct(i: int, study: str, series: str, pixels: bytes) -> Dataset:
+    """One synthetic CT object with identifiers where real ones have them."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+    ds.FrameOfReferenceUID = study + ".1"
+    ds.PatientName = f"DOE^JANE{i % 10}"
+    ds.PatientID = f"MRN{i % 10:06d}"
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "F"
+    ds.AccessionNumber = f"ACC{i // 50:06d}"
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20240115"
+    ds.StudyTime = ds.SeriesTime = "101500"
+    ds.Modality = "CT"
+    ds.Manufacturer = "GE MEDICAL SYSTEMS"
+    ds.InstitutionName = "GENERAL HOSPITAL"
+    ds.ReferringPhysicianName = "SMITH^JOHN"
+    ds.StationName = "CTROOM1"
+    ds.StudyDescription = "CT CHEST"
+    ds.SeriesDescription = "AXIAL 1.25"
+    ds.StudyID = "1"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = i + 1
+    ds.ImagePositionPatient = [0, 0, float(i)]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing = [0.7, 0.7]
+    ds.SliceThickness = 1.25
+    ds.KVP = 120
+    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = ds.Columns = 512
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    block = ds.private_block(0x0009, "GEMS_IDEN_01", create=True)
+    block.add_new(0x01, "LO", "CT01")
+    block.add_new(0x04, "LO", "PATIENT NOTE")
+    ds.PixelData = pixels
+    return ds
+
+
+def generate(folder: Path, count: int) -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 4096, (512, 512), dtype=np.uint16).tobytes()
+    studies = [(generate_uid(), generate_uid()) for _ in range(max(1, count // 50))]
+    for i in range(count):
+        study, series = studies[i // 50 % len(studies)]
+        pydicom.dcmwrite(folder / f"ct{i:05d}.dcm", make_ct(i, study, series, pixels),
+                         enforce_file_format=True)
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - start
+    if result is not None and result.quarantined:  # a Gantry run must de-identify everything
+        raise SystemExit(f"benchmark invalid: {result.quarantined} objects quarantined: "
+                         f"{dict(result.reasons)}")
+    return seconds
+
+
+def bench_pydicom(files: list[Path], out: Path) -> None:
+    for f in files:
+        pydicom.dcmwrite(out / f.name, pydicom.dcmread(f))
+
+
+def bench_dcmanon(files: list[Path], out: Path) -> None:
+    from dcmanon import Anonymizer
+
+    anonymizer = Anonymizer()
+    for f in files:
+        (out / f.name).write_bytes(anonymizer.anonymize(str(f)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=500)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="gantry-bench-"))
+    try:
+        src = work / "in"
+        src.mkdir()
+        generate(src, args.count)
+        files = sorted(src.iterdir())
+        key = os.urandom(32)
+        config = parse_config({"site_key": {"env": "UNUSED"}}, "<bench>")
+        results: dict[str, float] = {}
+
+        def fresh(name: str) -> Path:
+            out = work / name
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            return out
+
+        results["pydicom read+write"] = timed(lambda: bench_pydicom(files, fresh("pydicom")))
+        try:
+            results["dcmanon (Rust)"] = timed(lambda: bench_dcmanon(files, fresh("dcmanon")))
+        except ImportError:
+            print("dcmanon is not installed: pip install dcmanon", file=sys.stderr)
+        results["gantry, 1 worker"] = timed(
+            lambda: run_batch(src, fresh("g1"), config, key, workers=1))
+        results["gantry, 2 workers"] = timed(
+            lambda: run_batch(src, fresh("g2"), config, key, workers=2))
+        try:
+            from gateway.recipients import create_recipient
+
+            _, cert = create_recipient("bench", work / "keys")
+            backup = parse_config({"site_key": {"env": "UNUSED"},
+                                   "backup": {"enabled": True, "recipients": [str(cert)]}},
+                                  "<bench>")
+            results["gantry + backup, 1 worker"] = timed(
+                lambda: run_batch(src, fresh("gb"), backup, key, workers=1))
+        except ImportError as exc:
+            print(f"backup not measured: {exc}", file=sys.stderr)
+        n = len(files)
+        base = results.get("dcmanon (Rust)")
+        print(f"\n{n} CT objects, 512x512 16-bit (~512 KB each), files in -> files out\n")
+        print(f"{'tool':28s} {'objects/s':>10s} {'vs dcmanon':>11s}")
+        for name, seconds in results.items():
+            rate = n / seconds
+            ratio = f"{base / seconds:.2f}x" if base else "-"
+            print(f"{name:28s} {rate:10.0f} {ratio:>11s}")
+        one, two = results["gantry, 1 worker"], results["gantry, 2 workers"]
+        print(f"\nscaling 1 -> 2 workers: {one / two:.2f}x")
+        if "gantry + backup, 1 worker" in results:
+            print(f"backup on / off: {one / results['gantry + backup, 1 worker']:.2f}x "
+                  "of the backup-off throughput")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
