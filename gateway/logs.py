@@ -7,17 +7,22 @@ new UIDs, counts, statuses and reasons — never names, IDs, dates or original U
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any, TextIO
 
 import structlog
 
+LOG_FILE_ENV = "GANTRY_LOG_FILE"
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
 
 
 def configure(level: str = "info", stream: TextIO | None = None, **context: Any) -> None:
-    """Route every structlog logger to JSON lines on `stream` (stderr by default)."""
+    """Route every structlog logger to JSON lines on `stream` (default: the file named by
+    $GANTRY_LOG_FILE, else stderr). Child processes inherit the variable."""
+    if stream is None and os.environ.get(LOG_FILE_ENV):
+        stream = open(os.environ[LOG_FILE_ENV], "a", buffering=1)  # noqa: SIM115
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -264,7 +264,8 @@ class Store:
                              "lease_until = NULL WHERE state = ? AND "
                              "(lease_until IS NULL OR lease_until < ?)",
                              (PENDING, SENDING, cutoff))
-        return len(rows) + cur.rowcount
+            requeued = len(rows) + cur.rowcount
+        return requeued
 
     # ------------------------------------------------------------------ forwarders
 

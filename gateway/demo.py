@@ -1,0 +1,210 @@
+"""`gantry demo`: the gateway on loopback, a stand-in research PACS, pydicom's sample studies.
+
+Starts a storage SCP (the stand-in PACS, writing what it receives to a folder), then the
+gateway with the embedded demo configuration pointed at it, sends every sample file bundled
+with pydicom (and pydicom-data, when installed) by C-STORE, waits until nothing is pending,
+and prints what was received, forwarded and quarantined (with reasons) and where it lies.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from collections import Counter
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydicom import dcmread
+from pynetdicom import AE, evt
+from pynetdicom.presentation import AllStoragePresentationContexts
+
+from gateway.config import parse_config
+from gateway.net.receiver import TRANSFER_SYNTAXES, set_nodelay
+
+DEMO_CONFIG = "data/demo.yaml"
+
+
+class StandInPacs:
+    """A pynetdicom storage SCP writing each object to DIR/<study>/<series>/<sop>.dcm and
+    answering `status` (Success unless told otherwise, e.g. 0xA900 to play a refusing PACS)."""
+
+    def __init__(self, folder: str | Path, ae_title: str = "RESEARCH", port: int = 0,
+                 status: int = 0x0000) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.status = status
+        self.received = 0
+        self._lock = threading.Lock()
+        self.ae = AE(ae_title=ae_title)
+        self.ae.maximum_pdu_size = 0
+        for cx in AllStoragePresentationContexts:
+            self.ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES)
+        self._port = port
+        self._server: Any = None
+
+    def start(self) -> StandInPacs:
+        handlers = [(evt.EVT_C_STORE, self._on_store),
+                    (evt.EVT_CONN_OPEN, lambda e: set_nodelay(
+                        getattr(e.assoc.dul.socket, "socket", None)))]
+        self._server = self.ae.start_server(("127.0.0.1", self._port), block=False,
+                                            evt_handlers=handlers)
+        return self
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def _on_store(self, event: Any) -> int:
+        if self.status != 0x0000:
+            return self.status
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        path = (self.folder / str(ds.get("StudyInstanceUID", "no-study"))
+                / str(ds.get("SeriesInstanceUID", "no-series")) / f"{ds.SOPInstanceUID}.dcm")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(path, enforce_file_format=True)
+        with self._lock:
+            self.received += 1
+        return 0x0000
+
+    def files(self) -> list[Path]:
+        return sorted(self.folder.rglob("*.dcm"))
+
+
+def sample_files() -> list[Path]:
+    """pydicom's bundled test files, plus pydicom-data's when installed (DICOM files only)."""
+    from pydicom.data import get_testdata_files
+
+    paths = [Path(p) for p in get_testdata_files("*.dcm")]
+    try:
+        import data_store  # pydicom-data
+
+        paths += sorted((Path(data_store.__file__).parent / "data").glob("*.dcm"))
+    except ImportError:
+        pass
+    return paths
+
+
+def send_files(paths: list[Path], port: int, called: str = "GANTRY",
+               calling: str = "DEMO-MODALITY") -> dict[Path, int | str]:
+    """C-STORE each file (one association per ≤ 120 presentation contexts); the status of each,
+    or why it was not sent."""
+    sendable: dict[tuple[str, str], list[Path]] = {}
+    result: dict[Path, int | str] = {}
+    for path in paths:
+        try:
+            meta = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+            key = (str(meta.SOPClassUID), str(meta.file_meta.TransferSyntaxUID))
+        except Exception:  # noqa: BLE001 - not every test file is a storable object
+            result[path] = "not a storable DICOM file"
+            continue
+        if key[1] not in TRANSFER_SYNTAXES:
+            result[path] = "transfer syntax not offered"
+            continue
+        sendable.setdefault(key, []).append(path)
+    keys = list(sendable)
+    for start in range(0, len(keys), 120):
+        chunk = keys[start:start + 120]
+        ae = AE(ae_title=calling)
+        for sop_class, ts in chunk:
+            ae.add_requested_context(sop_class, [ts])
+        assoc = ae.associate("127.0.0.1", port, ae_title=called, max_pdu=0)
+        if not assoc.is_established:
+            for key in chunk:
+                for path in sendable[key]:
+                    result[path] = "association failed"
+            continue
+        set_nodelay(getattr(assoc.dul.socket, "socket", None))
+        for key in chunk:
+            for path in sendable[key]:
+                try:
+                    rsp = assoc.send_c_store(path)
+                    result[path] = int(rsp.Status) if rsp and "Status" in rsp else "no answer"
+                except Exception as exc:  # noqa: BLE001
+                    result[path] = f"cannot send: {type(exc).__name__}"
+        assoc.release()
+    return result
+
+
+def demo_config(root: Path, pacs_port: int) -> Any:
+    """The embedded demo configuration, pointed at ROOT and at the stand-in PACS."""
+    from gateway.sitekey import create_key_file
+
+    data = yaml.safe_load(resources.files("gateway").joinpath(DEMO_CONFIG).read_text())
+    key = root / "site.key"
+    if not key.exists():
+        create_key_file(key)
+    data["site_key"] = {"file": str(key)}
+    data["state_dir"] = str(root / "state")
+    for dest in data["destinations"].values():
+        dest["port"] = pacs_port
+    (root / "gantry.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return parse_config(data, str(root / "gantry.yaml"))
+
+
+def run_demo(directory: str | None = None, limit: int | None = None,
+             out: Any = print) -> int:
+    """Run the whole demo; returns 0 when every Success object is delivered or quarantined."""
+    import os
+
+    from gateway import logs
+    from gateway.service import Service
+    from gateway.sitekey import load_site_key
+    from gateway.store import Store
+
+    root = Path(directory or tempfile.mkdtemp(prefix="gantry-demo-")).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    os.environ[logs.LOG_FILE_ENV] = str(root / "gantry.log")
+    pacs = StandInPacs(root / "research-pacs").start()
+    config = demo_config(root, pacs.port)
+    logs.configure(config.log_level, role="node")
+    service = Service(config, load_site_key(config))
+    t0 = time.monotonic()
+    service.start()
+    try:
+        files = sample_files()[:limit]
+        out(f"Gantry listening on 127.0.0.1:{service.port} as {config.network.ae_title}; "
+            f"stand-in research PACS on 127.0.0.1:{pacs.port}")
+        out(f"Sending {len(files)} sample files by C-STORE …")
+        statuses = send_files(files, service.port, config.network.ae_title)
+        accepted = sum(1 for s in statuses.values() if s == 0)
+        refused = Counter(f"0x{s:04X}" if isinstance(s, int) else s
+                          for s in statuses.values() if s != 0)
+        store = Store(service.state.db, durable=False)
+        deadline = time.monotonic() + 120
+        while store.pending_jobs() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        counts = store.counts()
+        reasons = Counter(r["reason"] for r in store.quarantined())
+        pending = store.pending_jobs()
+        store.close()
+    finally:
+        service.stop(grace=10)
+        pacs.stop()
+    elapsed = time.monotonic() - t0
+    out(f"\nReceived (answered Success): {accepted} of {len(files)} files")
+    for why, n in sorted(refused.items()):
+        out(f"  not accepted ({why}): {n}")
+    out(f"Forwarded to the research PACS: {counts.get('delivered', 0)} objects "
+        f"({len(pacs.files())} files written by the PACS)")
+    out(f"Quarantined: {counts.get('quarantined', 0)}")
+    for why, n in reasons.most_common():
+        out(f"  {n:4}  {why}")
+    if pending:
+        out(f"Still pending: {pending}")
+    out(f"\nDe-identified output: {pacs.folder}")
+    out(f"Quarantined originals: {service.state.quarantine}")
+    out(f"State (SQLite audit): {service.state.db}")
+    out(f"Inspect: gantry status --config {root / 'gantry.yaml'}; "
+        f"gantry quarantine list --config {root / 'gantry.yaml'}")
+    out(f"Logs: {root / 'gantry.log'}")
+    out(f"Done in {elapsed:.1f} s")
+    return 0 if not pending else 1

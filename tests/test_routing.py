@@ -1,0 +1,103 @@
+"""Routing: ordered rules, first match wins, AE titles and tag conditions, default route."""
+
+from __future__ import annotations
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+from gateway.config import ConfigError, parse_config
+from gateway.routing import Router, RoutingError
+
+DESTS = {"pacs": {"ae_title": "PACS", "host": "127.0.0.1", "port": 104},
+         "other": {"ae_title": "OTHER", "host": "127.0.0.1", "port": 105}}
+
+
+def router(routes: list[dict], default: str | None = None) -> Router:
+    data = {"destinations": DESTS, "routes": routes}
+    if default:
+        data["default_route"] = default
+    return Router(parse_config(data, "<test>"))
+
+
+@pytest.fixture(scope="module")
+def ct():
+    return dcmread(get_testdata_file("CT_small.dcm"), stop_before_pixels=True)
+
+
+@pytest.fixture(scope="module")
+def mr():
+    return dcmread(get_testdata_file("MR_small.dcm"), stop_before_pixels=True)
+
+
+def test_one_of_a_list_and_first_match_wins(ct, mr):
+    r = router([
+        {"name": "xsect", "tags": {"Modality": ["CT", "MR"]}, "destinations": ["pacs"]},
+        {"name": "ct-only", "tags": {"Modality": "CT"}, "destinations": ["other"]},
+    ])
+    assert r.route(ct).name == "xsect"
+    assert r.route(mr).name == "xsect"
+
+
+def test_equals_and_regex(ct, mr):
+    r = router([
+        {"name": "station", "tags": {"StationName": {"regex": "CT[0-9]+_.*"}},
+         "destinations": ["pacs"]},
+        {"name": "mr", "tags": {"(0008,0060)": "MR"}, "destinations": ["other"]},
+    ])
+    assert r.route(ct).name == "station"
+    assert r.route(mr).name == "mr"
+
+
+def test_regex_is_a_full_match(ct):
+    r = router([{"name": "part", "tags": {"StationName": {"regex": "CT01"}},
+                 "destinations": ["pacs"]}])
+    assert r.route(ct) is None
+
+
+def test_multi_valued_element_any_value(ct, mr):
+    r = router([{"name": "axial", "tags": {"ImageType": "AXIAL"}, "destinations": ["pacs"]}])
+    assert r.route(ct).name == "axial"
+    assert r.route(mr) is None
+
+
+def test_calling_and_called_ae(ct):
+    r = router([
+        {"name": "scanner1", "calling_ae": ["SCANNER1"], "destinations": ["pacs"]},
+        {"name": "to-research", "called_ae": ["GANTRY_R"], "destinations": ["other"]},
+    ])
+    assert r.route(ct, "SCANNER1", "GANTRY").name == "scanner1"
+    assert r.route(ct, "SCANNER2", "GANTRY_R").name == "to-research"
+    assert r.route(ct, "SCANNER2", "GANTRY") is None
+
+
+def test_all_conditions_must_hold(ct):
+    r = router([{"name": "both", "calling_ae": ["SCANNER1"], "tags": {"Modality": "MR"},
+                 "destinations": ["pacs"]}])
+    assert r.route(ct, "SCANNER1") is None
+
+
+def test_missing_element_does_not_match(ct):
+    r = router([{"name": "x", "tags": {"BodyPartExamined": {"regex": ".*"}},
+                 "destinations": ["pacs"]}])
+    assert r.route(ct) is None
+
+
+def test_default_route_when_nothing_matches(ct):
+    r = router([
+        {"name": "mr", "tags": {"Modality": "MR"}, "destinations": ["pacs"]},
+        {"name": "catch", "tags": {"Modality": "XA"}, "destinations": ["other"]},
+    ], default="catch")
+    assert r.route(ct).name == "catch"
+
+
+def test_bad_conditions_are_named():
+    with pytest.raises(RoutingError, match="route 'r1': tags.NoSuchKeyword"):
+        router([{"name": "r1", "tags": {"NoSuchKeyword": "x"}, "destinations": ["pacs"]}])
+    with pytest.raises(RoutingError, match="route 'r2': tags.Modality: bad regex"):
+        router([{"name": "r2", "tags": {"Modality": {"regex": "("}}, "destinations": ["pacs"]}])
+
+
+def test_unknown_destination_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown destination"):
+        router([{"name": "r", "destinations": ["nowhere"]}])

@@ -1,0 +1,168 @@
+"""SQLite state: the job state machine, claims and reclaim, deliveries, quarantine, audit."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from gateway.store import (
+    DELIVERED,
+    FORWARDING,
+    PROCESSING,
+    QUARANTINED,
+    RECEIVED,
+    TRANSITIONS,
+    StateDir,
+    Store,
+    StoreError,
+)
+
+ORIGINAL_UID = "1.2.826.0.1.3680043.8.498.99999.1"  # planted: must never reach the database
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "gantry.db")
+    yield s
+    s.close()
+
+
+def add(store: Store, job_id: str) -> None:
+    store.add_job(job_id, calling_ae="MOD", called_ae="GANTRY", peer="127.0.0.1",
+                  sop_hash="ABCDEF", sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                  transfer_syntax="1.2.840.10008.1.2.1", size=10)
+
+
+def finish(store: Store, job_id: str, dests=("pacs",)) -> None:
+    store.finish_processing(job_id, route="all", profile="default", new_study_uid="2.25.1",
+                            new_series_uid="2.25.2", new_sop_uid="2.25.3",
+                            out_transfer_syntax="1.2.840.10008.1.2.1", counts={"X": 3},
+                            not_backed_up=(), destinations=dests)
+
+
+def test_lifecycle_records_every_move(store):
+    add(store, "j1")
+    assert [r["id"] for r in store.claim_jobs("w1")] == ["j1"]
+    finish(store, "j1")
+    claims = store.claim_deliveries("pacs", "f1")
+    assert [c.job_id for c in claims] == ["j1"]
+    assert store.delivered("j1", "pacs", 0) is True
+    moves = [(e["from_state"], e["to_state"]) for e in store.events("j1")]
+    assert moves == [(None, RECEIVED), (RECEIVED, PROCESSING), (PROCESSING, "processed"),
+                     ("processed", FORWARDING), (FORWARDING, DELIVERED)]
+    assert all(m in TRANSITIONS for m in moves)
+
+
+def test_unlisted_moves_are_refused(store):
+    add(store, "j1")
+    with pytest.raises(StoreError, match="received → delivered is not allowed"):
+        with store.tx() as tx:
+            store._move(tx, "j1", DELIVERED)
+    with pytest.raises(StoreError, match="job nope: no such job"):
+        store.quarantine("nope", "x")
+    assert store.job("j1")["state"] == RECEIVED
+
+
+def test_a_claim_is_taken_once(tmp_path):
+    path = tmp_path / "gantry.db"
+    seed = Store(path)
+    for i in range(40):
+        add(seed, f"j{i:02}")
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        s = Store(path, durable=False)
+        while rows := s.claim_jobs(name, limit=3):
+            with lock:
+                got.extend(r["id"] for r in rows)
+        s.close()
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == [f"j{i:02}" for i in range(40)]
+
+
+def test_stale_claims_are_reclaimed(store):
+    add(store, "j1")
+    add(store, "j2")
+    store.claim_jobs("w1", limit=2, lease=-1)  # already expired
+    finish(store, "j2")
+    store.claim_deliveries("pacs", "f1", lease=-1)
+    assert store.reclaim() == 2  # one job, one delivery
+    assert store.job("j1")["state"] == RECEIVED
+    assert [c.job_id for c in store.claim_deliveries("pacs", "f2")] == ["j2"]
+    assert store.claim_jobs("w2")[0]["attempts"] == 2
+
+
+def test_reclaim_at_start_takes_live_leases_too(store):
+    add(store, "j1")
+    store.claim_jobs("w1", lease=3600)
+    assert store.reclaim() == 0
+    assert store.reclaim(everything=True) == 1
+
+
+def test_fan_out_delivered_only_when_every_destination_is(store):
+    add(store, "j1")
+    store.claim_jobs("w")
+    finish(store, "j1", dests=("pacs", "other"))
+    store.claim_deliveries("pacs", "f")
+    assert store.delivered("j1", "pacs", 0) is False
+    assert store.job("j1")["state"] == FORWARDING
+    store.claim_deliveries("other", "f")
+    assert store.delivered("j1", "other", 0xB000) is True
+    assert store.job("j1")["state"] == DELIVERED
+    assert {d["destination"]: d["status"] for d in store.deliveries("j1")} == {
+        "pacs": 0, "other": 0xB000}
+
+
+def test_retry_waits_for_its_backoff(store):
+    add(store, "j1")
+    store.claim_jobs("w")
+    finish(store, "j1")
+    store.claim_deliveries("pacs", "f")
+    store.retry_later("j1", "pacs", delay=3600, error="connection failed: ConnectionRefused")
+    assert store.claim_deliveries("pacs", "f") == []
+    status = store.destination_status()[0]
+    assert status["backlog"] == 1 and status["last_error"].startswith("connection failed")
+
+
+def test_permanent_refusal_quarantines_with_the_status(store):
+    add(store, "j1")
+    store.claim_jobs("w")
+    finish(store, "j1")
+    store.claim_deliveries("pacs", "f")
+    store.delivery_failed("j1", "pacs", status=0xA900, reason="pacs answered status 0xA900")
+    row = store.job("j1")
+    assert row["state"] == QUARANTINED and row["reason"] == "pacs answered status 0xA900"
+    store.release("j1")
+    assert store.job("j1")["state"] == RECEIVED and store.deliveries("j1") == []
+
+
+def test_audit_row_per_object_without_identifiers(store):
+    add(store, "j1")
+    store.claim_jobs("w")
+    finish(store, "j1")
+    store.claim_deliveries("pacs", "f")
+    store.delivered("j1", "pacs", 0)
+    (row,) = store.audit()
+    assert row["outcome"] == DELIVERED and row["original_sop_hash"] == "ABCDEF"
+    assert row["new_sop_uid"] == "2.25.3" and json.loads(row["counts"]) == {"X": 3}
+    assert json.loads(row["destinations"])["pacs"]["status"] == 0
+    dump = "\n".join(store.conn.iterdump())
+    assert ORIGINAL_UID not in dump
+
+
+def test_state_dir_sweep_removes_orphans(tmp_path, store):
+    state = StateDir(tmp_path / "state")
+    add(store, "kept")
+    (state.spool / "kept.dcm").write_bytes(b"x")
+    (state.spool / "orphan.dcm").write_bytes(b"x")  # crash before the job was committed
+    (state.out / "kept.dcm").write_bytes(b"x")      # job not forwarding: stale output
+    assert state.sweep(store) == 2
+    assert [p.name for p in state.spool.iterdir()] == ["kept.dcm"]
