@@ -213,6 +213,8 @@ class Store:
                 self._move_from(tx, row["id"], RECEIVED, PROCESSING, owner,
                                 lease_owner=owner, lease_until=now + lease,
                                 attempts=row["attempts"] + 1)
+            rows = [tx.execute("SELECT * FROM jobs WHERE id = ?", (r["id"],)).fetchone()
+                    for r in rows]
         return rows
 
     def finish_processing(self, job_id: str, *, route: str, profile: str,
