@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.serialization import pkcs7
+from pydicom.charset import convert_encodings
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
@@ -108,9 +109,10 @@ def _creator_of(tag: int) -> int | None:
     return None
 
 
-def _value_length(encoded: bytes) -> int:
-    vr = encoded[4:6].decode("ascii", "replace")
-    return len(encoded) - (12 if vr in _LONG_LENGTH_VRS else 8)
+def _value_length(head: bytes, size: int) -> int:
+    """Value length of an explicit VR element of `size` bytes whose header starts `head`."""
+    vr = head[4:6].decode("ascii", "replace")
+    return size - (12 if vr in _LONG_LENGTH_VRS else 8)
 
 
 def encode_originals(
@@ -125,35 +127,35 @@ def encode_originals(
     # Text is encoded (and raw elements decoded) in the original character set.
     charset_source = originals if SPECIFIC_CHARACTER_SET in originals else ds
     encoding = _charset(charset_source)
-    chunks: list[tuple[int, bytes]] = []
-    skipped: list[str] = []
-    tags = set(originals.keys())
-    extra = [t for t in STAGE_MANAGED if t in ds and t not in tags]
-    for tag in sorted([*tags, *extra]):
-        source = originals if tag in tags else ds
-        try:
-            encoded = _encode_element(_element(source, tag, ds, encoding), encoding)
-        except Exception:  # an element pydicom cannot encode is reported, not fatal
-            skipped.append(tag_str(tag))
-            continue
-        if _value_length(encoded) > max_value_bytes:
-            skipped.append(tag_str(tag))
-            continue
-        chunks.append((tag, encoded))
+    encodings = convert_encodings(encoding) if encoding else None
+    backed = set(originals.keys())
+    tags = backed | {t for t in STAGE_MANAGED if t in ds}
     # A private element reads back best beside its creator: back up the creator as it is when
     # de-identification left it unchanged (orphan private elements are backed up as they are).
-    present = {t for t, _ in chunks}
-    for tag in list(present):
-        creator = _creator_of(tag)
-        if creator is not None and creator not in present and creator in ds:
-            try:
-                chunks.append((creator, _encode_element(_element(ds, creator, ds, encoding),
-                                                        encoding)))
-                present.add(creator)
-            except Exception:
-                pass
-    kept = [encoded for _, encoded in sorted(chunks)]
-    item_body = b"".join(kept)
+    tags |= {c for c in map(_creator_of, backed) if c is not None and c in ds}
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = False
+    kept: list[tuple[int, int, int]] = []
+    skipped: list[str] = []
+    for tag in sorted(tags):
+        start = fp.tell()
+        try:
+            elem = _element(originals if tag in backed else ds, tag, ds, encoding)
+            write_data_element(fp, elem, encodings)
+        except Exception:  # an element pydicom cannot encode is reported, not fatal
+            fp.seek(start)
+            fp.parent.truncate()
+            skipped.append(tag_str(tag))
+            continue
+        kept.append((tag, start, fp.tell()))
+    buffer = fp.getvalue()
+    large = {t for t, s, e in kept if _value_length(buffer[s:s + 12], e - s) > max_value_bytes}
+    if large:
+        skipped += [tag_str(t) for t in large]
+        item_body = b"".join(buffer[s:e] for t, s, e in kept if t not in large)
+    else:
+        item_body = buffer
     item = struct.pack("<HHI", 0xFFFE, 0xE000, len(item_body)) + item_body
     sequence = struct.pack("<HH2sHI", 0x0400, 0x0550, b"SQ", 0, len(item)) + item
     head = b""

@@ -11,6 +11,7 @@ import data_store
 import pydicom
 import pytest
 from pydicom.data import get_charset_files, get_testdata_file, get_testdata_files
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -346,3 +347,16 @@ def test_engine_output_carries_no_planted_identifier(engine, broker, tmp_path):
     recovered = recover(pydicom.dcmread(tmp_path / "out.dcm"), broker[0][0])
     assert recovered.PatientID == PLANTED[1]
 
+
+
+def test_an_element_that_cannot_be_encoded_is_listed_and_the_rest_kept(broker):
+    ds, originals = Dataset(), Dataset()
+    originals.PatientName = "A^B"
+    originals.add(DataElement(0x00101010, "AS", object()))  # fails midway through writing
+    originals.PatientID = PLANTED[1]
+    with pytest.warns(UserWarning):
+        skipped = attach_backup(ds, originals, [broker[0][1]], 1 << 20)
+    assert skipped == ("(0010,1010)",)
+    back = read_backup(ds, broker[0][0])
+    assert sorted(back.keys()) == [0x00100010, 0x00100020]
+    assert (back.PatientName, back.PatientID) == ("A^B", PLANTED[1])
