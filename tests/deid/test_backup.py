@@ -360,3 +360,29 @@ def test_an_element_that_cannot_be_encoded_is_listed_and_the_rest_kept(broker):
     back = read_backup(ds, broker[0][0])
     assert sorted(back.keys()) == [0x00100010, 0x00100020]
     assert (back.PatientName, back.PatientID) == ("A^B", PLANTED[1])
+
+
+def test_engine_roundtrip_restores_attributes_the_stamp_and_dates_overwrite(engine, broker,
+                                                                            tmp_path):
+    from gateway.deid.remediate import remediate
+    from gateway.deid.stamp import stamp
+    from gateway.dicomio import read_for_deid, write
+
+    original = _original()
+    original.LongitudinalTemporalInformationModified = "UNMODIFIED"
+    original.DeidentificationMethod = "an earlier curation"
+    original.BurnedInAnnotation = "NO"
+    src = tmp_path / "in.dcm"
+    original.save_as(src, enforce_file_format=True)
+    parsed = read_for_deid(src)
+    remediation = remediate(parsed.ds, engine, b"0123456789abcdef0123456789abcdef")
+    attach_backup(parsed.ds, remediation.originals, [broker[0][1]], 1 << 20)
+    stamp(parsed.ds, engine)
+    assert parsed.ds.LongitudinalTemporalInformationModified != "UNMODIFIED"
+    write(parsed, tmp_path / "out.dcm")
+    recovered = recover(pydicom.dcmread(tmp_path / "out.dcm"), broker[0][0])
+    assert recovered.LongitudinalTemporalInformationModified == "UNMODIFIED"
+    assert recovered.DeidentificationMethod == "an earlier curation"
+    assert recovered.PatientIdentityRemoved == "NO"
+    assert recovered.BurnedInAnnotation == "NO"
+    assert "DeidentificationMethodCodeSequence" not in recovered
