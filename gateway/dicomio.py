@@ -17,9 +17,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
+
+from gateway.deid.tags import tag_str
 
 # pydicom's validation warnings quote element values, which may be identifiers: never emit them.
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
@@ -70,6 +75,12 @@ def _read(path: str | os.PathLike, **kwargs: object) -> tuple[Dataset, int, int]
     except Exception as exc:  # pydicom raises many kinds on corrupt input
         raise DicomReadError(path, f"cannot parse: {type(exc).__name__}: {exc}") from None
     _check_meta(ds, path)
+    for tag in ds.keys():
+        raw = ds.get_item(tag)
+        if (isinstance(raw, RawDataElement) and raw.value is not None
+                and raw.length != 0xFFFFFFFF and len(raw.value) < raw.length):
+            raise DicomReadError(path, f"element {tag_str(tag)} is truncated: it declares "
+                                       f"{raw.length} bytes, the file holds {len(raw.value)}")
     return ds, pos, size
 
 
@@ -119,7 +130,7 @@ def _tail_end(fh: BinaryIO, pos: int, size: int, ts: str) -> int | None:
         if (group, elem) != (0xFFFE, 0xE000):
             return None
         at += item_len
-    return None
+    return at if at == size else None  # tolerated: a last item without sequence delimiter
 
 
 def read_for_deid(path: str | os.PathLike) -> Parsed:
@@ -154,6 +165,54 @@ def load_pixels(parsed: Parsed) -> Dataset:
     return full
 
 
+def _copy_tail(src: Path, offset: int, out: BinaryIO) -> None:
+    """Append src[offset:] to out, in the kernel where it can."""
+    out.flush()
+    with open(src, "rb") as fh:
+        remaining = os.fstat(fh.fileno()).st_size - offset
+        try:
+            while remaining > 0:
+                sent = os.copy_file_range(fh.fileno(), out.fileno(), remaining, offset)
+                if sent == 0:
+                    break
+                offset, remaining = offset + sent, remaining - sent
+            out.seek(0, os.SEEK_END)
+            return
+        except OSError:
+            pass
+        fh.seek(offset)
+        shutil.copyfileobj(fh, out, 1 << 20)
+
+
+def _encode_header(ds: Dataset) -> bytes:
+    """Preamble, file meta and dataset, little endian only. Elements still raw (never decoded,
+    so unchanged) are copied byte for byte; the others go through pydicom's element writer."""
+    ts = ds.file_meta.TransferSyntaxUID
+    implicit = ts == ImplicitVRLittleEndian
+    out = DicomBytesIO()
+    out.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(out, ds.file_meta, enforce_standard=True)
+    out.is_little_endian, out.is_implicit_VR = True, implicit
+    encodings = ds._character_set
+    pack_short, pack_long = struct.Struct("<HH2sH").pack, struct.Struct("<HH2s2xI").pack
+    for tag in sorted(ds.keys()):
+        elem = ds.get_item(tag)
+        if (isinstance(elem, RawDataElement) and elem.is_implicit_VR == implicit
+                and elem.is_little_endian and elem.length != 0xFFFFFFFF and elem.VR != "SQ"
+                and elem.value is not None and not len(elem.value) % 2):
+            group, element = tag >> 16, tag & 0xFFFF
+            if implicit:
+                out.write(struct.pack("<HHI", group, element, len(elem.value)))
+            elif elem.VR.encode() in _LONG_VRS:
+                out.write(pack_long(group, element, elem.VR.encode(), len(elem.value)))
+            else:
+                out.write(pack_short(group, element, elem.VR.encode(), len(elem.value)))
+            out.write(elem.value)
+        else:
+            write_data_element(out, ds[tag], encodings)
+    return out.getvalue()
+
+
 def write(parsed: Parsed, dst: str | os.PathLike, fsync: bool = False) -> Path:
     """Write the dataset to `dst` atomically (temp file + rename), raw pixel bytes appended."""
     target = Path(dst)
@@ -161,12 +220,14 @@ def write(parsed: Parsed, dst: str | os.PathLike, fsync: bool = False) -> Path:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as out:
-            pydicom.dcmwrite(out, parsed.ds, enforce_file_format=True)
+            ts = parsed.ds.file_meta.TransferSyntaxUID
+            deflated = ts == DeflatedExplicitVRLittleEndian
+            if deflated or ts == ExplicitVRBigEndian:
+                pydicom.dcmwrite(out, parsed.ds, enforce_file_format=True)
+            else:
+                out.write(_encode_header(parsed.ds))
             if parsed.tail is not None:
-                with open(parsed.src, "rb") as src:
-                    src.seek(parsed.tail)
-                    shutil.copyfileobj(src, out, 1 << 20)
-            deflated = parsed.ds.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+                _copy_tail(parsed.src, parsed.tail, out)
             if deflated and out.tell() % 2:
                 out.write(b"\x00")  # the deflated bitstream is padded to even length
             if fsync:

@@ -12,6 +12,7 @@ import copy
 from collections import Counter
 from dataclasses import dataclass, field
 
+from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -70,6 +71,15 @@ def _values(value: object) -> list[str]:
     return [str(value)]
 
 
+def element_vr(ds: Dataset, tag: int) -> str:
+    """The VR of an element without decoding its value (dictionary VR for implicit VR)."""
+    vr = ds.get_item(tag).VR
+    if vr:
+        return vr
+    entry = DicomDictionary.get(tag)
+    return entry[0] if entry else "UN"
+
+
 def _name_terms(text: str) -> set[str]:
     terms = {text}
     for part in text.replace("=", "^").split("^"):
@@ -104,12 +114,12 @@ class _Remediator:
     def _identifiers(ds: Dataset) -> dict[str, int]:
         """Identifying values of the top level → the tag holding them."""
         found: dict[str, int] = {}
-        for elem in ds:
-            if elem.tag in IDENTIFYING_TAGS or elem.tag in INSTITUTION_TAGS:
-                found.update((v.strip(), elem.tag) for v in _values(elem.value))
-            elif elem.VR == "PN":
-                for v in _values(elem.value):
-                    found.update((t, elem.tag) for t in _name_terms(v))
+        for tag in ds.keys():
+            if tag in IDENTIFYING_TAGS or tag in INSTITUTION_TAGS:
+                found.update((v.strip(), tag) for v in _values(ds[tag].value))
+            elif element_vr(ds, tag) == "PN":
+                for v in _values(ds[tag].value):
+                    found.update((t, tag) for t in _name_terms(v))
         return {v: t for v, t in found.items() if len(v) >= MIN_IDENTIFIER_LEN}
 
     def removed_identifiers(self, ds: Dataset) -> set[str]:
@@ -200,30 +210,28 @@ class _Remediator:
         self.result.counts[code] += 1
 
     def _public(self, ds: Dataset, tag: BaseTag, top: bool) -> bool:
+        """One public element. Elements left as they are are never decoded (speed)."""
         profile = self.profile
-        elem = ds[tag]
         override = profile.overrides.get(tag)
         if override is not None:
-            return self._override(ds, elem, override, top)
+            return self._override(ds, ds[tag], override, top)
         if tag in (PATIENT_ID, PATIENT_NAME):
             self._record(ds, tag, top)
-            elem.value = self.result.pseudonym
+            ds[tag].value = self.result.pseudonym
             self._count("D")
             return True
         code = profile.code_for(tag, self.sop_class)
-        vr = elem.VR
-        if code is None:
+        vr = element_vr(ds, tag)
+        if code is None or code == "K":
             if vr == "SQ":
-                return self._sequence(ds, elem, top)
-            if vr == "UI":
-                return self._uid(ds, elem, top, count=False)
-            if vr in ("DA", "DT") and profile.modified_dates and elem.value:
-                self._record(ds, tag, top)
-                return self._shift(elem)
-            return False
-        if code == "K":
-            if vr == "SQ":
-                return self._sequence(ds, elem, top)
+                return self._sequence(ds, ds[tag], top)
+            if code is None and vr == "UI":
+                return self._uid(ds, ds[tag], top, count=False)
+            if code is None and vr in ("DA", "DT") and profile.modified_dates:
+                elem = ds[tag]
+                if elem.value:
+                    self._record(ds, tag, top)
+                    return self._shift(elem)
             return False
         if code == "X":
             if 0x6000 <= tag.group <= 0x60FF and tag.element == 0x3000:
@@ -232,6 +240,7 @@ class _Remediator:
             del ds[tag]
             self._count("X")
             return True
+        elem = ds[tag]
         if code == "Z":
             self._record(ds, tag, top)
             elem.value = Sequence() if vr == "SQ" else elem.empty_value
@@ -388,6 +397,8 @@ def remediate(ds: Dataset, profile: Profile, key: bytes, keep_originals: bool = 
     result = state.result
     result.identifiers = state.removed_identifiers(ds) | set(result.uid_map)
     result.identifiers.discard(result.pseudonym)
+    if LONGITUDINAL_MODIFIED in ds:  # overwritten below: its original goes to the backup
+        state._record(ds, LONGITUDINAL_MODIFIED, True)
     if profile.modified_dates:
         ds.add_new(LONGITUDINAL_MODIFIED, "CS", "MODIFIED")
     elif profile.full_dates:

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
 from gateway.deid.profile import Profile
-from gateway.deid.remediate import ENCRYPTED_ATTRIBUTES, Remediation, _values
+from gateway.deid.remediate import ENCRYPTED_ATTRIBUTES, Remediation, _values, element_vr
 from gateway.deid.tags import tag_str
 
 TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
                       "UI", "UR", "UT"})
 LONG_IDENTIFIER = 6  # identifiers this long are also looked for inside other values
+
+
+def _text_values(item: Dataset, tag: int) -> list[str]:
+    """The values of a text element; still-raw ASCII values are read without decoding."""
+    raw = item.get_item(tag)
+    if isinstance(raw, RawDataElement):
+        if not raw.value:
+            return []
+        if raw.value.isascii():
+            return [v.strip(" \x00") for v in raw.value.decode("ascii").split("\\")]
+    return [v.strip() for v in _values(item[tag].value)]
 
 
 def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]:
@@ -23,40 +35,37 @@ def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]
 
     def check(item: Dataset, path: str, top: bool) -> None:
         creators: dict[tuple[int, int], str] = {}
-        for elem in item:
-            tag = BaseTag(elem.tag)
-            where = f"{path}{tag_str(tag)}"
+        for tag in sorted(item.keys()):
+            tag = BaseTag(tag)
             if tag == ENCRYPTED_ATTRIBUTES and top:
                 continue  # the one permitted carrier of originals (sealed)
             if tag.is_private:
                 element = tag.element
                 if 0x10 <= element <= 0xFF:
-                    creators[(tag.group, element)] = str(elem.value).strip()
+                    creators[(tag.group, element)] = str(item[tag].value).strip()
                     continue
                 override = profile.overrides.get(tag)
                 creator = creators.get((tag.group, element >> 8))
                 if not (override and override.action == "keep") and not profile.is_safe_private(
                         tag.group, creator, element):
-                    problems.append(f"private element {where} is not safe to keep")
+                    problems.append(f"private element {path}{tag_str(tag)} is not safe to keep")
                     continue
             elif tag in profile.overrides:
                 continue
             elif profile.code_for(tag, sop_class) == "X":
-                problems.append(f"{where} should have been removed")
+                problems.append(f"{path}{tag_str(tag)} should have been removed")
                 continue
-            if elem.VR == "SQ":
-                for i, sub in enumerate(elem.value or ()):
-                    check(sub, f"{where}[{i}].", False)
+            vr = element_vr(item, tag)
+            if vr == "SQ":
+                for i, sub in enumerate(item[tag].value or ()):
+                    check(sub, f"{path}{tag_str(tag)}[{i}].", False)
                 continue
-            if elem.VR not in TEXT_VRS or elem.value is None:
+            if vr not in TEXT_VRS:
                 continue
-            for value in _values(elem.value):
-                value = value.strip()
-                if value in exact:
-                    problems.append(f"an original identifier survives in {where}")
-                    break
-                if len(value) >= LONG_IDENTIFIER and any(v in value for v in long_ones):
-                    problems.append(f"an original identifier survives inside {where}")
+            for value in _text_values(item, tag):
+                if value in exact or (len(value) >= LONG_IDENTIFIER
+                                      and any(v in value for v in long_ones)):
+                    problems.append(f"an original identifier survives in {path}{tag_str(tag)}")
                     break
 
     meta = getattr(ds, "file_meta", None)
