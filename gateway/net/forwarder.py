@@ -148,7 +148,7 @@ class Slot(threading.Thread):
             return False
         if not assoc.is_established:
             self.error = ("association rejected" if assoc.is_rejected else
-                          "association aborted" if assoc.is_aborted else "connection failed")
+                          "connection failed: no association")
             return False
         set_nodelay(getattr(assoc.dul.socket, "socket", None))
         self.assoc = assoc

@@ -89,7 +89,8 @@ class Receiver:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.on_received = on_received
         self.log = get_logger("gateway.receiver")
-        self._local = threading.local()
+        self._store: Store | None = None
+        self._store_lock = threading.Lock()
         self._server: Any = None
         self._allowed = [(c.ae_title.strip(), c.address) for c in self.net.allowed_callers]
         self.ae = AE(ae_title=self.net.ae_title)
@@ -110,6 +111,7 @@ class Receiver:
 
     def start(self) -> None:
         """Listen (non-blocking: pynetdicom serves each association in its own thread)."""
+        self._store = Store(self.store_path, durable=True)
         handlers = [
             (evt.EVT_CONN_OPEN, self._on_open),
             (evt.EVT_C_STORE, self._on_store),
@@ -175,11 +177,12 @@ class Receiver:
     def _on_echo(self, event: Any) -> int:
         return SUCCESS
 
-    def _store(self) -> Store:
-        store = getattr(self._local, "store", None)
-        if store is None:
-            store = self._local.store = Store(self.store_path, durable=True)
-        return store
+    def _add_job(self, job_id: str, **fields: Any) -> None:
+        # One connection for every association thread: SQLite serialises writers anyway.
+        with self._store_lock:
+            if self._store is None:
+                self._store = Store(self.store_path, durable=True)
+            self._store.add_job(job_id, **fields)
 
     def _on_store(self, event: Any) -> int:
         job_id = uuid.uuid4().hex
@@ -209,7 +212,7 @@ class Receiver:
                            reason=f"spool write failed: {exc.strerror or type(exc).__name__}")
             return OUT_OF_RESOURCES
         try:
-            self._store().add_job(job_id, calling_ae=calling, called_ae=called, peer=peer,
+            self._add_job(job_id, calling_ae=calling, called_ae=called, peer=peer,
                                   sop_hash=sop_hash(self.key, sop_uid),
                                   sop_class_uid=sop_class, transfer_syntax=ts,
                                   size=len(data))

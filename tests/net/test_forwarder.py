@@ -1,0 +1,157 @@
+"""Outboxes against real peers: dcmtk storescp and the stand-in PACS (pynetdicom) answering
+chosen statuses; a destination that is down and comes back; transcoding when refused."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nethelpers import free_port, wait_for
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+from gateway.config import DestinationConfig
+from gateway.demo import StandInPacs
+from gateway.net.forwarder import Outbox, backoff, is_transient
+from gateway.store import DELIVERED, FORWARDING, QUARANTINED, StateDir, Store
+
+
+def queue(state: StateDir, store: Store, files: list[Path], dests=("pacs",)) -> list[str]:
+    """Put files in the outbox as if the worker had de-identified them."""
+    ids = []
+    for i, src in enumerate(files):
+        job = f"job{i:04}"
+        meta = dcmread(src, stop_before_pixels=True)
+        ts = str(meta.file_meta.TransferSyntaxUID)
+        store.add_job(job, calling_ae="MOD", called_ae="GANTRY", peer="127.0.0.1",
+                      sop_hash="H", sop_class_uid=str(meta.SOPClassUID), transfer_syntax=ts,
+                      size=src.stat().st_size)
+        store.claim_jobs("test")
+        shutil.copy(src, state.output(job))
+        state.spooled(job).write_bytes(b"original")
+        store.finish_processing(job, route="all", profile="default", new_study_uid="2.25.1",
+                                new_series_uid="2.25.2", new_sop_uid=str(meta.SOPInstanceUID),
+                                out_transfer_syntax=ts, counts={}, not_backed_up=(),
+                                destinations=dests)
+        ids.append(job)
+    return ids
+
+
+@pytest.fixture
+def box(tmp_path):
+    state = StateDir(tmp_path / "state")
+    store = Store(state.db)
+    stop = threading.Event()
+    boxes: list[Outbox] = []
+
+    def start(port: int, **dest) -> Outbox:
+        cfg = DestinationConfig(ae_title=dest.pop("ae_title", "PACS"), host="127.0.0.1",
+                                port=port, backoff_seconds=0.02, max_backoff_seconds=0.2,
+                                **dest)
+        outbox = Outbox("pacs", cfg, state, calling_ae="GANTRY", stop=stop, poll=0.01)
+        outbox.start()
+        boxes.append(outbox)
+        return outbox
+
+    yield state, store, start
+    stop.set()
+    for b in boxes:
+        b.join(10)
+    store.close()
+
+
+def states(store: Store, ids: list[str]) -> set[str]:
+    return {store.job(j)["state"] for j in ids}
+
+
+def test_delivers_to_storescp_over_held_associations(box, storescp):
+    state, store, start = box
+    scp = storescp()
+    files = [Path(get_testdata_file(n)) for n in ("CT_small.dcm", "MR_small.dcm",
+                                                  "rtplan.dcm")] * 1
+    ids = queue(state, store, files)
+    start(scp.port, associations=2)
+    assert wait_for(lambda: states(store, ids) == {DELIVERED})
+    assert len(scp.files()) == 3
+    assert not any(state.spool.iterdir()) and not any(state.out.iterdir())  # cleaned up
+
+
+def test_refused_transfer_syntax_is_transcoded(box, storescp):
+    state, store, start = box
+    scp = storescp()  # storescp accepts uncompressed syntaxes only, by default
+    src = Path(get_testdata_file("JPEG2000.dcm"))
+    ids = queue(state, store, [src])
+    start(scp.port)
+    assert wait_for(lambda: states(store, ids) == {DELIVERED})
+    (got,) = scp.files()
+    received = dcmread(got)
+    assert received.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert np.array_equal(received.pixel_array, dcmread(src).pixel_array)
+
+
+def test_failure_status_quarantines_with_that_status(box, tmp_path):
+    state, store, start = box
+    pacs = StandInPacs(tmp_path / "pacs", ae_title="PACS", status=0xA900).start()
+    try:
+        ids = queue(state, store, [Path(get_testdata_file("CT_small.dcm"))])
+        start(pacs.port)
+        assert wait_for(lambda: states(store, ids) == {QUARANTINED})
+        assert store.job(ids[0])["reason"] == "pacs answered status 0xA900"
+        assert state.original(ids[0]) == state.quarantined(ids[0])
+    finally:
+        pacs.stop()
+
+
+def test_transient_status_is_retried_then_quarantined(box, tmp_path):
+    state, store, start = box
+    pacs = StandInPacs(tmp_path / "pacs", ae_title="PACS", status=0xA700).start()
+    try:
+        ids = queue(state, store, [Path(get_testdata_file("CT_small.dcm"))])
+        start(pacs.port, max_retries=3)
+        assert wait_for(lambda: states(store, ids) == {QUARANTINED})
+        assert store.job(ids[0])["reason"] == "pacs answered status 0xA700 after 3 attempts"
+        assert store.deliveries(ids[0])[0]["attempts"] == 3
+    finally:
+        pacs.stop()
+
+
+def test_warning_counts_as_delivered_and_is_recorded(box, tmp_path):
+    state, store, start = box
+    pacs = StandInPacs(tmp_path / "pacs", ae_title="PACS", status=0xB000).start()
+    try:
+        ids = queue(state, store, [Path(get_testdata_file("CT_small.dcm"))])
+        start(pacs.port)
+        assert wait_for(lambda: states(store, ids) == {DELIVERED})
+        assert store.deliveries(ids[0])[0]["status"] == 0xB000
+    finally:
+        pacs.stop()
+
+
+def test_destination_down_then_back_loses_nothing(box, tmp_path):
+    state, store, start = box
+    port = free_port()
+    files = [Path(get_testdata_file(n)) for n in ("CT_small.dcm", "MR_small.dcm")]
+    ids = queue(state, store, files * 3)
+    start(port)
+    assert wait_for(lambda: all(d["attempts"] >= 2 for j in ids for d in store.deliveries(j)))
+    assert states(store, ids) == {FORWARDING}
+    assert store.destination_status()[0]["last_error"].startswith("connection failed")
+    pacs = StandInPacs(tmp_path / "pacs", ae_title="PACS", port=port).start()
+    try:
+        assert wait_for(lambda: states(store, ids) == {DELIVERED})
+        assert pacs.received == 6
+    finally:
+        pacs.stop()
+
+
+def test_backoff_grows_is_capped_and_jittered():
+    import random
+
+    rng = random.Random(1)
+    delays = [backoff(n, 1.0, 60.0, rng) for n in range(10)]
+    assert delays[0] <= 1.0 and 4.0 <= delays[3] <= 8.0 and all(d <= 60 for d in delays)
+    assert len({round(backoff(5, 1.0, 1e9, rng), 6) for _ in range(5)}) > 1
+    assert is_transient(0xA700) and is_transient(0xA7FF) and not is_transient(0xA900)

@@ -1,0 +1,142 @@
+"""The C-STORE SCP against dcmtk storescu/echoscu and pynetdicom: spool + job before Success,
+callers checked at association, Out of Resources on disk/database failure, bad bytes refused."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from nethelpers import DCMTK_ENV, data_store_files, need, storescu
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.filewriter import write_file_meta_info
+from pynetdicom import AE, _config
+
+from gateway.config import parse_config
+from gateway.net.receiver import Receiver
+from gateway.store import RECEIVED, StateDir, Store
+
+
+@pytest.fixture
+def receiver(tmp_path):
+    started: list[Receiver] = []
+
+    def start(allowed=()) -> tuple[Receiver, StateDir]:
+        cfg = parse_config({"network": {"ae_title": "GANTRY", "host": "127.0.0.1", "port": 0,
+                                        "allowed_callers": list(allowed)}}, "<test>")
+        state = StateDir(tmp_path / "state")
+        rx = Receiver(cfg, b"k" * 32, state.db, state.spool)
+        rx.start()
+        started.append(rx)
+        return rx, state
+
+    yield start
+    for rx in started:
+        rx.stop_accepting()
+
+
+def dataset_bytes(path: Path) -> bytes:
+    """The encoded data set after the File Meta Information."""
+    raw = path.read_bytes()
+    ds = dcmread(path, stop_before_pixels=True)
+    assert ds.file_meta  # a DICOM file with File Meta Information
+    meta_len = int.from_bytes(raw[140:144], "little")  # (0002,0000) group length value
+    return raw[144 + meta_len:]
+
+
+def test_spools_as_received_and_commits_a_job(receiver):
+    rx, state = receiver()
+    files = [Path(get_testdata_file("CT_small.dcm")), Path(get_testdata_file("MR_small.dcm"))]
+    files += [p for p in data_store_files() if p.name in ("emri_small_jpeg_2k_lossless.dcm",
+                                                          "emri_small_RLE.dcm",
+                                                          "emri_small_big_endian.dcm")]
+    run = storescu(rx.port, files)
+    assert run.returncode == 0, run.stderr
+    store = Store(state.db)
+    rows = store.conn.execute("SELECT * FROM jobs").fetchall()
+    assert len(rows) == len(files) and {r["state"] for r in rows} == {RECEIVED}
+    spooled = {(dcmread(state.spooled(r["id"])).SOPInstanceUID, r["transfer_syntax"]):
+               state.spooled(r["id"]) for r in rows}
+    for src in files:
+        original = dcmread(src)
+        got = dcmread(spooled[original.SOPInstanceUID,
+                              str(original.file_meta.TransferSyntaxUID)])
+        assert got.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+        assert got.SOPInstanceUID == original.SOPInstanceUID
+        assert got.PixelData == original.PixelData
+    assert all(r["calling_ae"] == "MODALITY" and len(r["sop_hash"]) == 32 for r in rows)
+
+
+def test_data_set_bytes_are_kept_exactly_as_sent(receiver):
+    rx, state = receiver()
+    src = next(p for p in data_store_files() if p.name == "emri_small_jpeg_2k_lossless.dcm")
+    assert send_raw(rx.port, src) == 0x0000
+    (spooled,) = state.spool.iterdir()
+    assert dataset_bytes(spooled) == dataset_bytes(src)
+
+
+def test_echo(receiver):
+    rx, _ = receiver()
+    run = subprocess.run([need("echoscu"), "-aec", "GANTRY", "127.0.0.1", str(rx.port)],
+                         env=DCMTK_ENV, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+
+
+def test_unknown_caller_is_rejected_with_the_standard_reason(receiver):
+    rx, state = receiver(allowed=[{"ae_title": "MODALITY"},
+                                  {"ae_title": "FIXED", "address": "10.9.9.9"}])
+    ct = Path(get_testdata_file("CT_small.dcm"))
+    assert storescu(rx.port, [ct], calling="MODALITY").returncode == 0
+    for calling in ("STRANGER", "FIXED"):  # unknown title; known title, wrong address
+        run = storescu(rx.port, [ct], calling=calling)
+        assert run.returncode != 0
+        assert "Calling AE Title Not Recognized" in run.stderr
+    assert Store(state.db).counts() == {RECEIVED: 1}
+
+
+def send_raw(port: int, path: Path) -> int:
+    """C-STORE a file's bytes exactly as they are (pynetdicom SCU); the response status."""
+    meta = dcmread(path, stop_before_pixels=True)
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(meta.file_meta.MediaStorageSOPClassUID,
+                             meta.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", port, ae_title="GANTRY")
+    assert assoc.is_established
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    try:
+        rsp = assoc.send_c_store(path)
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = False
+        assoc.release()
+    return int(rsp.Status)
+
+
+def test_disk_failure_answers_out_of_resources(receiver):
+    rx, state = receiver()
+    shutil.rmtree(state.spool)
+    state.spool.write_text("not a directory")  # every spool write now fails (ENOTDIR)
+    assert send_raw(rx.port, Path(get_testdata_file("CT_small.dcm"))) == 0xA700
+    assert Store(state.db).counts() == {}
+
+
+def test_database_failure_answers_out_of_resources_and_leaves_no_file(receiver):
+    rx, state = receiver()
+    with Store(state.db).conn as conn:
+        conn.execute("DROP VIEW audit")
+        conn.execute("DROP TABLE jobs")
+    assert send_raw(rx.port, Path(get_testdata_file("CT_small.dcm"))) == 0xA700
+    assert list(state.spool.iterdir()) == []
+
+
+def test_bytes_that_are_not_a_data_set_are_refused(receiver, tmp_path):
+    rx, state = receiver()
+    src = dcmread(get_testdata_file("CT_small.dcm"), stop_before_pixels=True)
+    bad = tmp_path / "bad.dcm"
+    with open(bad, "wb") as fh:
+        fh.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(fh, src.file_meta)
+        fh.write(b"\xfe\xff\x00\xe0\xff\xff\xff\xff" + b"\x00" * 64)  # an item, not an element
+    assert send_raw(rx.port, bad) == 0xC210
+    assert Store(state.db).counts() == {}
