@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import data_store
@@ -277,7 +278,8 @@ def _corpus() -> list[Path]:
     files = [Path(p) for p in get_testdata_files()] + sorted(p for p in store.rglob("*")
                                                              if p.is_file())
     files += [Path(p) for p in get_charset_files("*.dcm")]
-    return sorted({p.resolve() for p in files})  # pydicom's list includes pydicom-data's
+    # pydicom's list includes pydicom-data's files, and folders
+    return sorted({p.resolve() for p in files if p.is_file()})
 
 
 def _id(path: Path) -> str:
@@ -303,8 +305,8 @@ def test_engine_roundtrip(src, engine, broker, tmp_path):
     try:
         original = read_full(src)
         parsed = read_for_deid(src)
-    except DicomReadError:
-        pytest.skip("not a readable DICOM object with a SOP Instance UID")
+    except DicomReadError as exc:  # no SOP Instance UID, not DICOM, truncated: fails closed
+        pytest.skip(f"the engine does not take it: {exc.problem}")
     key, cert, *_ = broker[0]
     remediation = remediate(parsed.ds, engine, b"0123456789abcdef0123456789abcdef")
     skipped = attach_backup(parsed.ds, remediation.originals, [cert], 1 << 20)
@@ -352,7 +354,8 @@ def test_engine_output_carries_no_planted_identifier(engine, broker, tmp_path):
 def test_an_element_that_cannot_be_encoded_is_listed_and_the_rest_kept(broker):
     ds, originals = Dataset(), Dataset()
     originals.PatientName = "A^B"
-    with pytest.warns(UserWarning):  # pydicom warns about the value's type
+    with warnings.catch_warnings():  # pydicom may warn about the value's type
+        warnings.simplefilter("ignore")
         originals.add(DataElement(0x00101010, "AS", object()))  # fails midway through writing
     originals.PatientID = PLANTED[1]
     skipped = attach_backup(ds, originals, [broker[0][1]], 1 << 20)
