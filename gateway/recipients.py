@@ -122,11 +122,14 @@ def load_certificate(path: str | os.PathLike) -> x509.Certificate:
     return cert
 
 
-def load_recipient_certificates(paths: Sequence[str | os.PathLike]) -> list[x509.Certificate]:
-    """The recipients' certificates for the encrypted backup, in order; at least one."""
+def load_recipient_certificates(
+    paths: Sequence[str | os.PathLike], base: str | os.PathLike | None = None
+) -> list[x509.Certificate]:
+    """The recipients' certificates for the encrypted backup, in order; at least one.
+    Relative paths are taken from `base` (the configuration file's folder) when given."""
     if not paths:
         raise RecipientError("no recipient certificates named for the encrypted backup")
-    return [load_certificate(p) for p in paths]
+    return [load_certificate(Path(base) / p if base is not None else p) for p in paths]
 
 
 def load_private_key(

@@ -236,3 +236,33 @@ def test_refuses_a_non_empty_output_folder_and_bad_key_files(tmp_path, broker, t
                  "--cert", str(broker[0])]) == 1
     assert "not an X.509 certificate" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+def test_certificate_loading_errors_name_the_file(tmp_path, broker):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from gateway.recipients import RecipientError, load_recipient_certificates
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ec")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    ec_path = tmp_path / "ec.cert.der"
+    ec_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    with pytest.raises(RecipientError, match=f"{ec_path}: the certificate's key is not RSA"):
+        load_certificate(ec_path)
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
+    with pytest.raises(RecipientError, match=f"{garbage}: not an X.509 certificate"):
+        load_certificate(garbage)
+    # relative names are taken from the configuration's folder
+    certs = load_recipient_certificates([broker[1].name], base=broker[1].parent)
+    assert certs == [load_certificate(broker[1])]
+    with pytest.raises(RecipientError, match="cannot read certificate"):
+        load_recipient_certificates([broker[1].name], base=tmp_path)
