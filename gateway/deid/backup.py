@@ -366,6 +366,22 @@ def _shallow_copy(ds: Dataset) -> Dataset:
     return out
 
 
+def _clear_rearranged_private_groups(out: Dataset, originals: Dataset) -> None:
+    """Drop a private group from `out` when its creator blocks no longer sit where the backup
+    says they were: de-identification renumbered or removed blocks, and the backup holds the
+    whole original group (the remediator records every element of a group it changes)."""
+    groups: dict[int, list[int]] = {}
+    for tag in originals.keys():
+        if (tag >> 16) & 1 and 0x10 <= (tag & 0xFFFF) <= 0xFF:
+            groups.setdefault(tag >> 16, []).append(tag)
+    for group, creators in groups.items():
+        if all(t in out and str(out[t].value).strip() == str(originals[t].value).strip()
+               for t in creators):
+            continue
+        for tag in [t for t in out.keys() if t >> 16 == group]:
+            del out[tag]
+
+
 def restore(ds: Dataset, originals: Dataset, used_item: int | None = None) -> Dataset:
     """A new dataset: `ds` with the `used_item` of (0400,0500) and the attributes
     de-identification adds removed, then every element of `originals` put back."""
@@ -380,6 +396,7 @@ def restore(ds: Dataset, originals: Dataset, used_item: int | None = None) -> Da
     for tag in ADDED_BY_DEIDENTIFICATION:
         if tag in out:
             del out[tag]
+    _clear_rearranged_private_groups(out, originals)
     for tag in originals.keys():
         out[tag] = originals[tag]
     if hasattr(out, "file_meta") and "SOPInstanceUID" in out:

@@ -289,6 +289,11 @@ def _id(path: Path) -> str:
 CORPUS = _corpus()
 
 
+OPTIONS = ("Retain Safe Private Option",
+           "Retain Longitudinal Temporal Information with Modified Dates Option",
+           "Clean Descriptors Option", "Clean Structured Content Option")
+
+
 @pytest.fixture(scope="module")
 def engine():
     from gateway.deid.profile import Profile
@@ -296,8 +301,17 @@ def engine():
     return Profile.from_config(ProfileConfig())
 
 
+@pytest.fixture(scope="module", params=["basic", "options"])
+def any_engine(request):
+    """The Basic Profile, and the Basic Profile with options that keep or change values."""
+    from gateway.deid.profile import Profile
+
+    options = OPTIONS if request.param == "options" else ()
+    return Profile.from_config(ProfileConfig(options=options))
+
+
 @pytest.mark.parametrize("src", CORPUS, ids=[_id(p) for p in CORPUS])
-def test_engine_roundtrip(src, engine, broker, tmp_path):
+def test_engine_roundtrip(src, any_engine, broker, tmp_path):
     from gateway.deid.remediate import remediate
     from gateway.deid.stamp import stamp
     from gateway.dicomio import DicomReadError, read_for_deid, read_full, write
@@ -308,9 +322,9 @@ def test_engine_roundtrip(src, engine, broker, tmp_path):
     except DicomReadError as exc:  # no SOP Instance UID, not DICOM, truncated: fails closed
         pytest.skip(f"the engine does not take it: {exc.problem}")
     key, cert, *_ = broker[0]
-    remediation = remediate(parsed.ds, engine, b"0123456789abcdef0123456789abcdef")
+    remediation = remediate(parsed.ds, any_engine, b"0123456789abcdef0123456789abcdef")
     skipped = attach_backup(parsed.ds, remediation.originals, [cert], 1 << 20)
-    stamp(parsed.ds, engine)
+    stamp(parsed.ds, any_engine)
     write(parsed, tmp_path / "deid.dcm")
     deidentified = read_full(tmp_path / "deid.dcm")
     recovered = recover(deidentified, key)
@@ -389,3 +403,33 @@ def test_engine_roundtrip_restores_attributes_the_stamp_and_dates_overwrite(engi
     assert recovered.PatientIdentityRemoved == "NO"
     assert recovered.BurnedInAnnotation == "NO"
     assert "DeidentificationMethodCodeSequence" not in recovered
+
+
+def test_renumbered_private_blocks_are_put_back_where_they_were(broker):
+    from gateway.deid.profile import Profile
+    from gateway.deid.remediate import remediate
+
+    profile = Profile.from_config(ProfileConfig(options=("Retain Safe Private Option",)))
+    original = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    original.add_new(0x00E10010, "LO", "ACME UNSAFE")
+    original.add_new(0x00E11001, "LO", "secret private note")
+    original.add_new(0x00E10011, "LO", "ELSCINT1")  # safe: DLP and Acquisition Duration
+    original.add_new(0x00E11121, "DS", "12.5")
+    original.add_new(0x00E11150, "DS", "3")
+    ds = copy.deepcopy(original)
+    remediation = remediate(ds, profile, b"0123456789abcdef0123456789abcdef")
+    assert ds[0x00E10010].value == "ELSCINT1" and ds[0x00E11021].value == "12.5"  # renumbered
+    attach_backup(ds, remediation.originals, [broker[0][1]], 1 << 20)
+    recovered = recover(ds, broker[0][0])
+    group = [(e.tag, e.value) for e in recovered if e.tag.group == 0x00E1]
+    assert group == [(e.tag, e.value) for e in original if e.tag.group == 0x00E1]
+
+
+def test_unchanged_private_elements_beside_backed_up_ones_are_kept(broker):
+    original = _original()
+    ds = copy.deepcopy(original)
+    originals = Dataset()
+    originals.add(copy.deepcopy(ds[0x00F11001]))  # only this one was changed
+    ds[0x00F11001].value = "cleaned"
+    attach_backup(ds, originals, [broker[0][1]], 1 << 20)
+    _assert_same(original, recover(ds, broker[0][0]))
