@@ -1,0 +1,153 @@
+"""Configuration: bad files fail at start naming the file, the key path and the problem; the
+site key comes from a file (made by `gantry keys init`, owner-only) or an environment variable."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway.cli import main
+from gateway.config import OPTION_NAMES, ConfigError, load_config
+from gateway.sitekey import SiteKeyError, load_site_key
+
+REPO = Path(__file__).resolve().parents[1]
+MODIFIED = "Retain Longitudinal Temporal Information with Modified Dates Option"
+FULL = "Retain Longitudinal Temporal Information with Full Dates Option"
+
+
+def write(tmp_path: Path, data: object, name: str = "gantry.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+BAD = [
+    # (config, key path the message must name, a word of the problem)
+    pytest.param({"profil": {}}, "profil", "unknown key", id="unknown-top-key"),
+    pytest.param({"profile": {"optionz": []}}, "profile.optionz", "unknown key",
+                 id="unknown-nested-key"),
+    pytest.param({"network": {"port": "eleven"}}, "network.port", "integer", id="wrong-type-int"),
+    pytest.param({"network": {"port": True}}, "network.port", "integer", id="bool-is-not-int"),
+    pytest.param({"backup": {"enabled": "yes"}}, "backup.enabled", "true or false",
+                 id="wrong-type-bool"),
+    pytest.param({"profile": {"options": "Clean Descriptors Option"}}, "profile.options", "list",
+                 id="wrong-type-list"),
+    pytest.param({"destinations": []}, "destinations", "mapping", id="wrong-type-mapping"),
+    pytest.param({"log_level": "loud"}, "log_level", "loud", id="bad-literal"),
+    pytest.param({"network": {"port": 70000}}, "network", "70000", id="bad-port"),
+    pytest.param({"network": {"ae_title": "A\\B"}}, "network", "AE title", id="bad-ae-title"),
+    pytest.param({"profile": {"options": ["Retain Everything Option"]}}, "profile",
+                 "Retain Everything Option", id="bad-option-name"),
+    pytest.param({"profile": {"options": ["retain_uids"]}}, "profile", "retain_uids",
+                 id="option-column-is-not-the-standard-name"),
+    pytest.param({"profile": {"options": [MODIFIED, FULL]}}, "profile", "exclude",
+                 id="full-and-modified-dates"),
+    pytest.param({"profile": {"date_shift_days": [-1, -365]}}, "profile", "greater",
+                 id="date-range-reversed"),
+    pytest.param({"profile": {"date_shift_days": [-1]}}, "profile.date_shift_days", "list of 2",
+                 id="date-range-length"),
+    pytest.param({"profile": {"phi_tags": {"NotAKeyword": {"action": "keep"}}}}, "profile",
+                 "NotAKeyword", id="phi-tag-unknown-keyword"),
+    pytest.param({"profile": {"phi_tags": {"PatientName": {"action": "explode"}}}},
+                 "profile.phi_tags.PatientName.action", "explode", id="phi-tag-bad-action"),
+    pytest.param({"profile": {"phi_tags": {"PatientName": {"action": "replace"}}}},
+                 "profile.phi_tags.PatientName", "value", id="phi-tag-replace-needs-value"),
+    pytest.param({"site_key": {"file": "a.key", "env": "KEY"}}, "site_key", "exactly one",
+                 id="site-key-file-and-env"),
+    pytest.param({"site_key": "deadbeef" * 8}, "site_key", "mapping", id="site-key-inline"),
+    pytest.param({"routes": [{"name": "r", "destinations": ["nowhere"]}]}, "", "nowhere",
+                 id="route-unknown-destination"),
+    pytest.param({"profiles": {"strict": {"options": ["Nope"]}}}, "profiles.strict", "Nope",
+                 id="named-profile-bad-option"),
+    pytest.param(["a", "list"], "<top>", "mapping", id="not-a-mapping"),
+]
+
+
+@pytest.mark.parametrize(("data", "key_path", "problem"), BAD)
+def test_bad_config_names_file_key_and_problem(tmp_path: Path, data: object, key_path: str,
+                                               problem: str) -> None:
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ")
+    assert f": {key_path}: " in message or (key_path == "" and "<top>" in message)
+    assert problem in message
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "profile: [unclosed\n")
+    with pytest.raises(ConfigError, match=str(path).replace(".", r"\.")):
+        load_config(path)
+
+
+def test_missing_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and "cannot read" in str(info.value)
+
+
+def test_every_standard_option_name_is_accepted(tmp_path: Path) -> None:
+    options = [name for name in OPTION_NAMES if name != FULL]
+    config = load_config(write(tmp_path, {"profile": {"options": options}}))
+    assert config.profile.options == tuple(options)
+
+
+def test_shipped_and_embedded_configs_load() -> None:
+    shipped = load_config(REPO / "config" / "gantry.yaml")
+    assert shipped.profile.options
+    embedded = load_config(None)
+    assert embedded.source == "<embedded default>"
+    assert set(embedded.profile.options) <= set(OPTION_NAMES)
+
+
+def test_the_cli_reports_a_bad_config_and_exits_non_zero(tmp_path: Path, capsys) -> None:
+    path = write(tmp_path, {"profile": {"optionz": []}})
+    status = main(["audit", str(tmp_path), "--config", str(path)])
+    assert status != 0
+    err = capsys.readouterr().err
+    assert str(path) in err and "profile.optionz" in err
+
+
+# ------------------------------------------------------------------ the site key
+
+
+def test_keys_init_makes_an_owner_only_key_that_the_config_loads(tmp_path: Path) -> None:
+    key_path = tmp_path / "keys" / "site.key"
+    assert main(["keys", "init", str(key_path)]) == 0
+    mode = stat.S_IMODE(key_path.stat().st_mode)
+    assert mode == 0o600
+    config = load_config(write(tmp_path, {"site_key": {"file": str(key_path)}}))
+    key = load_site_key(config)
+    assert len(key) >= 32
+    # Never overwritten: a second init refuses and leaves the key as it was.
+    before = key_path.read_bytes()
+    assert main(["keys", "init", str(key_path)]) != 0
+    assert key_path.read_bytes() == before
+    # Two inits make two different keys.
+    other = tmp_path / "other.key"
+    assert main(["keys", "init", str(other)]) == 0
+    assert other.read_bytes() != before
+
+
+def test_relative_key_file_is_found_beside_the_config(tmp_path: Path) -> None:
+    assert main(["keys", "init", str(tmp_path / "site.key")]) == 0
+    config = load_config(write(tmp_path, {"site_key": {"file": "site.key"}}))
+    assert load_site_key(config) == bytes.fromhex((tmp_path / "site.key").read_text().strip())
+
+
+def test_missing_key_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_config(write(tmp_path, {"site_key": {"file": str(tmp_path / "none.key")}}))
+    with pytest.raises(ConfigError, match=r"site_key\.file"):
+        load_site_key(config)
+    monkeypatch.delenv("GANTRY_TEST_NO_SUCH_KEY", raising=False)
+    config = load_config(write(tmp_path, {"site_key": {"env": "GANTRY_TEST_NO_SUCH_KEY"}}))
+    with pytest.raises(ConfigError, match=r"site_key\.env"):
+        load_site_key(config)
+    monkeypatch.setenv("GANTRY_TEST_NO_SUCH_KEY", "abcd")
+    with pytest.raises(SiteKeyError, match="16 bytes"):
+        load_site_key(config)
