@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from io import BytesIO
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
@@ -327,7 +328,7 @@ def _open(ds: Dataset, private_key, certificate) -> tuple[int, Dataset]:
             continue
         try:
             plaintext = _decrypt(bytes(content.value), private_key, certificate)
-        except ValueError:
+        except (ValueError, IndexError, UnsupportedAlgorithm):  # malformed or altered CMS
             problems.append(f"{where}: cannot be decrypted with this key "
                             "(not a recipient, or the content was altered)")
             continue
@@ -409,7 +410,3 @@ def recover(ds: Dataset, private_key, certificate: x509.Certificate | None = Non
     index, originals = _open(ds, private_key, certificate)
     return restore(ds, originals, index)
 
-
-def backed_up_tags(originals: Dataset) -> Iterable[str]:
-    """The tags of a decrypted backup item, as "(gggg,eeee)" strings."""
-    return (tag_str(int(tag)) for tag in originals.keys())

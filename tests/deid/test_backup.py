@@ -215,6 +215,33 @@ def test_tampered_blob_is_refused(broker, offset, with_cert):
         recover(_flip(ds, offset), key, cert if with_cert else None)
 
 
+@pytest.mark.parametrize("with_cert", [True, False])
+def test_a_flipped_bit_anywhere_never_yields_wrong_originals(broker, with_cert):
+    """Refused, or (when the bit sits in CMS data this key does not use, such as the other
+    recipient's entry) exactly the originals."""
+    _, ds, _ = _backed_up(broker)
+    key, cert, *_ = broker[0]
+    cert = cert if with_cert else None
+    intact = read_backup(ds, key, cert)
+    blob = bytes(ds.EncryptedAttributesSequence[0].EncryptedContent)
+    size = len(blob)
+    refused = set()
+    for position in range(0, size, 3):
+        probe = copy.deepcopy(ds.EncryptedAttributesSequence[0])
+        damaged = bytearray(blob)
+        damaged[position] ^= 0x01
+        probe.EncryptedContent = bytes(damaged)
+        holder = Dataset()
+        holder.EncryptedAttributesSequence = Sequence([probe])
+        try:
+            got = read_backup(holder, key, cert)
+        except BackupError:
+            refused.add(position)
+            continue
+        assert got == intact, f"a flip at byte {position} changed the originals"
+    assert set(range(0, size, 3)[-100:]) <= refused  # the encrypted content's tail
+
+
 def test_wrong_key_is_refused(broker, tmp_path):
     _, ds, _ = _backed_up(broker)
     key_path, cert_path = create_recipient("eve", tmp_path, key_bits=2048)
