@@ -7,8 +7,9 @@ Content Transfer Syntax UID (0400,0510)), wrapped as CMS EnvelopedData (RFC 5652
 recipients' X.509 certificates, and stored as Encrypted Content (0400,0520) in an item of
 (0400,0500).
 
-Beside (0400,0550) the encrypted dataset carries the object's Specific Character Set (so text
-decodes as written) and, last, a private SHA-256 digest of everything before it: CMS
+Beside (0400,0550) the encrypted dataset carries the object's Specific Character Set, first (so
+text decodes as written, and readers that guess the encoding from the first tag guess right) and,
+last, a private SHA-256 digest of everything before it: CMS
 EnvelopedData with AES-CBC has no integrity check, and a flipped ciphertext bit must not turn
 into a silently wrong "original" value. Standard readers ignore the private element.
 
@@ -159,11 +160,14 @@ def encode_originals(
         item_body = buffer
     item = struct.pack("<HHI", 0xFFFE, 0xE000, len(item_body)) + item_body
     sequence = struct.pack("<HH2sHI", 0x0400, 0x0550, b"SQ", 0, len(item)) + item
-    head = b""
+    # Specific Character Set comes first even when empty (the default repertoire): a reader
+    # that guesses the encoding from the first tag (pydicom does) then sees group 0008, not 0400.
+    cs = Dataset()
     if encoding is not None:
-        cs = Dataset()
         cs.add(charset_source[SPECIFIC_CHARACTER_SET])
-        head = _encode_element(cs[SPECIFIC_CHARACTER_SET], None)
+    else:
+        cs.add_new(SPECIFIC_CHARACTER_SET, "CS", None)
+    head = _encode_element(cs[SPECIFIC_CHARACTER_SET], None)
     body = head + sequence + _DIGEST_SUFFIX_HEAD
     return body + hashlib.sha256(head + sequence).digest(), tuple(sorted(set(skipped)))
 

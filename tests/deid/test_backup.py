@@ -460,3 +460,33 @@ def test_unchanged_private_elements_beside_backed_up_ones_are_kept(broker):
     ds[0x00F11001].value = "cleaned"
     attach_backup(ds, originals, [broker[0][1]], 1 << 20)
     _assert_same(original, recover(ds, broker[0][0]))
+
+
+def test_openssl_decrypts_an_engine_output_file(engine, broker, tmp_path):
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl not installed")
+    from gateway.deid.remediate import remediate
+    from gateway.deid.stamp import stamp
+    from gateway.dicomio import read_for_deid, write
+
+    src = Path(get_testdata_file("rtplan.dcm"))
+    parsed = read_for_deid(src)
+    remediation = remediate(parsed.ds, engine, b"0123456789abcdef0123456789abcdef")
+    attach_backup(parsed.ds, remediation.originals, [broker[0][1], broker[1][1]], 1 << 20)
+    stamp(parsed.ds, engine)
+    write(parsed, tmp_path / "out.dcm")
+    output = pydicom.dcmread(tmp_path / "out.dcm")
+    blob = tmp_path / "content.der"
+    blob.write_bytes(bytes(output.EncryptedAttributesSequence[0].EncryptedContent))
+    original = pydicom.dcmread(src)
+    for _, _, key_path, cert_path in broker:  # each recipient, independently of our code
+        plain = tmp_path / f"{key_path.stem}.dcm"
+        subprocess.run([openssl, "cms", "-decrypt", "-inform", "DER", "-in", str(blob),
+                        "-recip", str(cert_path), "-inkey", str(key_path), "-out", str(plain)],
+                       check=True, capture_output=True)
+        (item,) = pydicom.dcmread(plain, force=True).ModifiedAttributesSequence
+        assert item.SOPInstanceUID == original.SOPInstanceUID
+        assert item.PatientName == original.PatientName
+        assert item.ReferencedStructureSetSequence == original.ReferencedStructureSetSequence
+        assert output.SOPInstanceUID != original.SOPInstanceUID
