@@ -49,6 +49,7 @@ INSTITUTION_TAGS = frozenset({0x00080080, 0x00080081})
 GANTRY_IMPLEMENTATION_UID = "2.25.302521339738478452357281935462735718093"
 GANTRY_IMPLEMENTATION_VERSION = "GANTRY_0_1"
 MIN_IDENTIFIER_LEN = 3
+BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 
 
 @dataclass
@@ -179,8 +180,9 @@ class _Remediator:
 
     # ------------------------------------------------------------------ walk
 
-    def walk(self, ds: Dataset, top: bool) -> bool:
-        """Apply the profile to `ds`; True when anything in it changed."""
+    def walk(self, ds: Dataset, top: bool, clean: bool = False) -> bool:
+        """Apply the profile to `ds`; True when anything in it changed. `clean`: inside a
+        sequence the profile replaces (D) or cleans (C), unlisted text is cleaned too."""
         changed = False
         private_groups: set[int] = set()
         for tag in list(ds.keys()):
@@ -190,12 +192,12 @@ class _Remediator:
                     self._record(ds, tag, top)
                     del ds[tag]
                 continue
-            if tag.is_private or tag.group < 0x0008:
+            if tag.is_private:
                 private_groups.add(tag.group)
                 continue
             if tag == ENCRYPTED_ATTRIBUTES and not top:
                 continue
-            if self._public(ds, tag, top):
+            if self._public(ds, tag, top, clean):
                 changed = True
         for group in private_groups:
             if self._private_group(ds, group, top):
@@ -209,7 +211,7 @@ class _Remediator:
     def _count(self, code: str) -> None:
         self.result.counts[code] += 1
 
-    def _public(self, ds: Dataset, tag: BaseTag, top: bool) -> bool:
+    def _public(self, ds: Dataset, tag: BaseTag, top: bool, clean: bool) -> bool:
         """One public element. Elements left as they are are never decoded (speed)."""
         profile = self.profile
         override = profile.overrides.get(tag)
@@ -224,7 +226,9 @@ class _Remediator:
         vr = element_vr(ds, tag)
         if code is None or code == "K":
             if vr == "SQ":
-                return self._sequence(ds, ds[tag], top)
+                return self._sequence(ds, ds[tag], top, clean)
+            if code is None and clean and vr in TEXT_VRS:
+                return self._clean(ds, ds[tag], top)
             if code is None and vr == "UI":
                 return self._uid(ds, ds[tag], top, count=False)
             if code is None and vr in ("DA", "DT") and profile.modified_dates:
@@ -248,11 +252,11 @@ class _Remediator:
             return True
         if code == "U" or (vr == "UI" and code in ("D", "C")):
             if vr == "SQ":
-                return self._sequence(ds, elem, top)
+                return self._sequence(ds, elem, top, clean)
             return self._uid(ds, elem, top, count=True)
         if code == "D":
             if vr == "SQ":
-                return self._sequence(ds, elem, top)
+                return self._sequence(ds, elem, top, clean=True)
             self._record(ds, tag, top)
             elem.value = dummy_for(vr)
             self._count("D")
@@ -275,13 +279,20 @@ class _Remediator:
     def _clean(self, ds: Dataset, elem: DataElement, top: bool) -> bool:
         vr = elem.VR
         if vr == "SQ":
-            return self._sequence(ds, elem, top)
+            return self._sequence(ds, elem, top, clean=True)
         if vr in ("DA", "DT") and self.profile.modified_dates:
             self._record(ds, elem.tag, top)
             if self._shift(elem):
                 self._count("C")
                 return True
             return False
+        if vr in BINARY_VRS:  # binary cannot be cleaned: empty it (fail closed)
+            if not elem.value:
+                return False
+            self._record(ds, elem.tag, top)
+            elem.value = elem.empty_value
+            self._count("C")
+            return True
         if vr in TEXT_VRS and elem.value:
             cleaned = [self.scrub(v) for v in _values(elem.value)]
             if cleaned != _values(elem.value):
@@ -291,13 +302,13 @@ class _Remediator:
                 return True
         return False
 
-    def _sequence(self, ds: Dataset, elem: DataElement, top: bool) -> bool:
+    def _sequence(self, ds: Dataset, elem: DataElement, top: bool, clean: bool = False) -> bool:
         if not elem.value:
             return False
         original = copy.deepcopy(elem) if (top and self.keep_originals) else None
         changed = False
         for item in elem.value:
-            if self.walk(item, top=False):
+            if self.walk(item, top=False, clean=clean):
                 changed = True
         if changed and original is not None and elem.tag not in self.result.originals:
             self.result.originals.add(original)
@@ -361,10 +372,9 @@ class _Remediator:
         for t in tags:
             self._record(ds, t, top)
             del ds[t]
-        if group < 0x0008 or not group & 1:
-            return True
         for old, new in renumber.items():
-            ds.add_new((group << 16) | new, "LO", creators[old])
+            if old in creators:
+                ds.add_new((group << 16) | new, "LO", creators[old])
         for elem in kept:
             element = elem.tag & 0xFFFF
             new_tag = (group << 16) | (renumber[element >> 8] << 8) | (element & 0xFF)

@@ -104,17 +104,7 @@ _BINARY_CLEAN = (
     "engine bug: remediate._Remediator._clean ignores binary VRs (OB/OW/UN), so C leaves the "
     "value untouched: planted identifying text (Clean Descriptors) or the original timestamp "
     "(Modified Dates) survives")
-ENGINE_BUGS: dict[tuple[int, str], str] = {
-    (0x00001000, "retain_uids"): _GROUPS_0000_0007,
-    (0x00001001, "basic_profile"): _GROUPS_0000_0007,
-    (0x00001001, "retain_uids"): _GROUPS_0000_0007,
-    (0x00041511, "basic_profile"): _GROUPS_0000_0007,
-    (0x00041511, "retain_uids"): _GROUPS_0000_0007,
-    (0x0016004B, "clean_descriptors"): _BINARY_CLEAN,
-    (0x0016002B, "clean_descriptors"): _BINARY_CLEAN,
-    (0x04000310, "retain_long_modified_dates"): _BINARY_CLEAN,
-    (0x00340007, "retain_long_modified_dates"): _BINARY_CLEAN,
-}
+ENGINE_BUGS: dict[tuple[int, str], str] = {}
 
 
 def read_table() -> list[dict[str, str]]:
@@ -347,10 +337,6 @@ def _text_in_sequence_cases() -> list:
     return cases
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: D and C on a sequence only walk its items (remediate._public → _sequence), so "
-    "free text the table does not list inside them, e.g. (0040,A160) Text Value in a Content "
-    "Sequence item, keeps the patient's name and ID"))
 @pytest.mark.parametrize(("tag", "column", "code"), _text_in_sequence_cases())
 def test_free_text_inside_replaced_or_cleaned_sequences(tag: int, column: str, code: str) -> None:
     """D (replace with a dummy) and C (clean) on a sequence: no free text inside it may still
