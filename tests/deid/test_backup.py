@@ -8,10 +8,9 @@ import subprocess
 import warnings
 from pathlib import Path
 
-import data_store
 import pydicom
 import pytest
-from pydicom.data import get_charset_files, get_testdata_file, get_testdata_files
+from pydicom.data import get_charset_files, get_testdata_file
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -300,20 +299,21 @@ def test_openssl_decrypts_the_content_and_pydicom_reads_it(broker, tmp_path):
 # ------------------------------------------------------------------------ with the engine
 
 
-def _corpus() -> list[Path]:
-    store = Path(data_store.__file__).parent / "data"
-    files = [Path(p) for p in get_testdata_files()] + sorted(p for p in store.rglob("*")
-                                                             if p.is_file())
-    files += [Path(p) for p in get_charset_files("*.dcm")]
-    # pydicom's list includes pydicom-data's files, and folders
-    return sorted({p.resolve() for p in files if p.is_file()})
+def _charset_files() -> list[Path]:
+    """pydicom's character-set files the engine takes (the shared corpus leaves them out)."""
+    from gateway.dicomio import DicomReadError, read_for_deid
+
+    found = []
+    for path in sorted(Path(p) for p in get_charset_files("*.dcm")):
+        try:
+            read_for_deid(path)
+        except DicomReadError:  # a few have no SOP Instance UID
+            continue
+        found.append(path)
+    return found
 
 
-def _id(path: Path) -> str:
-    return f"{path.parent.name}/{path.name}"
-
-
-CORPUS = _corpus()
+CHARSET_FILES = _charset_files()
 
 
 OPTIONS = ("Retain Safe Private Option",
@@ -337,17 +337,28 @@ def any_engine(request):
     return Profile.from_config(ProfileConfig(options=options))
 
 
-@pytest.mark.parametrize("src", CORPUS, ids=[_id(p) for p in CORPUS])
-def test_engine_roundtrip(src, any_engine, broker, tmp_path):
+def test_engine_roundtrip(corpus_file, any_engine, broker, tmp_path):
+    """Every file of pydicom's test files and pydicom-data the engine takes (tests/conftest.py)."""
+    _engine_roundtrip(corpus_file, any_engine, broker, tmp_path)
+
+
+@pytest.mark.parametrize("src", CHARSET_FILES, ids=[p.name for p in CHARSET_FILES])
+def test_engine_roundtrip_character_sets(src, any_engine, broker, tmp_path):
+    _engine_roundtrip(src, any_engine, broker, tmp_path)
+
+
+def _engine_roundtrip(src: Path, any_engine, broker, tmp_path: Path) -> None:
+    """De-identify with the engine and the backup, recover: every original element identical
+    (sequences included), nothing added, pixel data untouched."""
     from gateway.deid.remediate import remediate
     from gateway.deid.stamp import stamp
     from gateway.dicomio import DicomReadError, read_for_deid, read_full, write
 
     try:
         original = read_full(src)
-        parsed = read_for_deid(src)
-    except DicomReadError as exc:  # no SOP Instance UID, not DICOM, truncated: fails closed
-        pytest.skip(f"the engine does not take it: {exc.problem}")
+    except DicomReadError as exc:  # the header is fine, the whole object is not
+        pytest.skip(f"cannot read the whole object to compare with: {exc.problem}")
+    parsed = read_for_deid(src)
     key, cert, *_ = broker[0]
     remediation = remediate(parsed.ds, any_engine, b"0123456789abcdef0123456789abcdef")
     skipped = attach_backup(parsed.ds, remediation.originals, [cert], 1 << 20)
