@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, SiteKeyError) as exc:
+    except (ConfigError, SiteKeyError, ValueError, OSError) as exc:
         print(f"gantry: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -237,6 +237,13 @@ class Config:
         if self.default_route and self.default_route not in {r.name for r in self.routes}:
             raise ValueError(f"default_route {self.default_route!r} is not a route name")
 
+    @property
+    def base_dir(self) -> Path:
+        """Relative paths in the configuration are relative to its file (else the cwd)."""
+        if self.source.startswith("<"):
+            return Path.cwd()
+        return Path(self.source).resolve().parent
+
     def profile_named(self, name: str) -> ProfileConfig:
         return self.profile if name == "default" else self.profiles[name]
 

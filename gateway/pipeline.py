@@ -15,12 +15,15 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from gateway.config import BackupConfig, Config
+from gateway.deid.backup import attach_backup
 from gateway.deid.keyed import keyed_hash
 from gateway.deid.profile import Profile
+from gateway.deid.redact import Redactor
 from gateway.deid.remediate import remediate
 from gateway.deid.stamp import stamp
 from gateway.deid.verify import verify
 from gateway.dicomio import DicomReadError, load_pixels, read_for_deid, write
+from gateway.recipients import load_certificates
 
 CLEAN_PIXEL_DATA = "113101"
 _QUOTED = re.compile(r"('[^']*'|\"[^\"]*\")")
@@ -72,32 +75,19 @@ class Pipeline:
     """The de-identification stages for one configuration and site key."""
 
     def __init__(self, config: Config, site_key: bytes) -> None:
+        """Compile every profile, redaction rule and recipient certificate now, so that a bad
+        configuration fails at start rather than quarantining every object."""
         self.config = config
         self.key = site_key
-        self._profiles: dict[str, Profile] = {}
-        self._certificates: dict[tuple[str, ...], list] = {}
-        self._redactor = None
+        self._profiles = {name: Profile.from_config(config.profile_named(name))
+                          for name in ("default", *config.profiles)}
+        self.redactor = Redactor(config.redaction, config.base_dir)
+        backups = [config.backup, *(r.backup for r in config.routes if r.backup)]
+        self._certificates = {b.recipients: load_certificates(b.recipients, config.base_dir)
+                              for b in backups if b.enabled}
 
     def profile(self, name: str) -> Profile:
-        if name not in self._profiles:
-            self._profiles[name] = Profile.from_config(self.config.profile_named(name))
         return self._profiles[name]
-
-    @property
-    def redactor(self):  # noqa: ANN201 - the type lives in gateway.deid.redact
-        if self._redactor is None:
-            from gateway.deid.redact import Redactor
-
-            base = Path(self.config.source).parent if self.config.source.startswith("/") else None
-            self._redactor = Redactor(self.config.redaction, base)
-        return self._redactor
-
-    def certificates(self, backup: BackupConfig) -> list:
-        if backup.recipients not in self._certificates:
-            from gateway.recipients import load_certificates
-
-            self._certificates[backup.recipients] = load_certificates(backup.recipients)
-        return self._certificates[backup.recipients]
 
     def process(self, src: Path, dst: Destination, *, profile: str = "default",
                 backup: BackupConfig | None = None, burned_in: str | None = None) -> Outcome:
@@ -122,11 +112,9 @@ class Pipeline:
             remediation = remediate(ds, prof, self.key, keep_originals=backup.enabled)
             not_backed_up: tuple[str, ...] = ()
             if backup.enabled:
-                from gateway.deid.backup import attach_backup
-
                 cfg = self.config.profile_named(profile)
                 not_backed_up = attach_backup(ds, remediation.originals,
-                                              self.certificates(backup),
+                                              self._certificates[backup.recipients],
                                               cfg.backup_max_value_bytes)
             extra: tuple[str, ...] = ()
             if decision.regions:

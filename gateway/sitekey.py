@@ -46,9 +46,7 @@ def load_site_key(config: Config) -> bytes:
             raise ConfigError(config.source, "site_key.env",
                               f"environment variable {secret.env} is not set")
         return _decode(value, f"environment variable {secret.env}")
-    path = Path(secret.file)  # type: ignore[arg-type]
-    if not path.is_absolute() and config.source.startswith("/"):
-        path = Path(config.source).parent / path
+    path = config.base_dir / Path(secret.file)  # type: ignore[arg-type]
     try:
         text = path.read_text()
     except OSError as exc:
