@@ -134,6 +134,11 @@ class RedactionRuleConfig:
     match: dict[str, Any]
     regions: tuple[tuple[int, int, int, int], ...]
 
+    def __post_init__(self) -> None:
+        from gateway.deid.signatures import rule_from_config  # local: keeps config importable
+
+        rule_from_config(self.name, self.match, self.regions)  # ValueError names the key
+
 
 @dataclass(frozen=True)
 class RedactionConfig:

@@ -386,7 +386,8 @@ def parse_script(text: str, source: str = "<script>") -> list[Signature]:
             x, y, w, h = (int(g) for g in m.groups())
             if w <= 0 or h <= 0:
                 raise CtpScriptError(
-                    source, text.count("\n", 0, after) + 1, "region width and height must be > 0"
+                    source, text.count("\n", 0, after) + 1,
+                    "region width and height must be greater than 0",
                 )
             regions.append((x, y, w, h))
             pos = m.end()

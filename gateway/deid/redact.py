@@ -38,8 +38,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from gateway.config import RedactionConfig
-from gateway.deid.ctp_script import builtin_script_path, load_script
+from gateway.config import ConfigError, RedactionConfig
+from gateway.deid.ctp_script import CtpScriptError, builtin_script_path, load_script
 from gateway.deid.signatures import (
     Region,
     Rule,
@@ -95,14 +95,14 @@ class Redactor:
     def __init__(self, cfg: RedactionConfig, base_dir: Path | None = None) -> None:
         self.cfg = cfg
         rules: list[Rule] = [rule_from_config(r.name, r.match, r.regions) for r in cfg.rules]
-        for script in cfg.ctp_scripts:
-            if script == BUILTIN_CTP:
-                path = builtin_script_path()
-            else:
-                path = Path(script).expanduser()
-                if not path.is_absolute() and base_dir is not None:
-                    path = base_dir / path
-            rules.extend(rule_from_signature(sig) for sig in load_script(path))
+        for i, script in enumerate(cfg.ctp_scripts):
+            path = script_path(script, base_dir)
+            try:
+                signatures = load_script(path)
+            except CtpScriptError as exc:
+                where = f"redaction.ctp_scripts[{i}]"
+                raise ConfigError(str(path), where, f"line {exc.line}: {exc.problem}") from None
+            rules.extend(rule_from_signature(sig) for sig in signatures)
         self.rules: tuple[Rule, ...] = tuple(rules)
         self._modalities = {m.upper() for m in cfg.at_risk_modalities}
         self._sop_classes = set(cfg.at_risk_sop_classes)
@@ -136,6 +136,14 @@ class Redactor:
         if decision.regions:
             redact_pixels(ds, decision.regions, self.cfg.output_encoding)
         ds.BurnedInAnnotation = "NO"
+
+
+def script_path(script: str, base_dir: Path | None = None) -> Path:
+    """A `ctp_scripts` entry → its file: 'builtin', absolute, or relative to `base_dir`."""
+    if script == BUILTIN_CTP:
+        return builtin_script_path()
+    path = Path(script).expanduser()
+    return base_dir / path if not path.is_absolute() and base_dir is not None else path
 
 
 # ---------------------------------------------------------------------------- pixels
