@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pydicom
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.multival import MultiValue
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
+from pydicom.valuerep import PersonName
 
 from gateway.deid.tags import tag_str
 
@@ -184,9 +186,42 @@ def _copy_tail(src: Path, offset: int, out: BinaryIO) -> None:
         shutil.copyfileobj(fh, out, 1 << 20)
 
 
+_ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
+                        "UI", "UR", "UT"})
+_PACK_IMPLICIT = struct.Struct("<HHI").pack
+_PACK_SHORT = struct.Struct("<HH2sH").pack
+_PACK_LONG = struct.Struct("<HH2s2xI").pack
+
+
+def _plain_bytes(elem: RawDataElement | DataElement, implicit: bool) -> bytes | None:
+    """The encoded value when it can be written without pydicom's general writer, else None:
+    raw (never decoded, so unchanged) values as they are, and ASCII text values."""
+    if isinstance(elem, RawDataElement):
+        if (elem.is_implicit_VR == implicit and elem.is_little_endian and elem.VR != "SQ"
+                and elem.length != 0xFFFFFFFF and elem.value is not None
+                and not len(elem.value) % 2):
+            return elem.value
+        return None
+    if elem.VR not in _ASCII_VRS:
+        return None
+    value = elem.value
+    if value is None or value == "":
+        return b""
+    parts = list(value) if isinstance(value, MultiValue | list) else [value]
+    if not all(type(p) is str or isinstance(p, PersonName) for p in parts):
+        return None
+    text = "\\".join(str(p) for p in parts)
+    if not text.isascii():
+        return None
+    data = text.encode("ascii")
+    if len(data) % 2:
+        data += b"\x00" if elem.VR == "UI" else b" "
+    return data
+
+
 def _encode_header(ds: Dataset) -> bytes:
-    """Preamble, file meta and dataset, little endian only. Elements still raw (never decoded,
-    so unchanged) are copied byte for byte; the others go through pydicom's element writer."""
+    """Preamble, file meta and dataset, little endian only. Raw and plain text elements are
+    encoded here; the others go through pydicom's element writer."""
     ts = ds.file_meta.TransferSyntaxUID
     implicit = ts == ImplicitVRLittleEndian
     out = DicomBytesIO()
@@ -194,22 +229,21 @@ def _encode_header(ds: Dataset) -> bytes:
     write_file_meta_info(out, ds.file_meta, enforce_standard=True)
     out.is_little_endian, out.is_implicit_VR = True, implicit
     encodings = ds._character_set
-    pack_short, pack_long = struct.Struct("<HH2sH").pack, struct.Struct("<HH2s2xI").pack
     for tag in sorted(ds.keys()):
         elem = ds.get_item(tag)
-        if (isinstance(elem, RawDataElement) and elem.is_implicit_VR == implicit
-                and elem.is_little_endian and elem.length != 0xFFFFFFFF and elem.VR != "SQ"
-                and elem.value is not None and not len(elem.value) % 2):
-            group, element = tag >> 16, tag & 0xFFFF
-            if implicit:
-                out.write(struct.pack("<HHI", group, element, len(elem.value)))
-            elif elem.VR.encode() in _LONG_VRS:
-                out.write(pack_long(group, element, elem.VR.encode(), len(elem.value)))
-            else:
-                out.write(pack_short(group, element, elem.VR.encode(), len(elem.value)))
-            out.write(elem.value)
-        else:
+        data = _plain_bytes(elem, implicit)
+        if data is None:
             write_data_element(out, ds[tag], encodings)
+            continue
+        group, element = tag >> 16, tag & 0xFFFF
+        vr = elem.VR
+        if implicit:
+            out.write(_PACK_IMPLICIT(group, element, len(data)))
+        elif vr.encode() in _LONG_VRS:
+            out.write(_PACK_LONG(group, element, vr.encode(), len(data)))
+        else:
+            out.write(_PACK_SHORT(group, element, vr.encode(), len(data)))
+        out.write(data)
     return out.getvalue()
 
 

@@ -9,6 +9,7 @@ UIDs, which are always remapped (unless Retain UIDs) so that no original UID sur
 from __future__ import annotations
 
 import copy
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -49,6 +50,7 @@ INSTITUTION_TAGS = frozenset({0x00080080, 0x00080081})
 GANTRY_IMPLEMENTATION_UID = "2.25.302521339738478452357281935462735718093"
 GANTRY_IMPLEMENTATION_VERSION = "GANTRY_0_1"
 MIN_IDENTIFIER_LEN = 3
+FREE_TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 
 
@@ -106,7 +108,7 @@ class _Remediator:
                      if profile.modified_dates else 0)
         if profile.modified_dates:
             self.result.date_offset_days = self.days
-        self._scrub_terms: list[str] | None = None
+        self._scrub: re.Pattern[str] | None = None
         self.sop_class = str(ds.get("SOPClassUID", "") or "")
 
     # ------------------------------------------------------------------ identifiers
@@ -135,17 +137,14 @@ class _Remediator:
         return gone
 
     def scrub(self, text: str) -> str:
-        """Clean (C) free text: remove every identifying value of this object from it."""
-        if self._scrub_terms is None:
-            self._scrub_terms = sorted(self._candidates, key=len, reverse=True)
-        lowered = text.lower()
-        for term in self._scrub_terms:
-            t = term.lower()
-            while t in lowered:
-                i = lowered.index(t)
-                text = text[:i] + text[i + len(t):]
-                lowered = lowered[:i] + lowered[i + len(t):]
-        return text
+        """Clean (C) free text: remove every identifying value of this object from it, as whole
+        words (case-insensitive; letters bound a word), so words that merely contain one survive."""
+        if self._scrub is None:
+            terms = sorted(self._candidates, key=len, reverse=True)
+            alternatives = "|".join(re.escape(t) for t in terms) or r"(?!x)x"
+            self._scrub = re.compile(rf"(?<![A-Za-z])(?:{alternatives})(?![A-Za-z])",
+                                     re.IGNORECASE)
+        return self._scrub.sub("", text)
 
     # ------------------------------------------------------------------ values
 
@@ -227,7 +226,7 @@ class _Remediator:
         if code is None or code == "K":
             if vr == "SQ":
                 return self._sequence(ds, ds[tag], top, clean)
-            if code is None and clean and vr in TEXT_VRS:
+            if code is None and clean and vr in FREE_TEXT_VRS:
                 return self._clean(ds, ds[tag], top)
             if code is None and vr == "UI":
                 return self._uid(ds, ds[tag], top, count=False)
