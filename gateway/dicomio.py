@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -32,6 +33,7 @@ from gateway.deid.tags import tag_str
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
 logging.getLogger("pydicom").setLevel(logging.CRITICAL + 1)
+warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
 
 PIXEL_TAGS = {0x7FE00008, 0x7FE00009, 0x7FE00010}
 PADDING_TAG = 0xFFFCFFFC
