@@ -237,7 +237,8 @@ def scaffold_yaml(index: MachineIndex, source: str) -> str:
             lines.append("  regions:")
             lines += [f"    - [{x}, {y}, {w}, {h}]" for x, y, w, h in ctp_sig.regions]
         else:
-            lines.append("  regions: []  # e.g. [[0, 0, 640, 40]]")
+            # left empty on purpose: uncommented as is, the configuration does not load
+            lines.append("  regions:  # required: [[x, y, width, height], ...], or [] for none")
         body += [prefix + line for line in lines]
     out.append("  rules:" if active else "  rules: []")
     return "\n".join(out + body) + "\n"

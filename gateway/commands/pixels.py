@@ -1,0 +1,93 @@
+"""`gantry examine`, `gantry scaffold`, `gantry rules import-ctp`: machines and redaction rules."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from gateway.config import load_config
+from gateway.deid.ctp_script import CtpScriptError, builtin_script_path, load_script
+from gateway.deid.redact import Redactor
+from gateway.examine import ctp_rules_yaml, index_folder, scaffold_yaml
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("examine", help="machine signatures in a folder, and which rules cover them")
+    p.add_argument("path", type=Path)
+    p.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_examine)
+
+    p = sub.add_parser("scaffold", help="write a configuration with a redaction entry per "
+                                        "machine signature found in PATH")
+    p.add_argument("path", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True, help="configuration to write")
+    p.add_argument("--ctp", type=Path, default=None,
+                   help="CTP script whose regions pre-fill entries (default: the shipped library)")
+    p.add_argument("--config", type=Path, help="configuration whose at-risk lists to use")
+    p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    p.set_defaults(func=cmd_scaffold)
+
+    p = sub.add_parser("rules", help="redaction rules")
+    rules = p.add_subparsers(dest="rules_command", metavar="COMMAND", required=True)
+    q = rules.add_parser("import-ctp", help="convert a CTP DicomPixelAnonymizer.script to YAML")
+    q.add_argument("file", type=Path)
+    q.add_argument("-o", "--output", type=Path, help="YAML to write (default: standard output)")
+    q.set_defaults(func=cmd_import_ctp)
+
+
+def _missing(path: Path) -> int:
+    print(f"gantry: {path}: no such file or folder", file=sys.stderr)
+    return 2
+
+
+def cmd_examine(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if not args.path.exists():
+        return _missing(args.path)
+    index = index_folder(args.path, Redactor(config.redaction, config.base_dir))
+    print(index.as_json() if args.json else index.table())
+    return 0
+
+
+def cmd_scaffold(args: argparse.Namespace) -> int:
+    if not args.path.exists():
+        return _missing(args.path)
+    if args.output.exists() and not args.force:
+        print(f"gantry: {args.output}: exists (use --force to overwrite)", file=sys.stderr)
+        return 2
+    try:
+        ctp = load_script(args.ctp or builtin_script_path())
+    except CtpScriptError as exc:
+        print(f"gantry: {exc}", file=sys.stderr)
+        return 2
+    config = load_config(args.config)
+    # at-risk lists from the config, but no rules: the scaffold lists every machine
+    redaction = dataclasses.replace(config.redaction, rules=(), ctp_scripts=())
+    index = index_folder(args.path, Redactor(redaction), ctp)
+    args.output.write_text(scaffold_yaml(index, str(args.path)))
+    known = sum(1 for g in index.groups.values()
+                if len([n for n in g.ctp if n]) == 1 and not g.ctp[""])
+    print(f"{args.output}: {len(index.groups)} entries ({known} with regions from "
+          f"{Path(args.ctp or builtin_script_path()).name}), from "
+          f"{sum(g.count for g in index.groups.values())} objects")
+    return 0
+
+
+def cmd_import_ctp(args: argparse.Namespace) -> int:
+    if not args.file.exists():
+        return _missing(args.file)
+    try:
+        signatures = load_script(args.file)
+    except CtpScriptError as exc:
+        print(f"gantry: {exc}", file=sys.stderr)
+        return 2
+    text = ctp_rules_yaml(signatures, args.file.name)
+    if args.output:
+        args.output.write_text(text)
+        print(f"{args.output}: {len(signatures)} rules", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
