@@ -219,22 +219,10 @@ def test_dciodvfy_is_installed() -> None:
 # ------------------------------------------------------------------ across objects
 
 
-def _studies() -> list:
-    from conftest import corpus_files, corpus_id
-
-    by_study: dict[str, list[Path]] = defaultdict(list)
-    for path in corpus_files():
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        if "StudyInstanceUID" in ds:
-            by_study[str(ds.StudyInstanceUID)].append(path)
-    groups = [files for files in by_study.values() if len(files) > 1]
-    return [pytest.param(files, id=f"{corpus_id(files[0])}+{len(files) - 1}") for files in groups]
-
-
-@pytest.mark.parametrize("files", _studies())
-def test_objects_of_one_study_stay_together(files: list[Path], pipeline: Pipeline,
+def test_objects_of_one_study_stay_together(corpus_study: tuple[Path, ...], pipeline: Pipeline,
                                             tmp_path: Path) -> None:
     """Same original study / series / frame of reference / patient → same new values."""
+    files = corpus_study
     originals = [pydicom.dcmread(p, stop_before_pixels=True) for p in files]
     outs = []
     for i, path in enumerate(files):
