@@ -9,13 +9,15 @@ caller to quarantine: "burned-in text risk, no redaction rule for <signature>".
 endian, deflated, RLE, JPEG baseline / extended / lossless, JPEG-LS, JPEG 2000), blanks the
 rectangles (negative x / y count from the right / bottom edge; clipped to the image), and
 writes the pixels losslessly as `output_encoding` says. Pixels outside the rectangles keep the
-decoded values bit for bit. The stored colour space is kept (no colour conversion): YBR_FULL_422
-comes out as YBR_FULL (de-subsampled by the decoder), JPEG 2000 YBR_RCT / YBR_ICT as RGB (the
-codec's inverse transform). When the chosen codec cannot hold the image (e.g. RLE with 32-bit
-samples, 1-bit data) the pixels are written native instead. Explicit VR Big Endian objects stay
-big endian native (the rest of the dataset cannot be re-encoded safely); native little-endian and
-deflated objects keep their transfer syntax when written native. BurnedInAnnotation becomes NO only
-when a rule was applied.
+decoded values bit for bit. The stored colour space is kept where it can be: YBR_FULL stays
+YBR_FULL; YBR_FULL_422 (which cannot be re-subsampled losslessly) becomes RGB as pydicom decodes
+it for display, since US and VL objects accept RGB but not YBR_FULL; JPEG 2000 YBR_RCT / YBR_ICT
+come out as RGB (the codec's inverse transform); RGB written as JPEG 2000 lossless is YBR_RCT
+(the reversible transform the US IOD requires). When the chosen codec cannot hold the image
+(e.g. RLE with 32-bit samples, 1-bit data) the pixels are written native instead. Explicit VR
+Big Endian objects stay big endian native (the rest of the dataset cannot be re-encoded safely);
+native little-endian and deflated objects keep their transfer syntax when written native.
+BurnedInAnnotation becomes NO only when a rule was applied.
 """
 
 from __future__ import annotations
@@ -194,8 +196,13 @@ def redact_pixels(ds: Dataset, regions: Iterable[Region], output_encoding: str =
         raise RedactionError(f"(0002,0010) no pixel decoder for transfer syntax {ts}") from None
     if not decoder.is_available:
         raise RedactionError(f"(0002,0010) the decoder for {ts.name} is not installed")
+    # YBR_FULL_422 comes out of the decoders at full resolution; no colour IOD that allowed it
+    # is sure to allow YBR_FULL (US does not), so it is converted to RGB as pydicom displays it.
+    # Every other colour space is kept as stored (JPEG 2000's YBR_RCT / YBR_ICT are undone by
+    # the codec itself).
+    as_stored = str(ds.get("PhotometricInterpretation", "")).strip() != "YBR_FULL_422"
     try:
-        arr, props = decoder.as_array(ds, raw=True)
+        arr, props = decoder.as_array(ds, raw=as_stored)
     except Exception as exc:  # noqa: BLE001 - any decoder failure means we cannot redact
         raise RedactionError(
             f"(7FE0,0010) Pixel Data: cannot decode {ts.name}: {type(exc).__name__}"
@@ -208,8 +215,8 @@ def redact_pixels(ds: Dataset, regions: Iterable[Region], output_encoding: str =
     if not boxes:
         return False
     pi = str(props["photometric_interpretation"])
-    if pi == "YBR_FULL_422":
-        pi = "YBR_FULL"  # the decoder returns full-resolution YCbCr
+    if pi == "YBR_FULL_422":  # full-resolution YCbCr from a decoder (declared otherwise)
+        pi = "YBR_FULL"
     bits_stored = int(props.get("bits_stored", ds.get("BitsStored", props["bits_allocated"])))
     signed = int(props.get("pixel_representation", 0)) == 1
     fill = fill_value(pi, bits_stored, signed, samples)
@@ -247,11 +254,14 @@ def _store(ds: Dataset, arr: np.ndarray, ts: UID, pi: str, bits_allocated: int,
         target = None  # pydicom cannot re-encode the rest of a big-endian dataset: stay native
     if target is not None and bits_allocated in (8, 16, 32, 40):
         little = shaped.astype(shaped.dtype.newbyteorder("<"), copy=False)
+        if target == JPEG2000Lossless and pi == "RGB":
+            # reversible colour transform: what US (and most colour IODs) want for J2K lossless
+            ds.PhotometricInterpretation = "YBR_RCT"
         try:
             compress(ds, target, little, generate_instance_uid=False)
             return
         except Exception:  # noqa: BLE001 - the codec cannot hold this image: write native
-            pass
+            ds.PhotometricInterpretation = pi
 
     native_ts = ts if ts in _NATIVE else ExplicitVRLittleEndian
     if bits_allocated == 1:

@@ -9,6 +9,8 @@ re-encode the same way) are compared decoded-before against decoded-after.
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +73,7 @@ FILES = {
     "liver.dcm": "native 1-bit multi-frame",
     "rtdose.dcm": "native 32-bit multi-frame",
     "US1_UNCR.dcm": "native RGB ultrasound",
+    "color-pl.dcm": "native RGB planar configuration 1",
     # RLE
     "MR_small_RLE.dcm": "RLE signed",
     "SC_rgb_rle_2frame.dcm": "RLE RGB multi-frame",
@@ -106,8 +109,10 @@ REENCODE = {RLELossless: RLELossless, JPEGLSLossless: JPEGLSLossless,
 
 
 def raw(ds: Dataset) -> tuple[np.ndarray, dict]:
-    """Decoded stored samples, shaped (frames, rows, columns, samples)."""
-    arr, props = get_decoder(ds.file_meta.TransferSyntaxUID).as_array(ds, raw=True)
+    """Decoded samples, shaped (frames, rows, columns, samples): as stored, except that
+    YBR_FULL_422 is converted to RGB the way pydicom displays it."""
+    as_stored = ds.PhotometricInterpretation != "YBR_FULL_422"
+    arr, props = get_decoder(ds.file_meta.TransferSyntaxUID).as_array(ds, raw=as_stored)
     shape = (props["number_of_frames"], props["rows"], props["columns"],
              props["samples_per_pixel"])
     return arr.reshape(shape), props
@@ -163,7 +168,7 @@ def expected_mask(rows: int, cols: int) -> np.ndarray:
 @pytest.mark.parametrize("name", list(FILES), ids=[f"{k}:{v}" for k, v in FILES.items()])
 def test_redact_blanks_regions_and_keeps_every_other_pixel(name, encoding):
     ds = pydicom.dcmread(data_file(name))
-    in_ts = ds.file_meta.TransferSyntaxUID
+    in_ts, in_pi = ds.file_meta.TransferSyntaxUID, ds.PhotometricInterpretation
     burned = burn(ds, (2, 9, 3, 12))
     before, props = raw(ds)
     frames, rows, cols, samples = before.shape
@@ -177,14 +182,17 @@ def test_redact_blanks_regions_and_keeps_every_other_pixel(name, encoding):
 
     assert after.shape == before.shape
     assert np.array_equal(after[:, ~mask], before[:, ~mask]), "a pixel outside changed"
+    # the attributes tell the truth about what is stored
+    pi, out_ts = out.PhotometricInterpretation, out.file_meta.TransferSyntaxUID
+    if pi == "YBR_RCT":  # RGB stored with the reversible transform; decoders give RGB back
+        assert out_ts == JPEG2000Lossless and out_props["photometric_interpretation"] == "RGB"
+        pi = "RGB"
+    else:
+        assert out_props["photometric_interpretation"] == pi
+
     region = after[:, mask].reshape(-1, samples)
-    pi = out.PhotometricInterpretation
     fill = fill_value(pi, props["bits_stored"], props["pixel_representation"] == 1, samples)
     assert (region == np.asarray(fill, dtype=region.dtype)).all(), "region is not constant"
-
-    # the attributes tell the truth about what is stored
-    out_ts = out.file_meta.TransferSyntaxUID
-    assert out_props["photometric_interpretation"] == pi
     if encoding == "native" or in_ts == ExplicitVRBigEndian:
         assert not out_ts.is_compressed
     if in_ts.is_compressed and not out_ts.is_compressed:
@@ -194,7 +202,9 @@ def test_redact_blanks_regions_and_keeps_every_other_pixel(name, encoding):
     if encoding == "jpeg2000" and in_ts != ExplicitVRBigEndian and \
             props["bits_allocated"] in (8, 16) and min(rows, cols) >= 32:
         assert out_ts == JPEG2000Lossless
-    if ds.get("PhotometricInterpretation") and "422" in str(props["photometric_interpretation"]):
+    if in_pi == "YBR_FULL_422":
+        assert pi == "RGB"
+    elif in_pi == "YBR_FULL":
         assert pi == "YBR_FULL"
     assert "YBR_RCT" not in pi and "YBR_ICT" not in pi and "422" not in pi
     if in_ts in ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.91"):
@@ -203,14 +213,37 @@ def test_redact_blanks_regions_and_keeps_every_other_pixel(name, encoding):
 
 
 def test_default_rgb_view_is_unchanged_outside_the_regions():
-    """Written as YBR_FULL, a JPEG YBR_FULL_422 ultrasound still displays as before."""
-    ds = pydicom.dcmread(data_file("examples_ybr_color.dcm"))
+    """A JPEG YBR_FULL ultrasound written native still displays as before (pydicom's view)."""
+    ds = pydicom.dcmread(data_file("SC_rgb_jpeg_dcmtk.dcm"))
     before = ds.pixel_array.copy()
-    redact_pixels(ds, [(0, 0, 320, 20)], "native")
+    redact_pixels(ds, [(0, 0, 100, 20)], "native")
     after = roundtrip(ds).pixel_array
     assert ds.PhotometricInterpretation == "YBR_FULL"
-    assert np.array_equal(after[:, 20:], before[:, 20:])
-    assert len(np.unique(after[:, :20].reshape(-1, 3), axis=0)) == 1
+    assert np.array_equal(after[20:], before[20:])
+    assert len(np.unique(after[:20].reshape(-1, 3), axis=0)) == 1
+
+
+def _dciodvfy_errors(path: Path) -> set[str]:
+    run = subprocess.run(["dciodvfy", "-new", str(path)], capture_output=True, text=True,
+                         check=False)
+    return {ln for ln in (run.stdout + run.stderr).splitlines() if ln.startswith("Error")}
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (dicom3tools) not found")
+@pytest.mark.parametrize("name,encoding", [
+    ("examples_ybr_color.dcm", "native"),  # US multi-frame, JPEG YBR_FULL_422 -> RGB
+    ("examples_ybr_color.dcm", "jpeg2000"),
+    ("US1_J2KR.dcm", "rle"),
+    ("OBXXXX1A_2frame.dcm", "rle"),
+    ("CT_small.dcm", "jpeg2000"),
+])
+def test_redacted_objects_stay_valid_for_dciodvfy(name, encoding, tmp_path):
+    src = data_file(name)
+    ds = pydicom.dcmread(src)
+    redact_pixels(ds, [(0, 0, 50, 20)], encoding)
+    out = tmp_path / "out.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    assert _dciodvfy_errors(out) <= _dciodvfy_errors(src)
 
 
 def test_regions_outside_the_image_leave_the_object_untouched():
