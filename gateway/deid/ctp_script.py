@@ -18,6 +18,8 @@ Signature grammar (the CTP DICOM Filter language), by increasing precedence:
              | isLessThan | isGreaterThan
     region  := "(" int "," int "," int "," int ")"  x, y, width, height (x/y may be negative)
 
+Inside a signature, `//` starts a comment that runs to the end of the line.
+
 An element's value is its text (multiple values joined by a backslash); a missing element is the
 empty string. `matches` is a whole-value regular expression (Java `String.matches`). `isLessThan`
 and `isGreaterThan` keep only digits and periods of both sides and compare them as numbers.
@@ -210,6 +212,7 @@ Expr = Term | Literal | Not | And | Or
 _TOKEN_RE = re.compile(
     r"""
     (?P<ws>\s+)
+  | (?P<comment>//[^\n]*)
   | (?P<string>"(?:[^"\\]|\\.)*")
   | (?P<literal>(?:true|false)\.)
   | (?P<op>[!*+()])
@@ -238,7 +241,7 @@ class _Parser:
                 snippet = text[pos:pos + 30].split("\n")[0]
                 raise CtpScriptError(source, here, f"cannot parse signature at {snippet!r}")
             pos = m.end()
-            if m.group("ws"):
+            if m.group("ws") or m.group("comment"):
                 continue
             if m.group("literal"):
                 self.tokens.append(("lit", m.group("literal") == "true.", here))

@@ -211,6 +211,13 @@ def test_errors_name_the_line(text, line, problem):
     assert str(info.value).startswith(f"site.script: line {line}:")
 
 
+def test_line_comments_inside_a_signature():
+    (sig,) = parse_script('{ Modality.equals("US") // the modality\n'
+                          '  * StationName.equals("http://x") } (0,0,1,1)', "s")
+    assert sig.matches(header(Modality="US", StationName="http://x"))
+    assert not sig.matches(header(Modality="US", StationName="http:"))
+
+
 def test_comments_regions_and_whitespace():
     text = """Comment with (parentheses) and * stars
     Section A
