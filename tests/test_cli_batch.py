@@ -1,0 +1,189 @@
+"""`gantry deidentify`, `gantry audit`, `gantry diff` as a user runs them (a subprocess each)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+
+GANTRY = Path(sys.executable).parent / "gantry"
+BANDS = ("LOW", "MEDIUM", "HIGH", "CRITICAL")  # the issue's bands, least to most risky
+BatchFolder = Any  # the `batch_folder` fixture of tests/conftest.py
+
+
+def gantry(env: dict[str, str], *args: str | Path) -> subprocess.CompletedProcess:
+    command = [str(GANTRY)] if GANTRY.exists() else [sys.executable, "-m", "gateway.cli"]
+    return subprocess.run(command + [str(a) for a in args], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def printed(run: subprocess.CompletedProcess) -> str:
+    return run.stdout + run.stderr
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def planted_private_tag(path: Path) -> str:
+    """'(gggg,eeee)' of the planted private element (its block depends on the file)."""
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    tag = ds.private_block(0x0029, "GANTRY PLANTED QZ")[0x01].tag
+    return f"({tag.group:04X},{tag.element:04X})"
+
+
+def assert_nothing_planted(folder: BatchFolder, text: str) -> None:
+    for value in folder.planted:
+        assert value not in text, "a planted identifier was printed"
+
+
+@pytest.fixture(scope="module")
+def deidentified(batch_folder: BatchFolder, gantry_env: dict[str, str],
+                 tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`gantry deidentify` on the folder with --workers 2 and --workers 1."""
+    runs = {}
+    for workers in (2, 1):
+        out = tmp_path_factory.mktemp(f"cli{workers}") / "OUTPUT"
+        runs[workers] = (out, gantry(gantry_env, "deidentify", batch_folder.root, out,
+                                     "--workers", str(workers)))
+    return runs
+
+
+def test_deidentify_reports_quarantine_and_exits_non_zero(batch_folder: BatchFolder,
+                                                          deidentified: dict) -> None:
+    out, run = deidentified[2]
+    text = printed(run)
+    assert run.returncode != 0, text
+    for bad in batch_folder.bad:
+        assert str(bad) in text, f"{bad.name} not named in the output"
+    good, bad = len(batch_folder.good), len(batch_folder.bad)
+    assert f"{good + bad} objects: {good} de-identified, {bad} quarantined" in run.stdout
+    assert str(out.parent / "OUTPUT-quarantine") in run.stdout
+    assert_nothing_planted(batch_folder, text)
+    for src in batch_folder.bad:
+        rel = src.relative_to(batch_folder.root)
+        reason = out.parent / "OUTPUT-quarantine" / rel.parent / f"{rel.name}.reason.txt"
+        assert_nothing_planted(batch_folder, reason.read_text())
+
+
+def test_deidentify_layout_and_worker_count_do_not_change_bytes(batch_folder: BatchFolder,
+                                                                deidentified: dict) -> None:
+    (out2, run2), (out1, run1) = deidentified[2], deidentified[1]
+    assert run1.returncode == run2.returncode != 0
+    files = tree(out2)
+    assert len(files) == len(batch_folder.good)
+    for rel, data in files.items():
+        ds = pydicom.dcmread(out2 / rel, stop_before_pixels=True)
+        assert Path(rel).parts == (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
+                                   f"{ds.SOPInstanceUID}.dcm")
+        assert_nothing_planted(batch_folder, data.decode("latin-1"))
+    assert tree(out1) == files
+    assert tree(out1.parent / "OUTPUT-quarantine") == tree(out2.parent / "OUTPUT-quarantine")
+
+
+def test_deidentify_only_good_files_exits_zero(batch_folder: BatchFolder, gantry_env: dict,
+                                               tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for path in batch_folder.good:
+        shutil.copy(path, src / path.name)
+    run = gantry(gantry_env, "deidentify", src, tmp_path / "OUT", "--workers", "1")
+    assert run.returncode == 0, printed(run)
+    assert len(list((tmp_path / "OUT").rglob("*.dcm"))) == len(batch_folder.good)
+    assert not (tmp_path / "OUT-quarantine").exists()
+    assert_nothing_planted(batch_folder, printed(run))
+
+
+def test_deidentify_missing_input(gantry_env: dict, tmp_path: Path) -> None:
+    run = gantry(gantry_env, "deidentify", tmp_path / "nowhere", tmp_path / "OUT")
+    assert run.returncode != 0
+    assert str(tmp_path / "nowhere") in run.stderr
+
+
+def _audit(env: dict, path: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    run = gantry(env, "audit", path, "--json")
+    return run, json.loads(run.stdout)
+
+
+def test_audit_json_scores_and_bands(batch_folder: BatchFolder, gantry_env: dict,
+                                     tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    shutil.copytree(batch_folder.root, src,
+                    ignore=lambda _d, names: [n for n in names if n == "bad_vr.dcm"])
+    run, report = _audit(gantry_env, src)
+    assert run.returncode != 0  # unreadable files were found
+    assert_nothing_planted(batch_folder, printed(run))
+    objects = report["objects"]
+    good = {src / p.relative_to(batch_folder.root) for p in batch_folder.good}
+    bad = {src / p.relative_to(batch_folder.root) for p in batch_folder.bad}
+    assert {Path(o["file"]) for o in objects} >= good
+    unreadable = {Path(u["file"]) for u in report["unreadable"]}
+    assert {src / "bad" / "notes.txt", src / "bad" / "empty.dcm"} <= unreadable <= bad
+    assert all(u["problem"] for u in report["unreadable"])
+    for item in [report, *objects]:
+        assert 0 <= item["score"] <= 100 and item["band"] in BANDS
+    assert report["score"] == max(o["score"] for o in objects)
+    # A higher score never has a lower band.
+    ranked = sorted(objects, key=lambda o: o["score"])
+    ranks = [BANDS.index(o["band"]) for o in ranked]
+    assert ranks == sorted(ranks)
+    # Planted identifiers are findings, named by tag and never by value.
+    ct = next(o for o in objects if Path(o["file"]) == src / "ct.dcm")
+    paths = {f["path"] for f in ct["findings"]}
+    private = planted_private_tag(src / "ct.dcm")
+    assert {"(0010,0010)", "(0010,0020)", "(0008,0050)", private} <= paths
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "engine bug: commands/batch.cmd_audit only catches DicomReadError from read_header, but "
+    "the header is decoded lazily: inspect() raises NotImplementedError (unknown VR 'ZZ' in "
+    "(0010,0010)) and the whole audit stops with a traceback and no report"))
+def test_audit_lists_a_bad_vr_file_as_unreadable_and_goes_on(batch_folder: BatchFolder,
+                                                             gantry_env: dict) -> None:
+    run = gantry(gantry_env, "audit", batch_folder.root, "--json")
+    report = json.loads(run.stdout)
+    unreadable = {Path(u["file"]) for u in report["unreadable"]}
+    assert batch_folder.root / "bad" / "bad_vr.dcm" in unreadable
+    assert "Traceback" not in run.stderr
+
+
+def test_audit_score_drops_after_deidentification(batch_folder: BatchFolder, gantry_env: dict,
+                                                  tmp_path: Path) -> None:
+    src = batch_folder.root / "ct.dcm"
+    assert gantry(gantry_env, "deidentify", src, tmp_path / "OUT").returncode == 0
+    (out,) = list((tmp_path / "OUT").rglob("*.dcm"))
+    _, before = _audit(gantry_env, src)
+    _, after = _audit(gantry_env, out)
+    assert after["objects"][0]["score"] < before["objects"][0]["score"]
+    found = {f["path"] for f in after["objects"][0]["findings"]}
+    assert planted_private_tag(src) not in found and "(0008,0050)" not in found
+
+
+def test_diff_lists_changes(batch_folder: BatchFolder, gantry_env: dict, tmp_path: Path) -> None:
+    src = batch_folder.root / "ct.dcm"
+    assert gantry(gantry_env, "deidentify", src, tmp_path / "OUT").returncode == 0
+    (out,) = list((tmp_path / "OUT").rglob("*.dcm"))
+    run = gantry(gantry_env, "diff", src, out)
+    assert run.returncode == 0, run.stderr
+    assert_nothing_planted(batch_folder, printed(run))
+    lines = run.stdout.strip().splitlines()
+    changes = {}
+    for line in lines[:-1]:
+        kind, _vr, path = line.split(maxsplit=2)
+        changes[path] = kind
+    assert lines[-1] == f"{len(lines) - 1} differences"
+    assert changes["(0010,0010)"] == "changed"
+    assert changes["(0020,000D)"] == "changed"
+    assert changes["file meta (0002,0003)"] == "changed"
+    assert changes[planted_private_tag(src)] == "removed"
+    assert changes["(0012,0062)"] == "added"  # Patient Identity Removed
+    assert "(0008,0016)" not in changes  # SOP Class UID is kept
+    same = gantry(gantry_env, "diff", src, src)
+    assert same.stdout.strip().splitlines() == ["0 differences"]
