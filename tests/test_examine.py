@@ -11,6 +11,7 @@ import pydicom
 import pytest
 import yaml
 from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
 
 from gateway.cli import main
 from gateway.config import load_config, parse_config
@@ -31,6 +32,8 @@ def _source(name: str) -> Path:
 def _write(src: str, dst: Path, **attrs: object) -> Path:
     ds = pydicom.dcmread(_source(src))
     ds.PatientName = PATIENT
+    uid = generate_uid(entropy_srcs=[str(dst)])  # each copy is its own object
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
     for key, value in attrs.items():
         if value is None:
             if key in ds:
@@ -166,3 +169,29 @@ def test_pipeline_redacts_with_a_rule(archive, tmp_path, site_key):
     after = out.pixel_array
     assert before[:40].any() and not after[:40].any()
     assert np.array_equal(after[40:], before[40:])
+
+
+def test_batch_quarantines_burned_in_without_rule_and_redacts_with_one(archive, tmp_path,
+                                                                        monkeypatch, capsys):
+    monkeypatch.setenv("GANTRY_TEST_KEY", "00" * 32)
+    cfg = tmp_path / "gantry.yaml"
+    cfg.write_text("site_key: {env: GANTRY_TEST_KEY}\n")
+    out = tmp_path / "out"
+    assert main(["deidentify", str(archive / "us"), str(out), "--config", str(cfg),
+                 "--workers", "1", "--quiet"]) == 1
+    reasons = sorted((tmp_path / "out-quarantine").rglob("*.reason.txt"))
+    assert len(reasons) == 3
+    assert {r.read_text().strip() for r in reasons} == {
+        "burned-in text risk, no redaction rule for GE Healthcare / LOGIQ9"}
+    assert not list(out.rglob("*.dcm"))
+
+    cfg.write_text("site_key: {env: GANTRY_TEST_KEY}\nredaction: {ctp_scripts: [builtin]}\n")
+    out2 = tmp_path / "out2"
+    assert main(["deidentify", str(archive / "us"), str(out2), "--config", str(cfg),
+                 "--workers", "1", "--quiet"]) == 0
+    written = sorted(out2.rglob("*.dcm"))
+    assert len(written) == 3
+    for path in written:
+        ds = pydicom.dcmread(path)
+        assert ds.BurnedInAnnotation == "NO" and not ds.pixel_array[:40].any()
+    assert PATIENT.split("^")[0] not in capsys.readouterr().out
