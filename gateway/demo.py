@@ -80,10 +80,11 @@ class StandInPacs:
 
 
 def sample_files() -> list[Path]:
-    """pydicom's bundled test files, plus pydicom-data's when installed (DICOM files only)."""
-    from pydicom.data import get_testdata_files
+    """pydicom's bundled test files, plus pydicom-data's when installed (local files only:
+    `get_testdata_files` would try to download the rest)."""
+    import pydicom.data
 
-    paths = [Path(p) for p in get_testdata_files("*.dcm")]
+    paths = sorted((Path(pydicom.data.__file__).parent / "test_files").glob("*.dcm"))
     try:
         import data_store  # pydicom-data
 

@@ -10,6 +10,7 @@ queued for the next start.
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import multiprocessing as mp
 import os
 import re
@@ -52,9 +53,33 @@ def _die_with_parent() -> None:
 
 def _child_setup(config: Config, role: str) -> None:
     _die_with_parent()
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>`: stack dump on stderr
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the parent decides when we stop
     logs.configure(config.log_level, role=role, pid=os.getpid())
+
+
+class StopFlag:
+    """A stop flag shared with child processes: one byte of shared memory, polled.
+    (multiprocessing.Event's notify_all can block the setter when waiters time out.)"""
+
+    def __init__(self, ctx: Any) -> None:
+        self._value = ctx.RawValue("b", 0)
+
+    def set(self) -> None:
+        self._value.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._value.value)
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self._value.value:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, 0.01))
+        return True
 
 
 # ---------------------------------------------------------------------------- workers
@@ -142,11 +167,13 @@ def forwarder_main(config: Config, name: str, root: str, stop: Any) -> None:
     from gateway.net.forwarder import Outbox
 
     _child_setup(config, "forwarder")
+    local_stop = threading.Event()  # the slots' flag, set when the node's flag is
     outbox = Outbox(name, config.destinations[name], StateDir(root),
-                    calling_ae=config.network.ae_title, stop=stop)
+                    calling_ae=config.network.ae_title, stop=local_stop)
     outbox.start()
-    while not stop.is_set():
-        stop.wait(0.5)
+    while not stop.wait(0.1):
+        pass
+    local_stop.set()
     outbox.join(60)
 
 
@@ -173,7 +200,7 @@ class Service:
         self.store = Store(self.state.db)
         self.log = logs.get_logger("gateway.service")
         self.ctx = mp.get_context("spawn")
-        self.stop_children = self.ctx.Event()
+        self.stop_children = StopFlag(self.ctx)
         self.stopping = threading.Event()
         self.receiver = Receiver(config, site_key, self.state.db, self.state.spool)
         root = str(self.state.root)
@@ -224,14 +251,17 @@ class Service:
         self.receiver.stop_accepting()
         if not self.receiver.wait_idle(grace):
             self.log.warning("service.abort_in_flight", associations=self.receiver.active())
-            self.receiver.abort_all()
+        self.receiver.abort_all()  # whatever is left: unfinished or never negotiated
         self.stop_children.set()
         for child in self.children:
             if child.process is not None:
                 child.process.join(grace)
                 if child.process.is_alive():
-                    child.process.terminate()
+                    self.log.warning("child.killed", child=child.name)
+                    child.process.kill()
                     child.process.join(5)
+                self.log.debug("child.stopped", child=child.name,
+                               exitcode=child.process.exitcode)
         self.log.info("service.stopped", pending=self.store.pending_jobs())
         self.store.close()
 

@@ -97,6 +97,7 @@ class Receiver:
         self.ae.maximum_pdu_size = self.net.max_pdu
         self.ae.maximum_associations = 64
         self.ae.network_timeout = 60
+        self.ae.acse_timeout = 15
         self.ae.dimse_timeout = 120
         self.ae.implementation_version_name = IMPLEMENTATION_VERSION
         for cx in AllStoragePresentationContexts:
@@ -129,7 +130,10 @@ class Receiver:
             self.log.info("receiver.closed")
 
     def active(self) -> int:
-        return len([a for a in self.ae.active_associations if a.is_acceptor and a.is_alive()])
+        """Associations receiving now (a bare TCP connection that never asked for an
+        association is not a receive in flight)."""
+        return len([a for a in self.ae.active_associations
+                    if a.is_acceptor and a.is_alive() and a.is_established])
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait for associations in flight to end; True when none is left."""

@@ -59,7 +59,7 @@ class StoreSCP:
         self.folder, self.port, self.ae = folder, port or free_port(), ae
         folder.mkdir(parents=True, exist_ok=True)
         args = [need("storescp"), "-aet", ae, "--output-directory", str(folder),
-                "-uf"]  # file names from SOP Instance UIDs (dedupes re-sends)
+                "+uf"]  # unique file names: a re-sent object is a second file
         if accept_all:
             args.append("+xa")
         self.proc = subprocess.Popen([*args, str(self.port)], env=DCMTK_ENV,
@@ -205,3 +205,54 @@ def data_store_files() -> list[Path]:
     except ImportError:
         pytest.skip("pydicom-data is not installed")
     return sorted((Path(data_store.__file__).parent / "data").glob("*.dcm"))
+
+
+# Planted identifiers: none of these may ever leave the gateway or reach its logs and audit.
+PLANTED = {
+    "PatientName": "PLANTEDNAME^ZQXWV",
+    "PatientID": "PLANTEDID91377",
+    "AccessionNumber": "ACCPLANT7781",
+    "PatientBirthDate": "19010203",
+    "InstitutionName": "PLANTED HOSPITAL XJQ",
+    "ReferringPhysicianName": "DRPLANTED^QQW",
+    "StationName": "PLANTSTATION",
+}
+UID_ROOT = "1.2.826.0.1.3680043.8.498.4242."  # originals generated under this root
+
+
+def make_objects(folder: Path, n: int, studies: int = 3, modality: str = "CT",
+                 source: str = "CT_small.dcm") -> list[tuple[Path, str]]:
+    """`n` small real objects (from a pydicom test file) spread over `studies` studies, with
+    the planted identifiers and fresh original UIDs; returns (path, original SOP UID)."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    base = dcmread(get_testdata_file(source))
+    study_uids = [generate_uid(UID_ROOT) for _ in range(studies)]
+    series_uids = [generate_uid(UID_ROOT) for _ in range(studies)]
+    out = []
+    for i in range(n):
+        ds = base.copy()
+        for kw, value in PLANTED.items():
+            setattr(ds, kw, value)
+        ds.Modality = modality
+        ds.StudyInstanceUID = study_uids[i % studies]
+        ds.SeriesInstanceUID = series_uids[i % studies]
+        ds.SOPInstanceUID = generate_uid(UID_ROOT)
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = i + 1
+        path = folder / f"obj{i:04}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        out.append((path, str(ds.SOPInstanceUID)))
+    return out
+
+
+def identifiers_in(text: str, extra: set[str] = frozenset()) -> list[str]:
+    """Planted values (and any original UID given in `extra`) found in `text`."""
+    found = [v for v in PLANTED.values() if v in text]
+    found += [u for u in extra if u in text]
+    if UID_ROOT in text:
+        found.append(UID_ROOT + "…")
+    return found

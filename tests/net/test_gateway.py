@@ -1,0 +1,351 @@
+"""Acceptance: `gantry serve` as a subprocess between dcmtk storescu and dcmtk storescp (or
+Orthanc, or the stand-in PACS): every transfer syntax, kill -9, destination down, refusals,
+SIGTERM, eight senders, and no planted identifier in anything forwarded, logged or audited."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from nethelpers import (
+    DCMTK_ENV,
+    data_store_files,
+    free_port,
+    identifiers_in,
+    make_objects,
+    need,
+    storescu,
+    transfer_syntax,
+    wait_for,
+    wait_port,
+    write_config,
+)
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+from gateway.demo import StandInPacs
+from gateway.net.receiver import sop_hash
+from gateway.sitekey import _decode
+from gateway.store import DELIVERED, FORWARDING, QUARANTINED
+
+# One file per transfer syntax, several studies (pydicom-data + pydicom's own test files).
+EVERY_SYNTAX = [
+    "emri_small.dcm",                     # explicit VR little endian
+    "emri_small_big_endian.dcm",          # explicit VR big endian
+    "emri_small_RLE.dcm",                 # RLE lossless
+    "emri_small_jpeg_2k_lossless.dcm",    # JPEG 2000 lossless
+    "MR2_J2KI.dcm",                       # JPEG 2000
+    "emri_small_jpeg_ls_lossless.dcm",    # JPEG-LS lossless
+    "JPEG-LL.dcm",                        # JPEG lossless, first-order prediction
+    "color3d_jpeg_baseline.dcm",          # JPEG baseline
+]
+PYDICOM_FILES = [
+    "CT_small.dcm", "MR_small.dcm",
+    "MR_small_implicit.dcm",              # implicit VR little endian
+    "image_dfl.dcm",                      # deflated explicit VR little endian
+    "JPEG-lossy.dcm",                     # JPEG extended (12 bit)
+    "JPEGLSNearLossless_16.dcm",          # JPEG-LS near-lossless
+]
+
+
+# These tests are about transport: objects of at-risk modalities are not held back here.
+PASS_BURNED_IN = {"redaction": {"on_risk": "pass"}}
+
+
+def every_syntax_files() -> list[Path]:
+    by_name = {p.name: p for p in data_store_files()}
+    files = [by_name[n] for n in EVERY_SYNTAX if n in by_name]
+    files += [Path(get_testdata_file(n)) for n in PYDICOM_FILES]
+    return files
+
+
+def key_of(config: Path) -> bytes:
+    return _decode(Path(yaml.safe_load(config.read_text())["site_key"]["file"]).read_text(),
+                   "key")
+
+
+def originals(files: list[Path]) -> tuple[set[str], set[str]]:
+    """Identifying values (names, IDs) and original UIDs of the source files."""
+    values, uids = set(), set()
+    for f in files:
+        ds = dcmread(f, stop_before_pixels=True)
+        for kw in ("PatientName", "PatientID", "AccessionNumber", "OtherPatientIDs"):
+            v = str(ds.get(kw, "") or "").strip()
+            if len(v) >= 4:
+                values.add(v)
+        for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            if kw in ds:
+                uids.add(str(ds[kw].value))
+    return values, uids
+
+
+def assert_deidentified(received: list[Path], values: set[str], uids: set[str]) -> None:
+    assert received
+    for path in received:
+        raw = path.read_bytes()
+        ds = dcmread(path)
+        assert ds.PatientIdentityRemoved == "YES", path.name
+        leaked = [v for v in values | uids if v.encode() in raw]
+        assert not leaked, f"{path.name}: {len(leaked)} original identifiers forwarded"
+
+
+def wait_settled(gw, n: int, timeout: float = 120.0) -> dict[str, int]:
+    store = gw.store()
+    try:
+        wait_for(lambda: sum(store.counts().get(s, 0) for s in (DELIVERED, QUARANTINED)) >= n,
+                 timeout)
+        return store.counts()
+    finally:
+        store.close()
+
+
+def test_storescu_to_storescp_every_transfer_syntax(tmp_path, storescp, gateway):
+    files = every_syntax_files()
+    assert len({transfer_syntax(f) for f in files}) == 12
+    scp = storescp(accept_all=True)
+    gw = gateway(write_config(tmp_path, {"pacs": ("PACS", scp.port)}, **PASS_BURNED_IN),
+                 tmp_path / "log.jsonl")
+    run = storescu(gw.port, files)
+    assert run.returncode == 0, run.stderr
+    counts = wait_settled(gw, len(files))
+    assert counts == {DELIVERED: len(files)}, _reasons(gw)
+    assert wait_for(lambda: len(scp.files()) == len(files))
+    assert_deidentified(scp.files(), *originals(files))
+
+
+def _reasons(gw) -> list[str]:
+    store = gw.store()
+    try:
+        return [r["reason"] for r in store.quarantined()]
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------------------- Orthanc
+
+
+@pytest.fixture
+def orthanc(tmp_path):
+    exe = need("Orthanc")
+    dicom_port, http_port = free_port(), free_port()
+    cfg = {
+        "Name": "gantry-test", "StorageDirectory": str(tmp_path / "orthanc-db"),
+        "IndexDirectory": str(tmp_path / "orthanc-db"), "DicomAet": "ORTHANC",
+        "DicomPort": dicom_port, "HttpPort": http_port, "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False, "DicomCheckCalledAet": False, "Plugins": [],
+        "HttpServerEnabled": True, "DicomServerEnabled": True, "StableAge": 1,
+    }
+    path = tmp_path / "orthanc.json"
+    path.write_text(json.dumps(cfg))
+    proc = subprocess.Popen([exe, str(path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        wait_port(http_port, 30)
+        wait_port(dicom_port, 30)
+        yield dicom_port, f"http://127.0.0.1:{http_port}"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def rest(base: str, path: str):
+    with urllib.request.urlopen(base + path, timeout=30) as rsp:
+        return json.loads(rsp.read())
+
+
+def test_storescu_to_orthanc_every_transfer_syntax(tmp_path, orthanc, gateway):
+    dicom_port, base = orthanc
+    # Orthanc refuses objects without Patient/Study/Series identity (0xA700), so the one
+    # JPEG-LS near-lossless sample (it has none) is left out: 11 transfer syntaxes here.
+    files = [f for f in every_syntax_files()
+             if "StudyInstanceUID" in dcmread(f, stop_before_pixels=True)]
+    assert len({transfer_syntax(f) for f in files}) == 11
+    gw = gateway(write_config(tmp_path, {"orthanc": ("ORTHANC", dicom_port)},
+                              **PASS_BURNED_IN), tmp_path / "log.jsonl")
+    assert storescu(gw.port, files).returncode == 0
+    assert wait_settled(gw, len(files)) == {DELIVERED: len(files)}, _reasons(gw)
+    instances = rest(base, "/instances")
+    # emri_small* share one SOP Instance UID, so Orthanc keeps one instance for them
+    expected = len({dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files})
+    assert len(instances) == expected
+    values, uids = originals(files)
+    for inst in instances:
+        tags = rest(base, f"/instances/{inst}/simplified-tags")
+        assert tags["PatientIdentityRemoved"] == "YES"
+        text = json.dumps(tags)
+        assert not [v for v in values | uids if v in text]
+    assert len(rest(base, "/studies")) >= 4
+
+
+# ---------------------------------------------------------------------------- crashes
+
+
+def _succeeded(stdout: str) -> list[str]:
+    """Files for which storescu (-v) received a Success response."""
+    done, current = [], None
+    for line in stdout.splitlines():
+        m = re.search(r"Sending file: (\S+)", line)
+        if m:
+            current = m.group(1)
+        elif "Received Store Response (Success)" in line and current:
+            done.append(current)
+            current = None
+    return done
+
+
+def test_kill_9_during_sends_loses_nothing_that_got_success(tmp_path, storescp, gateway):
+    need("storescu")
+    objs = make_objects(tmp_path / "in", 200, studies=4)
+    uid_of = {str(p): uid for p, uid in objs}
+    scp = storescp()
+    config = write_config(tmp_path, {"pacs": ("PACS", scp.port)})
+    log = tmp_path / "log.jsonl"
+    gw = gateway(config, log)
+    rng = random.Random()
+    seed = rng.randrange(1 << 30)
+    rng.seed(seed)
+    succeeded: set[str] = set()
+    remaining = [str(p) for p, _ in objs]
+    for attempt in range(4):  # three runs killed at a random moment, then one to finish
+        sender = subprocess.Popen(
+            [need("storescu"), "-v", "-aet", "MODALITY", "-aec", "GANTRY", "127.0.0.1",
+             str(gw.port), *remaining], env=DCMTK_ENV, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
+        killer = threading.Timer(rng.uniform(0.3, 2.0), gw.kill9)
+        if attempt < 3:
+            killer.start()
+        out, _ = sender.communicate(timeout=300)
+        killer.cancel()
+        succeeded.update(_succeeded(out))
+        remaining = [f for f in remaining if f not in succeeded]
+        if gw.proc.poll() is not None:
+            gw.start()
+    assert len(succeeded) == len(objs), f"seed {seed}"
+    store = gw.store()
+    assert wait_for(lambda: store.pending_jobs() == 0, 120)
+    hashes = {row["sop_hash"]: row for row in store.conn.execute(
+        "SELECT * FROM jobs WHERE state = ?", (DELIVERED,))}
+    key = key_of(config)
+    missing = [f for f in succeeded if sop_hash(key, uid_of[f]) not in hashes]
+    assert not missing, f"seed {seed}: {len(missing)} acknowledged objects not delivered"
+    received_uids = {dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in scp.files()}
+    assert {hashes[sop_hash(key, uid_of[f])]["new_sop_uid"] for f in succeeded} <= received_uids
+    for path in scp.files():
+        assert not identifiers_in(path.read_bytes().decode("latin-1")), path.name
+    assert not identifiers_in(log.read_text(), set(uid_of.values()))
+    store.close()
+
+
+def test_destination_down_then_back_and_sigterm_leaves_the_rest_queued(tmp_path, gateway):
+    objs = make_objects(tmp_path / "in", 30)
+    port = free_port()
+    config = write_config(tmp_path, {"pacs": ("PACS", port)})
+    gw = gateway(config, tmp_path / "log.jsonl")
+    assert storescu(gw.port, [p for p, _ in objs]).returncode == 0
+    store = gw.store()
+    assert wait_for(lambda: store.counts().get(FORWARDING) == 30)
+    assert wait_for(lambda: (store.destination_status()[0]["last_error"] or "").startswith(
+        "connection failed"))
+    assert gw.stop() == 0  # SIGTERM: clean exit, nothing lost
+    assert store.counts() == {FORWARDING: 30}
+    pacs = StandInPacs(tmp_path / "pacs", ae_title="PACS", port=port).start()
+    try:
+        gw.start()
+        assert wait_for(lambda: store.counts() == {DELIVERED: 30})
+        assert pacs.received == 30
+    finally:
+        pacs.stop()
+        store.close()
+
+
+def test_refusals_quarantine_and_nothing_identifying_is_logged_or_audited(tmp_path, gateway):
+    ct = make_objects(tmp_path / "ct", 6)
+    mr = make_objects(tmp_path / "mr", 4, modality="MR", source="MR_small.dcm")
+    xa = make_objects(tmp_path / "xa", 3, modality="XA")
+    pacs = StandInPacs(tmp_path / "pacs", ae_title="PACS", status=0xA900).start()
+    good = StandInPacs(tmp_path / "good", ae_title="GOOD").start()
+    try:
+        config = write_config(
+            tmp_path, {"refusing": ("PACS", pacs.port), "good": ("GOOD", good.port)},
+            routes=[{"name": "ct", "tags": {"Modality": "CT"}, "destinations": ["refusing"]},
+                    {"name": "mr", "tags": {"Modality": ["MR"]}, "destinations": ["good"]}])
+        log = tmp_path / "log.jsonl"
+        gw = gateway(config, log)
+        assert storescu(gw.port, [p for p, _ in ct + mr + xa]).returncode == 0
+        assert wait_settled(gw, 13) == {QUARANTINED: 9, DELIVERED: 4}
+        store = gw.store()
+        reasons = sorted(r["reason"] for r in store.quarantined())
+        assert reasons == ["no route"] * 3 + ["refusing answered status 0xA900"] * 6
+        listing = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "quarantine", "list", "--config", str(config)],
+            capture_output=True, text=True, check=True).stdout
+        assert listing.count("no route") == 3
+        dump = "\n".join(store.conn.iterdump())
+        audit = json.dumps(store.audit())
+        store.close()
+        every_uid = {u for _, u in ct + mr + xa}
+        for text in (log.read_text(), dump, audit, listing):
+            assert not identifiers_in(text, every_uid)
+        assert len(log.read_text().splitlines()) > 13 * 4  # one event per state change
+    finally:
+        pacs.stop()
+        good.stop()
+
+
+def test_quarantine_release_after_a_config_fix(tmp_path, storescp, gateway):
+    scp = storescp()
+    objs = make_objects(tmp_path / "in", 3, modality="XA")
+    config = write_config(tmp_path, {"pacs": ("PACS", scp.port)},
+                          routes=[{"name": "ct", "tags": {"Modality": "CT"},
+                                   "destinations": ["pacs"]}])
+    gw = gateway(config, tmp_path / "log.jsonl")
+    assert storescu(gw.port, [p for p, _ in objs]).returncode == 0
+    assert wait_settled(gw, 3) == {QUARANTINED: 3}
+    gw.stop()
+    data = yaml.safe_load(config.read_text())
+    data["routes"][0]["tags"]["Modality"] = ["CT", "XA"]
+    config.write_text(yaml.safe_dump(data))
+    cli = [sys.executable, "-m", "gateway.cli"]
+    out = subprocess.run([*cli, "quarantine", "release", "--all", "--config", str(config)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "3 released" in out
+    gw.start()
+    assert wait_settled(gw, 3) == {DELIVERED: 3}
+    assert len(scp.files()) == 3
+    status = json.loads(subprocess.run([*cli, "status", "--json", "--config", str(config)],
+                                       capture_output=True, text=True, check=True).stdout)
+    assert status["jobs"] == {DELIVERED: 3} and status["destinations"][0]["delivered"] == 3
+
+
+def test_eight_senders_at_once(tmp_path, storescp, gateway):
+    scp = storescp()
+    gw = gateway(write_config(tmp_path, {"pacs": ("PACS", scp.port)}), tmp_path / "log.jsonl")
+    batches = [make_objects(tmp_path / f"s{i}", 15, studies=1) for i in range(8)]
+    senders = [subprocess.Popen(
+        [need("storescu"), "-aet", f"MOD{i}", "-aec", "GANTRY", "127.0.0.1", str(gw.port),
+         *[str(p) for p, _ in batch]], env=DCMTK_ENV, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True) for i, batch in enumerate(batches)]
+    assert [s.wait(120) for s in senders] == [0] * 8
+    assert wait_settled(gw, 120) == {DELIVERED: 120}
+    assert wait_for(lambda: len(scp.files()) == 120)
+    store = gw.store()
+    callers = {r[0] for r in store.conn.execute("SELECT DISTINCT calling_ae FROM jobs")}
+    store.close()
+    assert callers == {f"MOD{i}" for i in range(8)}
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "gateway.cli", "demo", "--dir", str(tmp_path),
+                          "--limit", "25"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Forwarded to the research PACS:" in run.stdout
+    assert list((tmp_path / "research-pacs").rglob("*.dcm"))
+    assert str(tmp_path / "research-pacs") in run.stdout
