@@ -144,8 +144,12 @@ def read_for_deid(path: str | os.PathLike) -> Parsed:
     ts = ds.file_meta.TransferSyntaxUID
     if ts == DeflatedExplicitVRLittleEndian:
         return Parsed(read_full(src), src, None)
-    if pos >= size:
-        return Parsed(ds, src, None)  # no pixel data at all
+    if pos >= size:  # no pixel data: the last element must end where the file does
+        last = ds.get_item(max(ds.keys())) if len(ds) else None
+        if (isinstance(last, RawDataElement) and last.length != 0xFFFFFFFF
+                and last.value_tell + last.length < size):
+            raise DicomReadError(src, "the file ends inside an element header")
+        return Parsed(ds, src, None)
     with open(src, "rb") as fh:
         end = _tail_end(fh, pos, size, ts)
     if end is None:

@@ -65,8 +65,9 @@ def layout_path(root: Path) -> Callable[[Dataset], Path]:
     """Output laid out by new study / series UID: ROOT/study/series/sop.dcm."""
 
     def place(ds: Dataset) -> Path:
-        return root / str(ds.StudyInstanceUID) / str(ds.SeriesInstanceUID) / (
-            f"{ds.SOPInstanceUID}.dcm")
+        study = str(ds.get("StudyInstanceUID", "") or "no-study")
+        series = str(ds.get("SeriesInstanceUID", "") or "no-series")
+        return root / study / series / f"{ds.SOPInstanceUID}.dcm"
 
     return place
 
@@ -128,8 +129,8 @@ class Pipeline:
         problems = verify(ds, remediation, prof)
         if problems:
             return Quarantined("verify refused: " + "; ".join(problems[:5]))
-        target = dst(ds) if callable(dst) else Path(dst)
         try:
+            target = dst(ds) if callable(dst) else Path(dst)
             write(parsed, target)
         except Exception as exc:
             return Quarantined(f"cannot write the de-identified object: {safe_message(exc)}")

@@ -14,7 +14,7 @@ from gateway.deid.diff import diff
 from gateway.deid.inspect import band, folder_score, inspect
 from gateway.deid.profile import Profile
 from gateway.dicomio import DicomReadError, read_full, read_header
-from gateway.pipeline import Forwarded, Outcome
+from gateway.pipeline import Forwarded, Outcome, safe_message
 from gateway.sitekey import load_site_key
 
 
@@ -82,11 +82,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
     reports, unreadable = [], []
     for path in iter_inputs(args.path):
         try:
-            ds = read_header(path)
+            reports.append((path, inspect(read_header(path), profile)))
         except DicomReadError as exc:
             unreadable.append({"file": str(path), "problem": exc.problem})
-            continue
-        reports.append((path, inspect(ds, profile)))
+        except Exception as exc:  # elements are decoded lazily: a bad VR surfaces here
+            unreadable.append({"file": str(path), "problem": f"cannot parse: {safe_message(exc)}"})
     score = folder_score(r for _, r in reports)
     if args.json:
         print(json.dumps({

@@ -75,11 +75,12 @@ def _values(value: object) -> list[str]:
 
 
 def element_vr(ds: Dataset, tag: int) -> str:
-    """The VR of an element without decoding its value (dictionary VR for implicit VR)."""
+    """The VR of an element without decoding its value (the dictionary's for implicit VR and
+    for UN, which pydicom replaces with the known VR when it decodes the element)."""
     vr = ds.get_item(tag).VR
-    if vr:
+    if vr and vr != "UN":
         return vr
-    entry = DicomDictionary.get(tag)
+    entry = DicomDictionary.get(tag)  # implicit VR, or UN standing for a known VR
     return entry[0] if entry else "UN"
 
 
@@ -285,9 +286,9 @@ class _Remediator:
                 self._count("C")
                 return True
             return False
-        if vr in BINARY_VRS:  # binary cannot be cleaned: empty it (fail closed)
-            if not elem.value:
-                return False
+        if vr in BINARY_VRS:  # binary cannot be cleaned: empty it (fail closed) ...
+            if not elem.value or 0x5000 <= elem.tag >> 16 <= 0x60FF:
+                return False  # ... except curve and overlay bits, kept under Clean Graphics
             self._record(ds, elem.tag, top)
             elem.value = elem.empty_value
             self._count("C")
