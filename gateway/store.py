@@ -203,6 +203,9 @@ class Store:
 
     def claim_jobs(self, owner: str, limit: int = 1, lease: float = 300.0) -> list[sqlite3.Row]:
         """Move up to `limit` oldest received jobs to processing under a lease, in one tx."""
+        if not self.conn.execute("SELECT 1 FROM jobs WHERE state = ? LIMIT 1",
+                                 (RECEIVED,)).fetchone():
+            return []  # a read is enough to see there is nothing: no write lock taken
         now = time.time()
         with self.tx() as tx:
             rows = tx.execute(
@@ -275,6 +278,10 @@ class Store:
                          lease: float = 300.0) -> list[Claim]:
         """Move up to `limit` due pending deliveries of `destination` to sending."""
         now = time.time()
+        if not self.conn.execute(
+                "SELECT 1 FROM deliveries WHERE destination = ? AND state = ? AND next_at <= ? "
+                "LIMIT 1", (destination, PENDING, now)).fetchone():
+            return []  # nothing due: no write lock taken
         with self.tx() as tx:
             rows = tx.execute(
                 "SELECT d.job_id, d.attempts, j.sop_class_uid, j.out_transfer_syntax "

@@ -1,0 +1,340 @@
+#!/usr/bin/env python
+"""Benchmark the gateway against dcmtk and a naive pynetdicom relay (one run, one report).
+
+Generates N (default 1,000) CT objects of 512×512 16-bit pixels (~512 KB each), then sends
+them with dcmtk `storescu` over one association:
+
+1. storescu → storescp                                  (direct, the wire limit here)
+2. storescu → naive relay → storescp   (pynetdicom SCP that decodes the dataset in the
+                                         C-STORE handler and forwards it synchronously
+                                         on one held association before answering)
+3. storescu → `gantry serve` → storescp
+
+For each: objects/s as the sender sees it (all Success answers), objects/s end to end (all
+files at storescp), Success latency p50/p99 (from storescu's millisecond log timestamps), and
+for Gantry the peak RSS of its processes (node + workers + forwarder) sampled during the run,
+at each quarter of the run (flat memory means no growth with the object count).
+
+Usage: python scripts/bench_gateway.py [--count N] [--keep DIR]
+Needs dcmtk (storescu, storescp) on PATH. Sets TCP_NODELAY=1 for dcmtk (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+LOG_CONFIG = """log4cplus.rootLogger = INFO, console
+log4cplus.appender.console = log4cplus::ConsoleAppender
+log4cplus.appender.console.layout = log4cplus::PatternLayout
+log4cplus.appender.console.layout.ConversionPattern = %D{%s.%q} %m%n
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+def generate(folder: Path, count: int) -> list[Path]:
+    """`count` 512×512 16-bit CT objects, one study, fresh UIDs, identifiers planted."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = dcmread(get_testdata_file("CT_small.dcm"))
+    base.Rows = base.Columns = 512
+    base.BitsAllocated, base.BitsStored, base.HighBit = 16, 12, 11
+    rng = np.random.default_rng(7)
+    pixels = rng.integers(0, 4096, (512, 512), dtype=np.uint16).tobytes()
+    base.PixelData = pixels
+    base["PixelData"].VR = "OW"
+    base.PatientName, base.PatientID = "BENCH^PATIENT", "BENCH0001"
+    base.StudyInstanceUID, base.SeriesInstanceUID = generate_uid(), generate_uid()
+    paths = []
+    for i in range(count):
+        base.SOPInstanceUID = generate_uid()
+        base.file_meta.MediaStorageSOPInstanceUID = base.SOPInstanceUID
+        base.InstanceNumber = i + 1
+        path = folder / f"ct{i:05}.dcm"
+        base.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+class StoreSCP:
+    def __init__(self, folder: Path, fork: bool) -> None:
+        self.folder = folder
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            ["storescp", *(["--fork"] if fork else []), "-aet", "PACS", "+uf",
+             "--output-directory", str(folder), str(self.port)], env=DCMTK_ENV,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def count(self) -> int:
+        return sum(1 for _ in self.folder.iterdir())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def send(port: int, files: list[Path], logcfg: Path, called: str,
+         senders: int) -> tuple[float, list[float]]:
+    """`senders` storescu processes at once, one association each, the files split between
+    them; (seconds until the last one finished, Success latencies in ms)."""
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(
+        ["storescu", "-lc", str(logcfg), "-aet", f"MODALITY{i}", "-aec", called, "127.0.0.1",
+         str(port), *map(str, files[i::senders])], env=DCMTK_ENV, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True) for i in range(senders)]
+    outputs = [p.communicate()[0] for p in procs]
+    elapsed = time.perf_counter() - t0
+    latencies: list[float] = []
+    ok = 0
+    for proc, out in zip(procs, outputs, strict=True):
+        if proc.returncode != 0:
+            raise RuntimeError(f"storescu: exit {proc.returncode}")
+        ok += out.count("Received Store Response (Success)")
+        latencies += _latencies(out)
+    if ok != len(files):
+        raise RuntimeError(f"storescu: {ok}/{len(files)} Success")
+    return elapsed, latencies
+
+
+def _latencies(output: str) -> list[float]:
+    latencies, sent_at = [], None
+    for line in output.splitlines():
+        m = re.match(r"(\d+\.\d+) (Sending Store Request|Received Store Response)", line)
+        if not m:
+            continue
+        if m.group(2).startswith("Sending"):
+            sent_at = float(m.group(1))
+        elif sent_at is not None:
+            latencies.append((float(m.group(1)) - sent_at) * 1000)
+            sent_at = None
+    return latencies
+
+
+def wait_count(scp: StoreSCP, n: int, t0: float, timeout: float = 1800) -> float:
+    while scp.count() < n:
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError(f"only {scp.count()} of {n} arrived")
+        time.sleep(0.05)
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------- naive relay
+
+RELAY = r'''
+import socket, sys, threading
+from pynetdicom import AE, evt
+from pynetdicom.presentation import AllStoragePresentationContexts
+port, dest = int(sys.argv[1]), int(sys.argv[2])
+scu = AE("RELAY")
+scu.add_requested_context("1.2.840.10008.5.1.4.1.1.2")
+held = scu.associate("127.0.0.1", dest, ae_title="PACS")
+held.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+lock = threading.Lock()
+def on_store(event):
+    ds = event.dataset                      # decode in the handler
+    ds.file_meta = event.file_meta
+    with lock:                              # forward synchronously before answering
+        rsp = held.send_c_store(ds)
+    return rsp.Status if rsp else 0xA700
+def on_open(event):
+    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+ae = AE("RELAY")
+for cx in AllStoragePresentationContexts:
+    ae.add_supported_context(cx.abstract_syntax)
+ae.start_server(("127.0.0.1", port), evt_handlers=[(evt.EVT_C_STORE, on_store),
+                                                    (evt.EVT_CONN_OPEN, on_open)])
+'''
+
+
+# ---------------------------------------------------------------------------- gantry
+
+
+def process_tree_rss(pid: int) -> tuple[int, int]:
+    """(current RSS, peak RSS) in KiB summed over `pid` and its children."""
+    pids = [pid]
+    try:
+        kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
+                              text=True).stdout.split()
+        pids += [int(k) for k in kids]
+    except OSError:
+        pass
+    cur = peak = 0
+    for p in pids:
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        cur += int(fields.get("VmRSS", "0 kB").split()[0])
+        peak += int(fields.get("VmHWM", "0 kB").split()[0])
+    return cur, peak
+
+
+def gantry_config(root: Path, dest_port: int, port: int) -> Path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from gateway.sitekey import create_key_file
+
+    key = root / "site.key"
+    if not key.exists():
+        create_key_file(key)
+    shutil.rmtree(root / "state", ignore_errors=True)
+    cfg = {
+        "site_key": {"file": str(key)}, "state_dir": str(root / "state"), "log_level": "info",
+        "network": {"ae_title": "GANTRY", "host": "127.0.0.1", "port": port, "max_pdu": 0,
+                    "workers": 2},
+        "destinations": {"pacs": {"ae_title": "PACS", "host": "127.0.0.1",
+                                  "port": dest_port, "associations": 2}},
+        "routes": [{"name": "all", "destinations": ["pacs"]}],
+    }
+    path = root / "gantry.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--senders", type=int, default=1,
+                        help="storescu processes sending at once (default 1)")
+    parser.add_argument("--keep", metavar="DIR", help="work here and keep the files")
+    args = parser.parse_args()
+    for tool in ("storescu", "storescp", "pgrep"):
+        if shutil.which(tool) is None:
+            print(f"{tool} not found (install dcmtk)", file=sys.stderr)
+            return 2
+    root = Path(args.keep or tempfile.mkdtemp(prefix="gantry-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    logcfg = root / "storescu-log.cfg"
+    logcfg.write_text(LOG_CONFIG)
+    t = time.perf_counter()
+    files = sorted((root / "in").glob("ct*.dcm"))
+    if len(files) != args.count:
+        files = generate(root / "in", args.count)
+    size = files[0].stat().st_size
+    print(f"{len(files)} objects of {size // 1024} KB generated in "
+          f"{time.perf_counter() - t:.1f} s under {root}")
+    results: dict[str, dict] = {}
+
+    # 1. direct
+    fork = args.senders > 1
+    k = args.senders
+    scp = StoreSCP(root / "direct-out", fork)
+    elapsed, lat = send(scp.port, files, logcfg, "PACS", k)
+    total = wait_count(scp, len(files), time.perf_counter() - elapsed)
+    scp.stop()
+    results["dcmtk direct"] = dict(send=elapsed, total=total, lat=lat)
+
+    # 2. naive relay
+    scp = StoreSCP(root / "relay-out", fork)
+    port = free_port()
+    relay = subprocess.Popen([sys.executable, "-c", RELAY, str(port), str(scp.port)])
+    wait_port(port)
+    try:
+        elapsed, lat = send(port, files, logcfg, "RELAY", k)
+        total = wait_count(scp, len(files), time.perf_counter() - elapsed)
+    finally:
+        relay.terminate()
+        relay.wait(10)
+        scp.stop()
+    results["naive relay"] = dict(send=elapsed, total=total, lat=lat)
+
+    # 3. gantry
+    scp = StoreSCP(root / "gantry-out", True)  # Gantry forwards on two associations
+    port = free_port()
+    config = gantry_config(root, scp.port, port)
+    env = {**os.environ, "GANTRY_LOG_FILE": str(root / "gantry.log")}
+    gw = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config",
+                           str(config)], env=env, cwd=Path(__file__).resolve().parents[1])
+    wait_port(port)
+    time.sleep(3)  # let the worker and forwarder processes finish importing
+    samples: list[tuple[int, int, int]] = []  # (objects at storescp, rss, peak)
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            cur, peak = process_tree_rss(gw.pid)
+            samples.append((scp.count(), cur, peak))
+            stop.wait(0.25)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        t0 = time.perf_counter()
+        elapsed, lat = send(port, files, logcfg, "GANTRY", k)
+        total = wait_count(scp, len(files), t0)
+    finally:
+        stop.set()
+        sampler.join()
+        gw.terminate()
+        gw.wait(60)
+        scp.stop()
+    results["gantry"] = dict(send=elapsed, total=total, lat=lat)
+
+    # report
+    n = len(files)
+    print(f"\n{n} objects, {k} sender(s) at once; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    direct = n / results["dcmtk direct"]["send"]
+    naive = n / results["naive relay"]["send"]
+    print(f"\n{'path':14} {'Success obj/s':>14} {'end-to-end obj/s':>17} "
+          f"{'p50 ms':>8} {'p99 ms':>8}")
+    for name, r in results.items():
+        print(f"{name:14} {n / r['send']:14.1f} {n / r['total']:17.1f} "
+              f"{pct(r['lat'], 50):8.1f} {pct(r['lat'], 99):8.1f}")
+    g = results["gantry"]
+    print(f"\ngantry / naive relay (Success): {n / g['send'] / naive:.2f}x   "
+          f"(end to end: {(n / g['total']) / (n / results['naive relay']['total']):.2f}x)")
+    print(f"gantry / dcmtk direct (Success): {n / g['send'] / direct:.2f}x   "
+          f"(end to end: {(n / g['total']) / (n / results['dcmtk direct']['total']):.2f}x)")
+    if samples:
+        peak = max(s[1] for s in samples)
+        print(f"gantry RSS (node + workers + forwarder): peak {peak / 1024:.0f} MiB")
+        for q in (0.25, 0.5, 0.75, 1.0):
+            upto = [s[1] for s in samples if s[0] <= q * n] or [samples[0][1]]
+            print(f"  up to {int(q * n):5} objects delivered: max RSS {max(upto) / 1024:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
