@@ -195,7 +195,8 @@ def run_demo(directory: str | None = None, limit: int | None = None,
     for why, n in sorted(refused.items()):
         out(f"  not accepted ({why}): {n}")
     out(f"Forwarded to the research PACS: {counts.get('delivered', 0)} objects "
-        f"({len(pacs.files())} files written by the PACS)")
+        f"({len(pacs.files())} distinct SOP instances in its folder: some samples are one "
+        f"image in several transfer syntaxes)")
     out(f"Quarantined: {counts.get('quarantined', 0)}")
     for why, n in reasons.most_common():
         out(f"  {n:4}  {why}")

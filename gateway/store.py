@@ -157,7 +157,18 @@ class Store:
             raise
         self.conn.execute("COMMIT")
         for event in tx.events:
-            self.log.info("job.state", **event)
+            name = "delivery.state" if "destination" in event else "job.state"
+            self.log.info(name, **event)
+
+    @staticmethod
+    def _delivery_event(tx: Tx, job_id: str, destination: str, state: str,
+                        status: int | None = None, error: str | None = None) -> None:
+        event: dict[str, Any] = {"job": job_id, "destination": destination, "to_state": state}
+        if status is not None:
+            event["status"] = f"0x{status:04X}"
+        if error:
+            event["error"] = error
+        tx.events.append(event)
 
     def _move(self, tx: Tx, job_id: str, to: str, detail: str = "", **fields: Any) -> str:
         row = tx.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -312,6 +323,7 @@ class Store:
                        "attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, "
                        "updated_at = ? WHERE job_id = ? AND destination = ?",
                        (SENT, status, now, job_id, destination))
+            self._delivery_event(tx, job_id, destination, SENT, status)
             left = tx.execute("SELECT count(*) FROM deliveries WHERE job_id = ? AND state != ?",
                               (job_id, SENT)).fetchone()[0]
             state = tx.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -329,6 +341,7 @@ class Store:
                        "status = ?, error = ?, lease_owner = NULL, lease_until = NULL, "
                        "updated_at = ? WHERE job_id = ? AND destination = ?",
                        (PENDING, now + delay, status, error, now, job_id, destination))
+            self._delivery_event(tx, job_id, destination, PENDING, status, error)
 
     def release_claims(self, job_ids: list[str], destination: str) -> None:
         """Give back unsent claims (e.g. at shutdown) without counting an attempt."""
@@ -347,6 +360,7 @@ class Store:
                        "attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, "
                        "updated_at = ? WHERE job_id = ? AND destination = ?",
                        (FAILED, status, reason, now, job_id, destination))
+            self._delivery_event(tx, job_id, destination, FAILED, status, reason)
             row = tx.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is not None and row["state"] == FORWARDING:
                 self._move_from(tx, job_id, FORWARDING, QUARANTINED, reason, reason=reason)

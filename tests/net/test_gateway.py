@@ -288,13 +288,26 @@ def test_refusals_quarantine_and_nothing_identifying_is_logged_or_audited(tmp_pa
             [sys.executable, "-m", "gateway.cli", "quarantine", "list", "--config", str(config)],
             capture_output=True, text=True, check=True).stdout
         assert listing.count("no route") == 3
+        job = listing.split()[0]
+        shown = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "quarantine", "show", job[:12], "--config",
+             str(config)], capture_output=True, text=True, check=True).stdout
+        assert "outcome              quarantined" in shown and "→ quarantined" in shown
+        listing += shown
         dump = "\n".join(store.conn.iterdump())
         audit = json.dumps(store.audit())
         store.close()
         every_uid = {u for _, u in ct + mr + xa}
         for text in (log.read_text(), dump, audit, listing):
             assert not identifiers_in(text, every_uid)
-        assert len(log.read_text().splitlines()) > 13 * 4  # one event per state change
+        events = [json.loads(line) for line in log.read_text().splitlines()]
+        moves = [e for e in events if e["event"] == "job.state"]
+        assert len(moves) >= 13 * 3 and all(len(e["job"]) == 32 for e in moves)
+        purged = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "quarantine", "purge", "--all", "--config",
+             str(config)], capture_output=True, text=True, check=True).stdout
+        assert "9 purged" in purged
+        assert not list((tmp_path / "state" / "quarantine").iterdir())
     finally:
         pacs.stop()
         good.stop()
