@@ -196,19 +196,24 @@ class Store:
 
     # ------------------------------------------------------------------ receive
 
-    def add_job(self, job_id: str, *, calling_ae: str, called_ae: str, peer: str,
-                sop_hash: str, sop_class_uid: str, transfer_syntax: str, size: int) -> None:
+    def add_job(self, job_id: str, **fields: Any) -> None:
         """Record a spooled object as `received` (the commit is the receiver's promise)."""
+        self.add_jobs([(job_id, fields)])
+
+    def add_jobs(self, jobs: list[tuple[str, dict[str, Any]]]) -> None:
+        """Several received jobs in one transaction (the receiver's group commit). Fields:
+        calling_ae, called_ae, peer, sop_hash, sop_class_uid, transfer_syntax, size."""
         now = time.time()
         with self.tx() as tx:
-            tx.execute(
-                "INSERT INTO jobs (id, state, received_at, updated_at, calling_ae, called_ae, "
-                "peer, sop_hash, sop_class_uid, transfer_syntax, size, attempts) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
-                (job_id, RECEIVED, now, now, calling_ae, called_ae, peer, sop_hash,
-                 sop_class_uid, transfer_syntax, size),
-            )
-            self._move_from(tx, job_id, None, RECEIVED, calling_ae)
+            for job_id, f in jobs:
+                tx.execute(
+                    "INSERT INTO jobs (id, state, received_at, updated_at, calling_ae, "
+                    "called_ae, peer, sop_hash, sop_class_uid, transfer_syntax, size, attempts) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                    (job_id, RECEIVED, now, now, f["calling_ae"], f["called_ae"], f["peer"],
+                     f["sop_hash"], f["sop_class_uid"], f["transfer_syntax"], f["size"]),
+                )
+                self._move_from(tx, job_id, None, RECEIVED, f["calling_ae"])
 
     # ------------------------------------------------------------------ workers
 

@@ -14,6 +14,7 @@ import struct
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,14 @@ def _looks_like_dataset(data: bytes, transfer_syntax: str) -> bool:
     return group >= 0x0008 and group != 0xFFFE
 
 
+@dataclass
+class _Pending:
+    job_id: str
+    fields: dict[str, Any]
+    done: bool = False
+    error: BaseException | None = None
+
+
 class Receiver:
     """A pynetdicom SCP that turns each C-STORE into a spooled file and a `received` job."""
 
@@ -90,7 +99,9 @@ class Receiver:
         self.on_received = on_received
         self.log = get_logger("gateway.receiver")
         self._store: Store | None = None
-        self._store_lock = threading.Lock()
+        self._commit = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._committing = False
         self._server: Any = None
         self._allowed = [(c.ae_title.strip(), c.address) for c in self.net.allowed_callers]
         self.ae = AE(ae_title=self.net.ae_title)
@@ -182,11 +193,32 @@ class Receiver:
         return SUCCESS
 
     def _add_job(self, job_id: str, **fields: Any) -> None:
-        # One connection for every association thread: SQLite serialises writers anyway.
-        with self._store_lock:
-            if self._store is None:
-                self._store = Store(self.store_path, durable=True)
-            self._store.add_job(job_id, **fields)
+        """Commit a received job. Group commit: whichever handler finds no commit running
+        commits everything queued so far in one transaction; the others wait for theirs."""
+        item = _Pending(job_id, fields)
+        with self._commit:
+            self._queue.append(item)
+            while not item.done:
+                if self._committing:
+                    self._commit.wait()
+                    continue
+                self._committing = True
+                batch, self._queue = self._queue, []
+                self._commit.release()
+                error: BaseException | None = None
+                try:
+                    assert self._store is not None
+                    self._store.add_jobs([(p.job_id, p.fields) for p in batch])
+                except BaseException as exc:  # noqa: BLE001 - handed to every waiter
+                    error = exc
+                finally:
+                    self._commit.acquire()
+                for p in batch:
+                    p.done, p.error = True, error
+                self._committing = False
+                self._commit.notify_all()
+        if item.error is not None:
+            raise item.error
 
     def _on_store(self, event: Any) -> int:
         job_id = uuid.uuid4().hex
