@@ -63,8 +63,9 @@ def set_nodelay(sock: socket.socket | None) -> None:
 
 
 def sop_hash(key: bytes, sop_instance_uid: str) -> str:
-    """The keyed hash of an original SOP Instance UID kept in the audit (never the UID)."""
-    return keyed_hash(key, f"sop-instance-uid:{sop_instance_uid}", 32)
+    """The keyed hash of an original SOP Instance UID kept in the audit (never the UID);
+    the same value as the pipeline's `Forwarded.original_sop_hash` and the batch audit."""
+    return keyed_hash(key, sop_instance_uid, 32)
 
 
 def _looks_like_dataset(data: bytes, transfer_syntax: str) -> bool:
