@@ -24,7 +24,8 @@ from typing import Any
 
 from gateway import logs
 from gateway.config import Config
-from gateway.store import StateDir, Store
+from gateway.statedir import StateDir
+from gateway.store import Store
 
 _QUOTED = re.compile(r"('[^']*'|\"[^\"]*\")")
 PR_SET_PDEATHSIG = 1

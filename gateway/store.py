@@ -9,7 +9,6 @@ jobs carry a keyed hash of the original SOP Instance UID, new UIDs, counts, reas
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -449,74 +448,3 @@ class Store:
         return self.conn.execute("SELECT count(*) FROM jobs WHERE state IN (?, ?, ?, ?)",
                                  (RECEIVED, PROCESSING, PROCESSED, FORWARDING)).fetchone()[0]
 
-
-class StateDir:
-    """The files of a node under `state_dir`: the database, the spool of originals as received,
-    the de-identified outbox files, quarantined originals and pynetdicom's temporary files."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.db = self.root / "gantry.db"
-        self.spool = self.root / "spool"
-        self.out = self.root / "out"
-        self.quarantine = self.root / "quarantine"
-        for d in (self.spool, self.out, self.quarantine):
-            d.mkdir(parents=True, exist_ok=True)
-
-    def spooled(self, job_id: str) -> Path:
-        return self.spool / f"{job_id}.dcm"
-
-    def output(self, job_id: str) -> Path:
-        return self.out / f"{job_id}.dcm"
-
-    def quarantined(self, job_id: str) -> Path:
-        return self.quarantine / f"{job_id}.dcm"
-
-    def original(self, job_id: str) -> Path | None:
-        """The original as received, wherever it is (spool or quarantine)."""
-        for path in (self.spooled(job_id), self.quarantined(job_id)):
-            if path.exists():
-                return path
-        return None
-
-    def move_to_quarantine(self, job_id: str) -> None:
-        src = self.spooled(job_id)
-        if src.exists():
-            os.replace(src, self.quarantined(job_id))
-        self._unlink(self.output(job_id))
-
-    def move_to_spool(self, job_id: str) -> None:
-        src = self.quarantined(job_id)
-        if src.exists():
-            os.replace(src, self.spooled(job_id))
-
-    def done(self, job_id: str) -> None:
-        """Delivered: the original and the outbox copy are no longer needed."""
-        self._unlink(self.spooled(job_id))
-        self._unlink(self.output(job_id))
-
-    def purge(self, job_id: str) -> None:
-        for path in (self.spooled(job_id), self.quarantined(job_id), self.output(job_id)):
-            self._unlink(path)
-
-    @staticmethod
-    def _unlink(path: Path) -> None:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-
-    def sweep(self, store: Store) -> int:
-        """At start: remove spool files that never got a job (crash before the commit) and
-        outbox files of jobs that are not waiting to be forwarded. Returns files removed."""
-        removed = 0
-        for path in list(self.spool.glob("*.dcm")) + list(self.out.glob("*")):
-            row = store.job(path.name.split(".")[0])
-            keep = row is not None and (
-                path.parent == self.spool and row["state"] not in (DELIVERED, PURGED)
-                or path.parent == self.out and row["state"] == FORWARDING and
-                path.suffix == ".dcm" and path.name.count(".") == 1)
-            if not keep:
-                self._unlink(path)
-                removed += 1
-        return removed

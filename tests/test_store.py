@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from gateway.statedir import StateDir
 from gateway.store import (
     DELIVERED,
     FORWARDING,
@@ -14,7 +15,6 @@ from gateway.store import (
     QUARANTINED,
     RECEIVED,
     TRANSITIONS,
-    StateDir,
     Store,
     StoreError,
 )

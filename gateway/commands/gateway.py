@@ -47,7 +47,8 @@ def register(sub: Any) -> None:
 
 def _open(config_path: str | None) -> tuple[Config, Any, Any]:
     from gateway.service import state_root
-    from gateway.store import StateDir, Store
+    from gateway.statedir import StateDir
+    from gateway.store import Store
 
     config = load_config(config_path)
     state = StateDir(state_root(config))

@@ -29,7 +29,8 @@ from pynetdicom.status import code_to_category
 from gateway.config import DestinationConfig
 from gateway.logs import get_logger
 from gateway.net.receiver import set_nodelay
-from gateway.store import Claim, StateDir, Store
+from gateway.statedir import StateDir
+from gateway.store import Claim, Store
 
 _config.STORE_SEND_CHUNKED_DATASET = True  # stream files: no decode, flat memory
 

@@ -16,7 +16,8 @@ from pydicom.data import get_testdata_file
 from gateway.config import DestinationConfig
 from gateway.demo import StandInPacs
 from gateway.net.forwarder import Outbox, backoff, is_transient
-from gateway.store import DELIVERED, FORWARDING, QUARANTINED, StateDir, Store
+from gateway.statedir import StateDir
+from gateway.store import DELIVERED, FORWARDING, QUARANTINED, Store
 
 
 def queue(state: StateDir, store: Store, files: list[Path], dests=("pacs",)) -> list[str]:

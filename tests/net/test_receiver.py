@@ -16,7 +16,8 @@ from pynetdicom import AE, _config
 
 from gateway.config import parse_config
 from gateway.net.receiver import Receiver
-from gateway.store import RECEIVED, StateDir, Store
+from gateway.statedir import StateDir
+from gateway.store import RECEIVED, Store
 
 
 @pytest.fixture
