@@ -235,8 +235,7 @@ def _encode_header(ds: Dataset) -> bytes:
     write_file_meta_info(out, ds.file_meta, enforce_standard=True)
     out.is_little_endian, out.is_implicit_VR = True, implicit
     encodings = ds._character_set
-    for tag in sorted(ds.keys()):
-        elem = ds.get_item(tag)
+    for tag, elem in sorted(ds._dict.items()):  # the element store: no value is decoded
         data = _plain_bytes(elem, implicit)
         if data is None:
             write_data_element(out, ds[tag], encodings)

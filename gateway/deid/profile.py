@@ -106,6 +106,7 @@ class Profile:
 
     def code_for(self, tag: int, sop_class: str = "") -> str | None:
         """The action code for a public tag, or None when Table E.1-1 does not list it."""
+        tag = int(tag)  # a plain int: BaseTag's __eq__ makes dict lookups slow
         code = self.actions.get(tag)
         if code is not None:
             if code == "X" and tag in TYPE2_IN_IOD and sop_class.startswith(TYPE2_IN_IOD[tag]):

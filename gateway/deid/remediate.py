@@ -77,7 +77,7 @@ def _values(value: object) -> list[str]:
 def element_vr(ds: Dataset, tag: int) -> str:
     """The VR of an element without decoding its value (the dictionary's for implicit VR and
     for UN, which pydicom replaces with the known VR when it decodes the element)."""
-    vr = ds.get_item(tag).VR
+    vr = ds._dict[tag].VR  # pydicom's element store: reading it never decodes a value
     if vr and vr != "UN":
         return vr
     entry = DicomDictionary.get(tag)  # implicit VR, or UN standing for a known VR

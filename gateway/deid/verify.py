@@ -17,7 +17,7 @@ LONG_IDENTIFIER = 6  # identifiers this long are also looked for inside other va
 
 def _text_values(item: Dataset, tag: int) -> list[str]:
     """The values of a text element; still-raw ASCII values are read without decoding."""
-    raw = item.get_item(tag)
+    raw = item._dict[tag]  # pydicom's element store: reading it never decodes a value
     if isinstance(raw, RawDataElement):
         if not raw.value:
             return []
