@@ -11,6 +11,7 @@ import pytest
 from nethelpers import DCMTK_ENV, data_store_files, need, storescu
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.filereader import read_file_meta_info
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, _config
 
@@ -99,10 +100,9 @@ def test_unknown_caller_is_rejected_with_the_standard_reason(receiver):
 
 def send_raw(port: int, path: Path) -> int:
     """C-STORE a file's bytes exactly as they are (pynetdicom SCU); the response status."""
-    meta = dcmread(path, stop_before_pixels=True)
+    meta = read_file_meta_info(path)
     ae = AE(ae_title="MODALITY")
-    ae.add_requested_context(meta.file_meta.MediaStorageSOPClassUID,
-                             meta.file_meta.TransferSyntaxUID)
+    ae.add_requested_context(meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID)
     assoc = ae.associate("127.0.0.1", port, ae_title="GANTRY")
     assert assoc.is_established
     _config.STORE_SEND_CHUNKED_DATASET = True
