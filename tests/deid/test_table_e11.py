@@ -229,14 +229,16 @@ def assert_profile_applied_inside(elem: DataElement, profile: Profile) -> None:
 
 
 def assert_action(code: str, column: str, tag: int, vr: str, planted: object,
-                  ds: Dataset, profile: Profile) -> None:
-    elem = element(ds, tag)
+                  ds: Dataset, profile: Profile, holder: Dataset | None = None) -> None:
+    """`ds` is the remediated object; `holder` the dataset (ds or a nested item) planted in."""
+    holder = ds if holder is None else holder
+    elem = element(holder, tag)
     members = code.rstrip("*").replace("U*", "U").split("/")
     if len(members) > 1:
         outcomes = []
         for member in members:
             try:
-                assert_action(member, column, tag, vr, planted, ds, profile)
+                assert_action(member, column, tag, vr, planted, ds, profile, holder)
                 outcomes.append(member)
             except AssertionError:
                 continue
@@ -250,6 +252,7 @@ def assert_action(code: str, column: str, tag: int, vr: str, planted: object,
         assert pseudonym.startswith(ProfileConfig().pseudonym_prefix)
         assert str(ds.PatientName) == pseudonym
         assert pseudonym != PID and pseudonym != PLANT["PN"]
+        assert elem is not None and str(elem.value) == pseudonym
     elif code == "X":
         assert elem is None, "X: the attribute must be removed"
     elif code == "Z":
@@ -312,15 +315,28 @@ def assert_clean(column: str, tag: int, vr: str, planted: object, elem: DataElem
     assert not has_identifier(elem.value), "C: the planted identifier survives cleaning"
 
 
+@pytest.mark.parametrize("depth", [0, 2])
 @pytest.mark.parametrize(("tag", "column", "code"), _cases())
-def test_row_action(tag: int, column: str, code: str) -> None:
+def test_row_action(tag: int, column: str, code: str, depth: int) -> None:
+    """The row's action, on a top-level attribute and on one two sequences deep (inside
+    sequences the table does not list: Referenced Series > Referenced Instance)."""
+    if depth and tag >> 16 == 0x0002:
+        pytest.skip("file meta elements are never nested")
     vr = vr_of(tag)
     ds = base_dataset()
-    plant(ds, tag, vr)
-    planted = element(ds, tag).value
+    holder = ds
+    if depth:
+        holder = Dataset()
+        outer = Dataset()
+        outer.ReferencedInstanceSequence = Sequence([holder])
+        ds.ReferencedSeriesSequence = Sequence([outer])
+    plant(holder, tag, vr)
+    planted = element(holder, tag).value
     profile = profile_for(column)
     remediate(ds, profile, b"table-e11-test-key-0123456789abcdef")
-    assert_action(code, column, tag, vr, planted, ds, profile)
+    if depth:
+        holder = ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
+    assert_action(code, column, tag, vr, planted, ds, profile, holder)
 
 
 def _text_in_sequence_cases() -> list:
