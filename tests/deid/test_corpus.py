@@ -301,3 +301,26 @@ def test_a_reference_to_another_object_follows_its_new_uid(site_key: bytes,
     assert ref.ReferencedSOPInstanceUID == new_a.SOPInstanceUID == out_a.sop_uid
     assert ref.ReferencedSOPClassUID == a.SOPClassUID
     assert new_a.file_meta.MediaStorageSOPInstanceUID == new_a.SOPInstanceUID
+
+
+@pytest.mark.parametrize("keyword", ["Manufacturer", "ImageComments", "StudyDescription"])
+def test_the_patients_name_in_another_attribute_never_leaves(keyword: str, pipeline: Pipeline,
+                                                             tmp_path: Path) -> None:
+    """The patient's name where no one expects it (an attribute the table keeps, removes, or
+    cleans only under an option): either it is gone from the output, or the object is refused
+    with a reason that names the attribute and not the value."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientName = NAME
+    setattr(ds, keyword, "Seen with Quixote Zebedaeus today")
+    src = tmp_path / "in.dcm"
+    ds.save_as(src)
+    tag = ds.data_element(keyword).tag
+    for profile in ("default", "basic", "everything-clean"):
+        outcome = pipeline.process(src, tmp_path / profile / "out.dcm", profile=profile,
+                                   burned_in="pass")
+        if isinstance(outcome, Forwarded):
+            data = outcome.path.read_bytes()
+            assert b"Quixote" not in data and b"Zebedaeus" not in data, profile
+        else:
+            assert f"({tag.group:04X},{tag.element:04X})" in outcome.reason
+            assert "Quixote" not in outcome.reason and "Zebedaeus" not in outcome.reason

@@ -18,10 +18,11 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
 import gateway
-from gateway.config import OPTION_NAMES, ProfileConfig
+from gateway.config import OPTION_NAMES, ProfileConfig, TagOverride
 from gateway.deid.profile import Profile
 from gateway.deid.remediate import remediate
 from gateway.deid.stamp import stamp
+from gateway.deid.verify import verify
 
 DATA = Path(gateway.__file__).parent / "deid" / "data"
 E11_CSV = DATA / "ps315_table_E.1-1_2026d.csv"
@@ -474,3 +475,44 @@ def test_stamp_adds_clean_pixel_data_code() -> None:
     stamp(ds, profile, ["113101"])
     assert sorted(i.CodeValue for i in ds.DeidentificationMethodCodeSequence) == [
         "113100", "113101"]
+
+
+# ------------------------------------------------------------------ per-tag overrides
+
+
+def test_phi_tag_overrides_on_top_of_the_table(site_key: bytes, other_key: bytes) -> None:
+    """keep / remove / empty / replace / hash win over the table's code, and verify accepts
+    what they leave."""
+    overrides = {
+        "StudyDescription": TagOverride("keep"),  # the table: X
+        "(0008,0070)": TagOverride("remove"),  # Manufacturer: not in the table, so kept
+        "ProtocolName": TagOverride("empty"),  # the table: X/D
+        "InstitutionName": TagOverride("replace", "RESEARCH SITE"),  # the table: X
+        "StudyID": TagOverride("hash"),  # the table: Z
+        "(0029,1001)": TagOverride("keep"),  # a private element
+    }
+    profile = Profile.from_config(ProfileConfig(phi_tags=overrides))
+
+    def planted() -> Dataset:
+        ds = base_dataset()
+        ds.StudyDescription = "CT chest 7731"
+        ds.Manufacturer = "ACME 7731"
+        ds.ProtocolName = "Thorax 7731"
+        ds.InstitutionName = "General Hospital 7731"
+        ds.StudyID = "S7731"
+        ds.private_block(0x0029, "ACME 1.0", create=True).add_new(0x01, "DS", "1.5")
+        return ds
+
+    ds = planted()
+    remediation = remediate(ds, profile, site_key)
+    assert ds.StudyDescription == "CT chest 7731"
+    assert "Manufacturer" not in ds
+    assert "ProtocolName" in ds and ds["ProtocolName"].is_empty
+    assert ds.InstitutionName == "RESEARCH SITE"
+    assert ds.StudyID and ds.StudyID != "S7731"
+    assert ds.private_block(0x0029, "ACME 1.0")[0x01].value == "1.5"
+    assert verify(ds, remediation, profile) == []
+    again, other = planted(), planted()
+    remediate(again, profile, site_key)
+    remediate(other, profile, other_key)
+    assert again.StudyID == ds.StudyID != other.StudyID
