@@ -30,6 +30,7 @@ from gateway.store import Store
 _QUOTED = re.compile(r"('[^']*'|\"[^\"]*\")")
 PR_SET_PDEATHSIG = 1
 CHILD_NICENESS = 5
+MAX_PROCESSING_ATTEMPTS = 3  # a job whose worker died this often is quarantined (poison)
 
 
 def scrub(reason: str) -> str:
@@ -116,6 +117,9 @@ class Worker:
         from gateway.pipeline import Forwarded
 
         job_id = row["id"]
+        if row["attempts"] > MAX_PROCESSING_ATTEMPTS:
+            return self._quarantine(job_id, f"processing did not finish in "
+                                            f"{MAX_PROCESSING_ATTEMPTS} attempts")
         src = self.state.original(job_id)
         if src is None:
             return self._quarantine(job_id, "original missing from the spool")
@@ -192,6 +196,12 @@ class _Child:
     args: tuple
     process: Any = None
 
+    def owner_prefix(self) -> str:
+        """How the claims of this child's current process are labelled."""
+        if self.name.startswith("forwarder-"):
+            return f"fwd-{self.name.removeprefix('forwarder-')}-{self.process.pid}:"
+        return f"worker-{self.process.pid}-"
+
 
 class Service:
     """One gateway node over one state directory."""
@@ -243,8 +253,9 @@ class Service:
         while not self.stopping.wait(0.5):
             for child in self.children:
                 if not child.process.is_alive():
+                    requeued = self.store.reclaim(owner=child.owner_prefix())
                     self.log.error("child.died", child=child.name,
-                                   exitcode=child.process.exitcode)
+                                   exitcode=child.process.exitcode, requeued=requeued)
                     self._spawn(child)
             if time.monotonic() - last_reclaim > 30:
                 self.store.reclaim()

@@ -269,21 +269,28 @@ class Store:
         with self.tx() as tx:
             self._move(tx, job_id, QUARANTINED, reason, **fields)
 
-    def reclaim(self, *, everything: bool = False) -> int:
-        """Requeue expired claims (all claims when `everything`, i.e. at start)."""
+    def reclaim(self, *, everything: bool = False, owner: str | None = None) -> int:
+        """Requeue expired claims; all claims when `everything` (at start); or every claim
+        whose owner starts with `owner` (a process that died). Returns how many."""
         now = time.time()
-        cutoff = float("inf") if everything else now
+        cutoff = float("inf") if everything or owner else now
+        pattern = (owner or "").replace("%", "") + "%"
         with self.tx() as tx:
-            rows = tx.execute("SELECT id FROM jobs WHERE state = ? AND "
-                              "(lease_until IS NULL OR lease_until < ?)",
-                              (PROCESSING, cutoff)).fetchall()
+            rows = tx.execute("SELECT id, attempts FROM jobs WHERE state = ? AND "
+                              "(lease_until IS NULL OR lease_until < ?) AND "
+                              "coalesce(lease_owner, '') LIKE ?",
+                              (PROCESSING, cutoff, pattern)).fetchall()
             for row in rows:
+                # A node restart is not the object's fault: that claim does not count as an
+                # attempt. A worker that died on it (or overran its lease) does.
+                attempts = row["attempts"] - 1 if everything else row["attempts"]
                 self._move_from(tx, row["id"], PROCESSING, RECEIVED, "stale claim",
-                                lease_owner=None, lease_until=None)
+                                lease_owner=None, lease_until=None, attempts=max(0, attempts))
             cur = tx.execute("UPDATE deliveries SET state = ?, lease_owner = NULL, "
                              "lease_until = NULL WHERE state = ? AND "
-                             "(lease_until IS NULL OR lease_until < ?)",
-                             (PENDING, SENDING, cutoff))
+                             "(lease_until IS NULL OR lease_until < ?) AND "
+                             "coalesce(lease_owner, '') LIKE ?",
+                             (PENDING, SENDING, cutoff, pattern))
             requeued = len(rows) + cur.rowcount
         return requeued
 
@@ -401,7 +408,7 @@ class Store:
         """quarantined → received: the worker runs the pipeline again."""
         with self.tx() as tx:
             tx.execute("DELETE FROM deliveries WHERE job_id = ?", (job_id,))
-            self._move(tx, job_id, RECEIVED, "released", reason=None)
+            self._move(tx, job_id, RECEIVED, "released", reason=None, attempts=0)
 
     def purge(self, job_id: str) -> None:
         with self.tx() as tx:

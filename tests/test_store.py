@@ -105,6 +105,17 @@ def test_reclaim_at_start_takes_live_leases_too(store):
     store.claim_jobs("w1", lease=3600)
     assert store.reclaim() == 0
     assert store.reclaim(everything=True) == 1
+    assert store.job("j1")["attempts"] == 0  # a restart does not count against the object
+
+
+def test_reclaim_the_claims_of_a_dead_process(store):
+    add(store, "j1")
+    add(store, "j2")
+    store.claim_jobs("worker-101-aa", lease=3600)
+    store.claim_jobs("worker-102-bb", lease=3600)
+    assert store.reclaim(owner="worker-101-") == 1
+    assert store.job("j1")["state"] == RECEIVED and store.job("j1")["attempts"] == 1
+    assert store.job("j2")["state"] == PROCESSING
 
 
 def test_fan_out_delivered_only_when_every_destination_is(store):

@@ -15,6 +15,7 @@ when the destination refused the original one. Outcomes:
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -247,7 +248,7 @@ class Outbox:
         self.name, self.dest, self.state = name, dest, state
         self.calling_ae, self.stop, self.max_pdu = calling_ae, stop, max_pdu
         self.batch, self.poll, self.idle = batch, poll, idle
-        self.owner = f"fwd-{name}-{id(self):x}"
+        self.owner = f"fwd-{name}-{os.getpid()}"
         self.log = get_logger("gateway.forwarder")
         self.slots = [Slot(self, i) for i in range(max(1, dest.associations))]
 

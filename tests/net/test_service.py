@@ -1,0 +1,79 @@
+"""The worker in-process with the real pipeline: routing, outbox, quarantine, poison objects."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+from gateway.config import parse_config
+from gateway.service import MAX_PROCESSING_ATTEMPTS, Worker, scrub
+from gateway.statedir import StateDir
+from gateway.store import FORWARDING, QUARANTINED, Store
+
+KEY = b"s" * 32
+
+
+def setup(tmp_path: Path, routes: list[dict]) -> tuple[Worker, StateDir, Store]:
+    cfg = parse_config({"destinations": {"pacs": {"ae_title": "PACS", "host": "127.0.0.1",
+                                                  "port": 104}},
+                        "routes": routes}, "<test>")
+    state = StateDir(tmp_path / "state")
+    return Worker(cfg, KEY, state), state, Store(state.db)
+
+
+def spool(state: StateDir, store: Store, job: str, name: str = "CT_small.dcm") -> None:
+    shutil.copy(get_testdata_file(name), state.spooled(job))
+    store.add_job(job, calling_ae="MOD", called_ae="GANTRY", peer="127.0.0.1", sop_hash="H",
+                  sop_class_uid="1.2.840.10008.5.1.4.1.1.2", transfer_syntax="x", size=1)
+
+
+def test_routed_object_lands_in_the_outbox_de_identified(tmp_path):
+    worker, state, store = setup(tmp_path, [{"name": "ct", "tags": {"Modality": "CT"},
+                                             "destinations": ["pacs"]}])
+    spool(state, store, "j1")
+    assert worker.run_once()
+    row = store.job("j1")
+    assert row["state"] == FORWARDING and row["route"] == "ct"
+    out = dcmread(state.output("j1"))
+    original = dcmread(get_testdata_file("CT_small.dcm"))
+    assert out.SOPInstanceUID == row["new_sop_uid"] != original.SOPInstanceUID
+    assert out.PatientIdentityRemoved == "YES"
+    assert [d["destination"] for d in store.deliveries("j1")] == ["pacs"]
+    assert not worker.run_once()  # nothing left
+
+
+def test_no_route_quarantines_and_keeps_the_original(tmp_path):
+    worker, state, store = setup(tmp_path, [{"name": "mr", "tags": {"Modality": "MR"},
+                                             "destinations": ["pacs"]}])
+    spool(state, store, "j1")
+    worker.run_once()
+    assert store.job("j1")["state"] == QUARANTINED and store.job("j1")["reason"] == "no route"
+    assert state.original("j1") == state.quarantined("j1")
+    assert not state.output("j1").exists()
+
+
+def test_unreadable_original_is_quarantined_with_the_problem(tmp_path):
+    worker, state, store = setup(tmp_path, [{"name": "all", "destinations": ["pacs"]}])
+    spool(state, store, "j1")
+    state.spooled("j1").write_bytes(b"\0" * 200)
+    worker.run_once()
+    assert store.job("j1")["reason"].startswith("unreadable:")
+
+
+def test_an_object_that_keeps_killing_its_worker_is_quarantined(tmp_path):
+    worker, state, store = setup(tmp_path, [{"name": "all", "destinations": ["pacs"]}])
+    spool(state, store, "j1")
+    for i in range(MAX_PROCESSING_ATTEMPTS):  # each time the worker "died" holding it
+        store.claim_jobs(f"worker-{i}-x")
+        store.reclaim(owner=f"worker-{i}-")
+    worker.run_once()
+    row = store.job("j1")
+    assert row["state"] == QUARANTINED
+    assert row["reason"] == f"processing did not finish in {MAX_PROCESSING_ATTEMPTS} attempts"
+
+
+def test_reasons_are_scrubbed_of_quoted_values():
+    assert scrub("bad value 'DOE^JOHN' in (0010,0010)") == "bad value <value> in (0010,0010)"
