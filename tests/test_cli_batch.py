@@ -183,3 +183,21 @@ def test_diff_lists_changes(batch_folder: BatchFolder, gantry_env: dict, tmp_pat
     assert "(0008,0016)" not in changes  # SOP Class UID is kept
     same = gantry(gantry_env, "diff", src, src)
     assert same.stdout.strip().splitlines() == ["0 differences"]
+
+
+def test_deidentify_with_a_config_and_a_key_file(batch_folder: BatchFolder, gantry_env: dict,
+                                                 tmp_path: Path) -> None:
+    """keys init → a config naming the key file → deidentify --config: the key decides the
+    new UIDs (another key, other UIDs; the same key, the same UIDs)."""
+    src = batch_folder.root / "ct.dcm"
+    assert gantry(gantry_env, "keys", "init", tmp_path / "site.key").returncode == 0
+    config = tmp_path / "gantry.yaml"
+    config.write_text("site_key: {file: site.key}\nprofile:\n  options: []\n")
+    names = []
+    for run_dir, args in (("a", ["--config", config]), ("b", ["--config", config]),
+                          ("c", [])):
+        run = gantry(gantry_env, "deidentify", src, tmp_path / run_dir, *args)
+        assert run.returncode == 0, printed(run)
+        (out,) = list((tmp_path / run_dir).rglob("*.dcm"))
+        names.append(out.relative_to(tmp_path / run_dir))
+    assert names[0] == names[1] != names[2]
