@@ -362,3 +362,27 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "Forwarded to the research PACS:" in run.stdout
     assert list((tmp_path / "research-pacs").rglob("*.dcm"))
     assert str(tmp_path / "research-pacs") in run.stdout
+
+
+def test_sigterm_finishes_the_receive_in_flight(tmp_path, storescp, gateway):
+    scp = storescp()
+    objs = make_objects(tmp_path / "in", 60)
+    config = write_config(tmp_path, {"pacs": ("PACS", scp.port)})
+    gw = gateway(config, tmp_path / "log.jsonl")
+    sender = subprocess.Popen(
+        [need("storescu"), "-v", "-aet", "MODALITY", "-aec", "GANTRY", "127.0.0.1",
+         str(gw.port), *[str(p) for p, _ in objs]], env=DCMTK_ENV, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    head = [sender.stdout.readline()]
+    while "Received Store Response" not in head[-1]:  # the association is sending
+        head.append(sender.stdout.readline())
+    gw.proc.terminate()
+    out = "".join(head) + sender.stdout.read()  # (communicate() can drop buffered lines)
+    sender.wait(120)
+    assert gw.proc.wait(120) == 0
+    assert sender.returncode == 0 and len(_succeeded(out)) == 60  # nothing cut off
+    store = gw.store()
+    assert sum(store.counts().values()) == 60  # every Success has its job
+    store.close()
+    gw.start()  # the rest is finished after the restart
+    assert wait_settled(gw, 60) == {DELIVERED: 60}
