@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from gateway.config import Config, load_config
+from gateway.config import Config, ConfigError, load_config
 
 
 def register(sub: Any) -> None:
@@ -51,7 +51,11 @@ def _open(config_path: str | None) -> tuple[Config, Any, Any]:
     from gateway.store import Store
 
     config = load_config(config_path)
-    state = StateDir(state_root(config))
+    root = state_root(config)
+    if not (root / "gantry.db").exists():
+        raise ConfigError(config.source, "state_dir", f"no gateway state in {root} "
+                          "(has `gantry serve` run with this configuration?)")
+    state = StateDir(root)
     return config, state, Store(state.db, durable=False)
 
 
