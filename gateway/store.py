@@ -69,7 +69,8 @@ class Claim:
     destination: str
     sop_class_uid: str
     transfer_syntax: str
-    attempts: int
+    attempts: int      # every attempt (connection failures included): drives the backoff
+    refusals: int = 0  # transient failure statuses so far: bounded by max_retries
 
 
 class Store:
@@ -113,6 +114,7 @@ class Store:
             self.db["deliveries"].create(
                 {
                     "job_id": str, "destination": str, "state": str, "attempts": int,
+                    "refusals": int,
                     "next_at": float, "lease_owner": str, "lease_until": float,
                     "status": int, "error": str, "updated_at": float,
                 },
@@ -306,7 +308,8 @@ class Store:
             return []  # nothing due: no write lock taken
         with self.tx() as tx:
             rows = tx.execute(
-                "SELECT d.job_id, d.attempts, j.sop_class_uid, j.out_transfer_syntax "
+                "SELECT d.job_id, d.attempts, d.refusals, j.sop_class_uid, "
+                "j.out_transfer_syntax "
                 "FROM deliveries d JOIN jobs j ON j.id = d.job_id "
                 "WHERE d.destination = ? AND d.state = ? AND d.next_at <= ? AND j.state = ? "
                 "ORDER BY d.next_at LIMIT ?",
@@ -317,7 +320,7 @@ class Store:
                            "updated_at = ? WHERE job_id = ? AND destination = ?",
                            (SENDING, owner, now + lease, now, row["job_id"], destination))
         return [Claim(r["job_id"], destination, r["sop_class_uid"], r["out_transfer_syntax"],
-                      r["attempts"]) for r in rows]
+                      r["attempts"], r["refusals"] or 0) for r in rows]
 
     def next_due(self, destination: str) -> float | None:
         """When the earliest pending delivery of `destination` is due (None: nothing queued)."""
@@ -345,13 +348,16 @@ class Store:
 
     def retry_later(self, job_id: str, destination: str, *, delay: float, error: str,
                     status: int | None = None) -> None:
-        """Back to pending, due after `delay` seconds, with the last error recorded."""
+        """Back to pending, due after `delay` seconds, with the last error recorded (a
+        `status` means the destination refused it for now: counted in `refusals`)."""
         now = time.time()
         with self.tx() as tx:
             tx.execute("UPDATE deliveries SET state = ?, attempts = attempts + 1, next_at = ?, "
+                       "refusals = coalesce(refusals, 0) + ?, "
                        "status = ?, error = ?, lease_owner = NULL, lease_until = NULL, "
                        "updated_at = ? WHERE job_id = ? AND destination = ?",
-                       (PENDING, now + delay, status, error, now, job_id, destination))
+                       (PENDING, now + delay, int(status is not None), status, error, now,
+                        job_id, destination))
             self._delivery_event(tx, job_id, destination, PENDING, status, error)
 
     def release_claims(self, job_ids: list[str], destination: str) -> None:

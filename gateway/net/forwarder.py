@@ -216,13 +216,13 @@ class Slot(threading.Thread):
             if category == "Warning":
                 box.log.warning("delivery.warning", job=claim.job_id, destination=box.name,
                                 status=f"0x{status:04X}")
-        elif is_transient(status) and claim.attempts + 1 < box.dest.max_retries:
+        elif is_transient(status) and claim.refusals + 1 < box.dest.max_retries:
             store.retry_later(claim.job_id, box.name, status=status,
                               error=f"status 0x{status:04X}", delay=self._delay(claim.attempts))
         else:
             reason = f"{box.name} answered status 0x{status:04X}"
             if is_transient(status):
-                reason += f" after {claim.attempts + 1} attempts"
+                reason += f" {claim.refusals + 1} times"
             store.delivery_failed(claim.job_id, box.name, status=status, reason=reason)
             box.state.move_to_quarantine(claim.job_id)
 
