@@ -15,6 +15,7 @@ import multiprocessing as mp
 import os
 import re
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -289,7 +290,16 @@ class Service:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        self.start()
+        try:
+            self.start()
+        except OSError as exc:  # e.g. the port is taken
+            net = self.config.network
+            self.log.error("service.cannot_listen", host=net.host, port=net.port,
+                           error=exc.strerror or type(exc).__name__)
+            print(f"gantry: cannot listen on {net.host}:{net.port}: "
+                  f"{exc.strerror or exc}", file=sys.stderr)
+            self.stop(grace=5)
+            return 2
         self.log.info("service.ready", port=self.port, workers=self.config.network.workers,
                       destinations=list(self.config.destinations))
         self.supervise()
