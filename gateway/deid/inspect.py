@@ -5,11 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
+from gateway.deid.dummies import TEXT, dummy_for
+from gateway.deid.keyed import is_well_known_uid
 from gateway.deid.profile import Profile
-from gateway.deid.remediate import IDENTIFYING_TAGS, PATIENT_ID, PATIENT_NAME
+from gateway.deid.remediate import (
+    IDENTIFYING_TAGS,
+    LONGITUDINAL_MODIFIED,
+    PATIENT_ID,
+    PATIENT_NAME,
+)
 from gateway.deid.tags import tag_str
 
 BANDS = ((75, "CRITICAL"), (50, "HIGH"), (25, "MEDIUM"), (0, "LOW"))
@@ -59,9 +67,24 @@ def _weight(tag: BaseTag, vr: str, action: str) -> int:
     return 2
 
 
+def _already_clean(elem: DataElement, action: str, profile: Profile, shifted: bool) -> bool:
+    """A value that is already what remediation writes: a `2.25.` or well-known UID, a dummy,
+    a pseudonym, or a date of an object whose dates say they were modified."""
+    text = str(elem.value)
+    if elem.VR == "UI":
+        return text.startswith("2.25.") or is_well_known_uid(text)
+    if elem.tag in (PATIENT_ID, PATIENT_NAME):
+        return text.startswith(profile.pseudonym_prefix)
+    if action == "D":
+        return text in (TEXT, str(dummy_for(elem.VR)))
+    return action == "C" and shifted and elem.VR in ("DA", "DT")
+
+
 def inspect(ds: Dataset, profile: Profile) -> Report:
     """Findings (element path, VR, action, weight) and a risk score for `ds`."""
     findings: list[Finding] = []
+    shifted = str(ds.get(LONGITUDINAL_MODIFIED, "") and ds[LONGITUDINAL_MODIFIED].value) == (
+        "MODIFIED")
 
     def walk(item: Dataset, path: str) -> None:
         for elem in item:
@@ -87,7 +110,8 @@ def inspect(ds: Dataset, profile: Profile) -> Report:
                 for i, sub in enumerate(elem.value or ()):
                     walk(sub, f"{where}[{i}].")
                 continue
-            if not action or action == "K" or empty:
+            if not action or action == "K" or empty or _already_clean(
+                    elem, action, profile, shifted):
                 continue
             findings.append(Finding(where, vr, action, _weight(tag, vr, action)))
 

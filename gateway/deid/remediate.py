@@ -359,6 +359,8 @@ class _Remediator:
             elif self.profile.is_safe_private(group, creator, element):
                 kept.append(ds[t])
                 self._count("C")
+                if ds[t].VR == "UI":  # a kept UID is still a UID: remap it like any other
+                    self._map_uid_elem(ds[t])
             else:
                 self._count("X")
         keep_blocks = sorted({(e.tag & 0xFFFF) >> 8 for e in kept})
