@@ -53,6 +53,8 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
+    if os.getppid() == 1:  # the node died before we could ask to die with it
+        os._exit(1)
 
 
 def _child_setup(config: Config, role: str) -> None:
