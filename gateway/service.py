@@ -47,18 +47,23 @@ def state_root(config: Config) -> Path:
     return root
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """Children die with the node even on kill -9 (no orphan keeps working on the state)."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
-    if os.getppid() == 1:  # the node died before we could ask to die with it
+    orphaned_check(parent)  # the node may have died before we asked to die with it
+
+
+def orphaned_check(parent: int) -> None:
+    """Exit at once if the node that started us is gone (we were re-parented)."""
+    if os.getppid() != parent:
         os._exit(1)
 
 
-def _child_setup(config: Config, role: str) -> None:
-    _die_with_parent()
+def _child_setup(config: Config, role: str, parent: int) -> None:
+    _die_with_parent(parent)
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>`: stack dump on stderr
     # Receiving (the sender waits for our answer) comes first; de-identification and
     # forwarding drain the queue with the CPU left over.
@@ -74,6 +79,7 @@ class StopFlag:
 
     def __init__(self, ctx: Any) -> None:
         self._value = ctx.RawValue("b", 0)
+        self.node_pid = os.getpid()  # the children's parent: they exit if it is gone
 
     def set(self) -> None:
         self._value.value = 1
@@ -167,9 +173,10 @@ class Worker:
 
 def worker_main(config: Config, site_key: bytes, root: str, stop: Any) -> None:
     """Entry point of a worker process."""
-    _child_setup(config, "worker")
+    _child_setup(config, "worker", stop.node_pid)
     worker = Worker(config, site_key, StateDir(root))
     while not stop.is_set():
+        orphaned_check(stop.node_pid)
         if not worker.run_once():
             stop.wait(0.02)
 
@@ -178,13 +185,13 @@ def forwarder_main(config: Config, name: str, root: str, stop: Any) -> None:
     """Entry point of the forwarder process of one destination."""
     from gateway.net.forwarder import Outbox
 
-    _child_setup(config, "forwarder")
+    _child_setup(config, "forwarder", stop.node_pid)
     local_stop = threading.Event()  # the slots' flag, set when the node's flag is
     outbox = Outbox(name, config.destinations[name], StateDir(root),
                     calling_ae=config.network.ae_title, stop=local_stop)
     outbox.start()
     while not stop.wait(0.1):
-        pass
+        orphaned_check(stop.node_pid)
     local_stop.set()
     outbox.join(60)
 

@@ -81,13 +81,24 @@ class Slot(threading.Thread):
         store = Store(box.state.db, durable=False)
         try:
             while not box.stop.is_set():
-                claims = store.claim_deliveries(box.name, self.owner, limit=box.batch)
-                if not claims:
-                    if self.assoc is not None and time.monotonic() - self.last_used > box.idle:
-                        self._release()
-                    box.stop.wait(box.poll)
-                    continue
-                self._send_batch(store, claims)
+                claims: list[Claim] = []
+                try:
+                    claims = store.claim_deliveries(box.name, self.owner, limit=box.batch)
+                    if not claims:
+                        if self.assoc is not None and time.monotonic() - self.last_used > box.idle:
+                            self._release()
+                        box.stop.wait(box.poll)
+                        continue
+                    self._send_batch(store, claims)
+                except Exception as exc:  # noqa: BLE001 - a slot must not die holding claims
+                    box.log.error("outbox.error", destination=box.name,
+                                  error=type(exc).__name__)
+                    self._release()
+                    try:
+                        store.release_claims([c.job_id for c in claims], box.name)
+                    except Exception:  # noqa: BLE001 - the lease will expire instead
+                        pass
+                    box.stop.wait(1.0)
         finally:
             self._release()
             store.close()
