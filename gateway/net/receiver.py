@@ -14,6 +14,7 @@ import struct
 import threading
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -79,6 +80,13 @@ def _looks_like_dataset(data: bytes, transfer_syntax: str) -> bool:
     return group >= 0x0008 and group != 0xFFFE
 
 
+def _wait_quietly(future: Future) -> None:
+    try:
+        future.result()
+    except OSError:
+        pass
+
+
 @dataclass
 class _Pending:
     job_id: str
@@ -103,6 +111,7 @@ class Receiver:
         self._commit = threading.Condition()
         self._queue: list[_Pending] = []
         self._committing = False
+        self._fsyncer = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
         self._server: Any = None
         self._allowed = [(c.ae_title.strip(), c.address) for c in self.net.allowed_callers]
         self.ae = AE(ae_title=self.net.ae_title)
@@ -242,22 +251,35 @@ class Receiver:
             return CANNOT_UNDERSTAND
         path = self.spool_dir / f"{job_id}.dcm"
         try:
-            self._write(path, data, sop_class, sop_uid, ts, calling)
+            fd = self._write(path, data, sop_class, sop_uid, ts, calling)
         except OSError as exc:
             self._discard(path)
             self.log.error("store.failed", job=job_id, status=OUT_OF_RESOURCES,
                            reason=f"spool write failed: {exc.strerror or type(exc).__name__}")
             return OUT_OF_RESOURCES
+        # The file's fsync and the job's commit (the WAL's fsync) run at the same time: the
+        # answer waits for both. (A job seen before its file is on disk is harmless: workers
+        # read the page cache; a crash before the answer means the sender sends it again.)
+        synced = self._fsyncer.submit(os.fsync, fd)
         try:
-            self._add_job(job_id, calling_ae=calling, called_ae=called, peer=peer,
-                                  sop_hash=sop_hash(self.key, sop_uid),
-                                  sop_class_uid=sop_class, transfer_syntax=ts,
-                                  size=len(data))
-        except Exception as exc:  # noqa: BLE001 - any database failure → Out of Resources
-            self._discard(path)
-            self.log.error("store.failed", job=job_id, status=OUT_OF_RESOURCES,
-                           reason=f"database: {type(exc).__name__}")
-            return OUT_OF_RESOURCES
+            try:
+                self._add_job(job_id, calling_ae=calling, called_ae=called, peer=peer,
+                              sop_hash=sop_hash(self.key, sop_uid),
+                              sop_class_uid=sop_class, transfer_syntax=ts, size=len(data))
+            except Exception as exc:  # noqa: BLE001 - any database failure → Out of Resources
+                _wait_quietly(synced)
+                self._discard(path)
+                self.log.error("store.failed", job=job_id, status=OUT_OF_RESOURCES,
+                               reason=f"database: {type(exc).__name__}")
+                return OUT_OF_RESOURCES
+            try:
+                synced.result()
+            except OSError as exc:
+                self.log.error("store.failed", job=job_id, status=OUT_OF_RESOURCES,
+                               reason=f"spool fsync failed: {exc.strerror or 'error'}")
+                return OUT_OF_RESOURCES
+        finally:
+            os.close(fd)
         if self.on_received is not None:
             self.on_received(job_id)
         return SUCCESS
@@ -271,7 +293,9 @@ class Receiver:
 
     @staticmethod
     def _write(path: Path, data: bytes, sop_class: str, sop_uid: str, ts: str,
-               calling: str) -> None:
+               calling: str) -> int:
+        """Write File Meta + the data set as received; returns the open descriptor (not yet
+        fsync'd; fsync of a new file on ext4/xfs also persists its directory entry)."""
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = sop_class
         meta.MediaStorageSOPInstanceUID = sop_uid
@@ -290,7 +314,7 @@ class Receiver:
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
-            # fsync of a new file on ext4/xfs also persists its directory entry.
-            os.fsync(fd)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        return fd
