@@ -25,6 +25,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -97,14 +98,15 @@ class StoreSCP:
         self.proc = subprocess.Popen(
             ["storescp", *(["--fork"] if fork else []), "-aet", "PACS", "+uf",
              "--output-directory", str(folder), str(self.port)], env=DCMTK_ENV,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)  # its --fork children go with it on stop()
         wait_port(self.port)
 
     def count(self) -> int:
         return sum(1 for _ in self.folder.iterdir())
 
     def stop(self) -> None:
-        self.proc.terminate()
+        os.killpg(self.proc.pid, signal.SIGTERM)
         self.proc.wait(10)
 
 
