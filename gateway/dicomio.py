@@ -25,7 +25,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.multival import MultiValue
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
-from pydicom.valuerep import PersonName
+from pydicom.valuerep import IS, DSfloat, PersonName
 
 from gateway.deid.tags import tag_str
 
@@ -194,6 +194,8 @@ def _copy_tail(src: Path, offset: int, out: BinaryIO) -> None:
 
 _ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
                         "UI", "UR", "UT"})
+_BYTES_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
 _PACK_IMPLICIT = struct.Struct("<HHI").pack
 _PACK_SHORT = struct.Struct("<HH2sH").pack
 _PACK_LONG = struct.Struct("<HH2s2xI").pack
@@ -208,13 +210,23 @@ def _plain_bytes(elem: RawDataElement | DataElement, implicit: bool) -> bytes | 
                 and not len(elem.value) % 2):
             return elem.value
         return None
-    if elem.VR not in _ASCII_VRS:
-        return None
-    value = elem.value
+    vr, value = elem.VR, elem.value
     if value is None or value == "":
-        return b""
+        return b"" if vr in _ASCII_VRS or vr in _NUMBER_FORMATS else None
+    if isinstance(value, bytes):  # pixel data may be encapsulated: pydicom's writer knows
+        return (value if vr in _BYTES_VRS and not len(value) % 2
+                and elem.tag not in PIXEL_TAGS and not elem.is_undefined_length else None)
     parts = list(value) if isinstance(value, MultiValue | list) else [value]
-    if not all(type(p) is str or isinstance(p, PersonName) for p in parts):
+    if vr in _NUMBER_FORMATS:
+        try:
+            return struct.pack("<" + _NUMBER_FORMATS[vr] * len(parts), *parts)
+        except struct.error:
+            return None
+    if vr in ("DS", "IS"):
+        if not all(isinstance(p, str | DSfloat | IS) for p in parts):
+            return None
+    elif vr not in _ASCII_VRS or not all(type(p) is str or isinstance(p, PersonName)
+                                         for p in parts):
         return None
     text = "\\".join(str(p) for p in parts)
     if not text.isascii():
@@ -225,6 +237,33 @@ def _plain_bytes(elem: RawDataElement | DataElement, implicit: bool) -> bytes | 
     return data
 
 
+def _encode_element(tag: int, vr: str, data: bytes, implicit: bool) -> bytes:
+    group, element = tag >> 16, tag & 0xFFFF
+    if implicit:
+        return _PACK_IMPLICIT(group, element, len(data)) + data
+    if vr.encode() in _LONG_VRS:
+        return _PACK_LONG(group, element, vr.encode(), len(data)) + data
+    return _PACK_SHORT(group, element, vr.encode(), len(data)) + data
+
+
+def _encode_meta(meta: Dataset) -> bytes:
+    """File meta information (explicit VR little endian), with its group length and version."""
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    body = []
+    for tag, elem in sorted(meta._dict.items()):
+        if tag == 0x00020000:
+            continue
+        data = _plain_bytes(elem, False)
+        if data is None:
+            out = DicomBytesIO()
+            out.is_little_endian, out.is_implicit_VR = True, False
+            write_file_meta_info(out, meta, enforce_standard=True)
+            return out.getvalue()
+        body.append(_encode_element(tag, elem.VR, data, False))
+    rest = b"".join(body)
+    return _encode_element(0x00020000, "UL", struct.pack("<I", len(rest)), False) + rest
+
+
 def _encode_header(ds: Dataset) -> bytes:
     """Preamble, file meta and dataset, little endian only. Raw and plain text elements are
     encoded here; the others go through pydicom's element writer."""
@@ -232,7 +271,7 @@ def _encode_header(ds: Dataset) -> bytes:
     implicit = ts == ImplicitVRLittleEndian
     out = DicomBytesIO()
     out.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(out, ds.file_meta, enforce_standard=True)
+    out.write(_encode_meta(ds.file_meta))
     out.is_little_endian, out.is_implicit_VR = True, implicit
     encodings = ds._character_set
     for tag, elem in sorted(ds._dict.items()):  # the element store: no value is decoded
@@ -240,15 +279,7 @@ def _encode_header(ds: Dataset) -> bytes:
         if data is None:
             write_data_element(out, ds[tag], encodings)
             continue
-        group, element = tag >> 16, tag & 0xFFFF
-        vr = elem.VR
-        if implicit:
-            out.write(_PACK_IMPLICIT(group, element, len(data)))
-        elif vr.encode() in _LONG_VRS:
-            out.write(_PACK_LONG(group, element, vr.encode(), len(data)))
-        else:
-            out.write(_PACK_SHORT(group, element, vr.encode(), len(data)))
-        out.write(data)
+        out.write(_encode_element(tag, elem.VR, data, implicit))
     return out.getvalue()
 
 

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gateway.batch import run_batch  # noqa: E402
-from gateway.config import BackupConfig, parse_config  # noqa: E402
+from gateway.config import parse_config  # noqa: E402
 
 
 def make_ct(i: int, study: str, series: str, pixels: bytes) -> Dataset:
