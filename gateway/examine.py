@@ -36,6 +36,39 @@ def _text(ds: Dataset, keyword: str) -> str:
     return " ".join(str(ds.get(keyword, "") or "").split())
 
 
+@dataclass(frozen=True)
+class MachineRecord:
+    """What the index keeps of one object: device text and flags, never patient data."""
+
+    signature: str
+    manufacturer: str
+    model: str
+    size: str
+    modality: str
+    sop_class: str
+    burned_in: str  # YES / NO / absent
+    at_risk: bool
+    rule: str  # '' when no rule covers it
+    refused: bool
+
+
+def machine_record(header: Dataset, redactor: Redactor) -> MachineRecord:
+    """Describe one header by its machine signature and the redaction decision for it."""
+    decision = redactor.decide(header)
+    return MachineRecord(
+        signature=decision.signature,
+        manufacturer=_text(header, "Manufacturer"),
+        model=_text(header, "ManufacturerModelName"),
+        size=_size(header),
+        modality=_text(header, "Modality"),
+        sop_class=str(header.get("SOPClassUID", "") or ""),
+        burned_in=_text(header, "BurnedInAnnotation").upper() or "absent",
+        at_risk=decision.at_risk,
+        rule=decision.rule or "",
+        refused=decision.refused,
+    )
+
+
 @dataclass
 class Group:
     """Objects of one machine signature and one image size (a scaffold entry)."""
@@ -88,26 +121,28 @@ class MachineIndex:
         self.unreadable = 0
 
     def add(self, header: Dataset) -> None:
-        decision = self.redactor.decide(header)
-        entry = self.machines.setdefault(decision.signature, MachineEntry(decision.signature))
-        size = _size(header)
+        record = machine_record(header, self.redactor)
+        known = first_match(self.ctp, header) if self.ctp else None
+        self.add_record(record, known.name if known else "")
+
+    def add_record(self, record: MachineRecord, ctp_name: str = "") -> None:
+        """Count one object already described (as the gateway stores what it receives)."""
+        entry = self.machines.setdefault(record.signature, MachineEntry(record.signature))
         entry.count += 1
-        entry.sizes[size] += 1
-        entry.modalities[_text(header, "Modality") or "-"] += 1
-        entry.sop_classes[str(header.get("SOPClassUID", "") or "-")] += 1
-        burned = _text(header, "BurnedInAnnotation").upper() or "absent"
-        entry.burned_in[burned] += 1
-        entry.at_risk += decision.at_risk
-        entry.rules[decision.rule or ""] += 1
-        entry.refused += decision.refused
+        entry.sizes[record.size] += 1
+        entry.modalities[record.modality or "-"] += 1
+        entry.sop_classes[record.sop_class or "-"] += 1
+        entry.burned_in[record.burned_in] += 1
+        entry.at_risk += record.at_risk
+        entry.rules[record.rule] += 1
+        entry.refused += record.refused
         group = self.groups.setdefault(
-            (decision.signature, size),
-            Group(_text(header, "Manufacturer"), _text(header, "ManufacturerModelName"), size),
+            (record.signature, record.size),
+            Group(record.manufacturer, record.model, record.size),
         )
         group.count += 1
-        group.at_risk += decision.at_risk
-        known = first_match(self.ctp, header) if self.ctp else None
-        group.ctp[known.name if known else ""] += 1
+        group.at_risk += record.at_risk
+        group.ctp[ctp_name] += 1
 
     def entries(self) -> list[MachineEntry]:
         return sorted(self.machines.values(), key=lambda e: (-e.count, e.signature))

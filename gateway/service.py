@@ -19,12 +19,13 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway import logs
 from gateway.config import Config
+from gateway.examine import machine_record
 from gateway.statedir import StateDir
 from gateway.store import Store
 
@@ -139,6 +140,7 @@ class Worker:
             header = read_header(src)
         except DicomReadError as exc:
             return self._quarantine(job_id, f"unreadable: {exc.problem}")
+        self.store.record_machine(job_id, asdict(machine_record(header, self.pipeline.redactor)))
         route = self.router.route(header, row["calling_ae"] or "", row["called_ae"] or "")
         if route is None:
             return self._quarantine(job_id, "no route")

@@ -120,6 +120,12 @@ class Store:
                 },
                 pk=("job_id", "destination"), if_not_exists=True,
             )
+            self.db["machines"].create(
+                {"job_id": str, "signature": str, "manufacturer": str, "model": str,
+                 "size": str, "modality": str, "sop_class": str, "burned_in": str,
+                 "at_risk": int, "rule": str, "refused": int},
+                pk="job_id", if_not_exists=True,
+            )
             self.db["events"].create(
                 {"id": int, "job_id": str, "at": float, "from_state": str, "to_state": str,
                  "detail": str},
@@ -419,6 +425,16 @@ class Store:
     def purge(self, job_id: str) -> None:
         with self.tx() as tx:
             self._move(tx, job_id, PURGED, "purged")
+
+    def record_machine(self, job_id: str, machine: dict[str, Any]) -> None:
+        """The machine signature of a received object (device text and flags only)."""
+        row = {"job_id": job_id, **machine}
+        with self.tx() as tx:
+            tx.execute(f"INSERT OR REPLACE INTO machines ({', '.join(row)}) "
+                       f"VALUES ({', '.join('?' for _ in row)})", tuple(row.values()))
+
+    def machines(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM machines")]
 
     def counts(self) -> dict[str, int]:
         return {r["state"]: r["n"] for r in self.conn.execute(

@@ -7,15 +7,23 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from gateway.config import load_config
+from gateway.config import Config, ConfigError, load_config
 from gateway.deid.ctp_script import CtpScriptError, builtin_script_path, load_script
 from gateway.deid.redact import Redactor
-from gateway.examine import ctp_rules_yaml, index_folder, scaffold_yaml
+from gateway.examine import (
+    MachineIndex,
+    MachineRecord,
+    ctp_rules_yaml,
+    index_folder,
+    scaffold_yaml,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("examine", help="machine signatures in a folder, and which rules cover them")
-    p.add_argument("path", type=Path)
+    p = sub.add_parser("examine", help="machine signatures in a folder (or, without PATH, in "
+                                       "what the gateway has received), and which rules cover them")
+    p.add_argument("path", type=Path, nargs="?",
+                   help="file or folder; omitted: the gateway's state named by --config")
     p.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_examine)
@@ -45,11 +53,35 @@ def _missing(path: Path) -> int:
 
 def cmd_examine(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    if not args.path.exists():
+    redactor = Redactor(config.redaction, config.base_dir)
+    if args.path is None:
+        index = _received_index(config, redactor)
+    elif not args.path.exists():
         return _missing(args.path)
-    index = index_folder(args.path, Redactor(config.redaction, config.base_dir))
+    else:
+        index = index_folder(args.path, redactor)
     print(index.as_json() if args.json else index.table())
     return 0
+
+
+def _received_index(config: Config, redactor: Redactor) -> MachineIndex:
+    """The index over what the gateway has received, from its SQLite state."""
+    from gateway.service import state_root
+    from gateway.store import Store
+
+    db = state_root(config) / "gantry.db"
+    if not db.exists():
+        raise ConfigError(config.source, "state_dir", f"no gateway state in {db.parent} "
+                          "(has `gantry serve` run with this configuration?)")
+    store = Store(db, durable=False)
+    try:
+        index = MachineIndex(redactor)
+        for row in store.machines():
+            del row["job_id"]
+            index.add_record(MachineRecord(**row))
+    finally:
+        store.close()
+    return index
 
 
 def cmd_scaffold(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -77,3 +78,34 @@ def test_an_object_that_keeps_killing_its_worker_is_quarantined(tmp_path):
 
 def test_reasons_are_scrubbed_of_quoted_values():
     assert scrub("bad value 'DOE^JOHN' in (0010,0010)") == "bad value <value> in (0010,0010)"
+
+
+def test_what_the_gateway_received_is_indexed_by_machine(tmp_path, capsys):
+    """`gantry examine` without PATH lists the machines of what the gateway received, with the
+    burned-in decision the pipeline took (an ultrasound with no rule is refused)."""
+    import yaml
+
+    from gateway.cli import main
+
+    routes = [{"name": "all", "destinations": ["pacs"]}]
+    worker, state, store = setup(tmp_path, routes)
+    spool(state, store, "ct", "CT_small.dcm")
+    spool(state, store, "us", "US1_J2KR.dcm")
+    while worker.run_once():
+        pass
+    assert store.job("us")["state"] == QUARANTINED
+    config = tmp_path / "gantry.yaml"
+    config.write_text(yaml.safe_dump({
+        "state_dir": str(state.root), "routes": routes,
+        "destinations": {"pacs": {"ae_title": "PACS", "host": "127.0.0.1", "port": 104}}}))
+    capsys.readouterr()  # the worker's log lines
+    assert main(["examine", "--config", str(config), "--json"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out)
+    machines = {m["signature"]: m for m in report["machines"]}
+    us = dcmread(get_testdata_file("US1_J2KR.dcm"), stop_before_pixels=True)
+    ct = dcmread(get_testdata_file("CT_small.dcm"), stop_before_pixels=True)
+    assert report["objects"] == 2
+    assert machines[f"{us.Manufacturer} / {us.ManufacturerModelName}"]["refused"] == 1
+    assert machines[f"{ct.Manufacturer} / {ct.ManufacturerModelName}"]["refused"] == 0
+    assert ct.PatientName and str(ct.PatientName) not in str(report)
