@@ -7,6 +7,7 @@ private tags), then times, files in → files out:
   - dcmanon (Rust) with its default rules
   - Gantry batch on one worker process, then on two
   - Gantry with the encrypted backup on (one worker), as a ratio to backup off
+  - pixel redaction (multi-frame ultrasound, CT) as a ratio to header-only (bench_redact.py)
 Prints objects/s and ratios. Usage: python scripts/bench_deid.py [--count 500]
 """
 
@@ -115,6 +116,8 @@ def bench_dcmanon(files: list[Path], out: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--no-redaction", dest="redaction", action="store_false",
+                        help="skip the pixel redaction section")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gantry-bench-"))
     try:
@@ -165,6 +168,11 @@ def main() -> int:
         if "gantry + backup, 1 worker" in results:
             print(f"backup on / off: {one / results['gantry + backup, 1 worker']:.2f}x "
                   "of the backup-off throughput")
+        if args.redaction:
+            import bench_redact
+
+            print("\nPixel redaction (scripts/bench_redact.py):\n")
+            bench_redact.main(["--ct", str(min(100, args.count)), "--us", "8"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

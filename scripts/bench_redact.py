@@ -100,11 +100,11 @@ def run(files: list[Path], out: Path, redaction: dict, burned_in: str | None) ->
     return len(files) / (time.perf_counter() - start)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ct", type=int, default=100, help="CT objects (default 100)")
     parser.add_argument("--us", type=int, default=8, help="ultrasound objects (default 8)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rng = np.random.default_rng(5)
     rows = []
     with tempfile.TemporaryDirectory(prefix="gantry-bench-redact-") as tmp:
