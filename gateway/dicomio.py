@@ -28,6 +28,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, Imp
 from pydicom.valuerep import IS, DSfloat, PersonName
 
 from gateway.deid.tags import tag_str
+from gateway.safetext import safe_message
 
 # pydicom's validation warnings quote element values, which may be identifiers: never emit them.
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
@@ -77,7 +78,7 @@ def _read(path: str | os.PathLike, **kwargs: object) -> tuple[Dataset, int, int]
     except OSError as exc:
         raise DicomReadError(path, f"cannot read: {exc.strerror}") from None
     except Exception as exc:  # pydicom raises many kinds on corrupt input
-        raise DicomReadError(path, f"cannot parse: {type(exc).__name__}: {exc}") from None
+        raise DicomReadError(path, f"cannot parse: {safe_message(exc)}") from None
     _check_meta(ds, path)
     for tag in ds.keys():
         raw = ds.get_item(tag)
@@ -100,7 +101,7 @@ def read_full(path: str | os.PathLike) -> Dataset:
         for _ in ds.iterall():
             pass
     except Exception as exc:
-        raise DicomReadError(path, f"cannot parse: {type(exc).__name__}: {exc}") from None
+        raise DicomReadError(path, f"cannot parse: {safe_message(exc)}") from None
     return ds
 
 

@@ -7,7 +7,6 @@ touches the network or the database.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +23,9 @@ from gateway.deid.stamp import stamp
 from gateway.deid.verify import verify
 from gateway.dicomio import DicomReadError, load_pixels, read_for_deid, write
 from gateway.recipients import load_certificates
+from gateway.safetext import safe_message
 
 CLEAN_PIXEL_DATA = "113101"
-_QUOTED = re.compile(r"('[^']*'|\"[^\"]*\")")
 
 
 @dataclass(frozen=True)
@@ -54,11 +53,6 @@ class Quarantined:
 
 Outcome = Forwarded | Quarantined
 Destination = Path | Callable[[Dataset], Path]
-
-
-def safe_message(exc: BaseException) -> str:
-    """An exception as text with quoted values (which may be identifiers) blanked out."""
-    return f"{type(exc).__name__}: {_QUOTED.sub('<value>', str(exc))}"[:300]
 
 
 def layout_path(root: Path) -> Callable[[Dataset], Path]:

@@ -13,7 +13,6 @@ import ctypes
 import faulthandler
 import multiprocessing as mp
 import os
-import re
 import signal
 import sys
 import threading
@@ -26,10 +25,10 @@ from typing import Any
 from gateway import logs
 from gateway.config import Config
 from gateway.examine import machine_record
+from gateway.safetext import scrub_values
 from gateway.statedir import StateDir
 from gateway.store import Store
 
-_QUOTED = re.compile(r"('[^']*'|\"[^\"]*\")")
 PR_SET_PDEATHSIG = 1
 CHILD_NICENESS = 5
 MAX_PROCESSING_ATTEMPTS = 3  # a job whose worker died this often is quarantined (poison)
@@ -37,7 +36,7 @@ MAX_PROCESSING_ATTEMPTS = 3  # a job whose worker died this often is quarantined
 
 def scrub(reason: str) -> str:
     """A reason as stored: quoted values (possibly identifiers) blanked, bounded length."""
-    return _QUOTED.sub("<value>", reason)[:300]
+    return scrub_values(reason)
 
 
 def state_root(config: Config) -> Path:

@@ -14,7 +14,8 @@ from gateway.deid.diff import diff
 from gateway.deid.inspect import band, folder_score, inspect
 from gateway.deid.profile import Profile
 from gateway.dicomio import DicomReadError, read_full, read_header
-from gateway.pipeline import Forwarded, Outcome, safe_message
+from gateway.pipeline import Forwarded, Outcome
+from gateway.safetext import safe_message
 from gateway.sitekey import load_site_key
 
 
