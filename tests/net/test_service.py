@@ -94,6 +94,7 @@ def test_what_the_gateway_received_is_indexed_by_machine(tmp_path, capsys):
     while worker.run_once():
         pass
     assert store.job("us")["state"] == QUARANTINED
+    assert store.job("us")["reason"].startswith("burned-in text risk, no redaction rule for ")
     config = tmp_path / "gantry.yaml"
     config.write_text(yaml.safe_dump({
         "state_dir": str(state.root), "routes": routes,
