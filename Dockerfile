@@ -1,6 +1,9 @@
-# Gantry as a DICOM node: `docker run -v /etc/gantry:/etc/gantry:ro -v gantry-state:/var/lib/gantry
-#   -p 11112:11112 gantry` with /etc/gantry/gantry.yaml (state_dir: /var/lib/gantry,
-#   network.port: 11112) and the site key file it names.
+# Gantry as a DICOM node:
+#   docker run --init -v /etc/gantry:/etc/gantry:ro -v gantry-state:/var/lib/gantry \
+#     -p 11112:11112 gantry
+# with /etc/gantry/gantry.yaml (state_dir: /var/lib/gantry, network.host: 0.0.0.0,
+# network.port: 11112) and the site key and recipient certificates it names. Stop with
+# `docker stop -t 60`: SIGTERM lets receives in flight finish; the rest stays queued.
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /opt/gantry
