@@ -19,7 +19,8 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gantry", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="gantry", description="Gantry: DICOM de-identification gateway (PS3.15 Annex E).")
     parser.add_argument("--version", action="version", version=f"gantry {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
