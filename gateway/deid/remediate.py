@@ -118,7 +118,7 @@ class _Remediator:
     def _identifiers(ds: Dataset) -> dict[str, int]:
         """Identifying values of the top level → the tag holding them."""
         found: dict[str, int] = {}
-        for tag in ds.keys():
+        for tag in [int(t) for t in ds._dict]:
             if tag in IDENTIFYING_TAGS or tag in INSTITUTION_TAGS:
                 found.update((v.strip(), tag) for v in _values(ds[tag].value))
             elif element_vr(ds, tag) == "PN":
@@ -185,15 +185,15 @@ class _Remediator:
         sequence the profile replaces (D) or cleans (C), unlisted text is cleaned too."""
         changed = False
         private_groups: set[int] = set()
-        for tag in list(ds.keys()):
-            tag = BaseTag(tag)
-            if tag.element == 0 or tag.group == 0x0002:  # group lengths; meta is handled apart
-                if tag.element == 0 and tag.group != 0x0002:
+        for tag in [int(t) for t in ds._dict]:  # plain ints: BaseTag's __eq__ is slow
+            group, element = tag >> 16, tag & 0xFFFF
+            if element == 0 or group == 0x0002:  # group lengths; meta is handled apart
+                if element == 0 and group != 0x0002:
                     self._record(ds, tag, top)
                     del ds[tag]
                 continue
-            if tag.is_private:
-                private_groups.add(tag.group)
+            if group & 1:
+                private_groups.add(group)
                 continue
             if tag == ENCRYPTED_ATTRIBUTES and not top:
                 continue
@@ -206,12 +206,14 @@ class _Remediator:
 
     def _record(self, ds: Dataset, tag: int, top: bool) -> None:
         if top and self.keep_originals and tag not in self.result.originals:
-            self.result.originals.add(copy.deepcopy(ds[tag]))
+            elem = ds[tag]  # values are replaced, never changed in place: only items need a copy
+            self.result.originals.add(copy.deepcopy(elem) if elem.VR == "SQ"
+                                      else DataElement(elem.tag, elem.VR, elem.value))
 
     def _count(self, code: str) -> None:
         self.result.counts[code] += 1
 
-    def _public(self, ds: Dataset, tag: BaseTag, top: bool, clean: bool) -> bool:
+    def _public(self, ds: Dataset, tag: int, top: bool, clean: bool) -> bool:
         """One public element. Elements left as they are are never decoded (speed)."""
         profile = self.profile
         override = profile.overrides.get(tag)
@@ -238,8 +240,8 @@ class _Remediator:
                     return self._shift(elem)
             return False
         if code == "X":
-            if 0x6000 <= tag.group <= 0x60FF and tag.element == 0x3000:
-                return self._remove_group(ds, tag.group, top)
+            if 0x6000 <= tag >> 16 <= 0x60FF and tag & 0xFFFF == 0x3000:
+                return self._remove_group(ds, tag >> 16, top)
             self._record(ds, tag, top)
             del ds[tag]
             self._count("X")
