@@ -22,7 +22,8 @@ def _text_values(item: Dataset, tag: int) -> list[str]:
             return []
         if raw.value.isascii():
             return [v.strip(" \x00") for v in raw.value.decode("ascii").split("\\")]
-    return [v.strip() for v in _values(item[tag].value)]
+        raw = item[tag]  # decoded once, in place
+    return [v.strip() for v in _values(raw.value)]
 
 
 def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]:
