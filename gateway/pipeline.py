@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydicom.dataset import Dataset
 
@@ -21,7 +22,7 @@ from gateway.deid.redact import Redactor
 from gateway.deid.remediate import remediate
 from gateway.deid.stamp import stamp
 from gateway.deid.verify import verify
-from gateway.dicomio import DicomReadError, load_pixels, read_for_deid, write
+from gateway.dicomio import DicomReadError, Parsed, load_pixels, read_for_deid, write
 from gateway.recipients import load_certificates
 from gateway.safetext import safe_message
 
@@ -84,14 +85,20 @@ class Pipeline:
     def profile(self, name: str) -> Profile:
         return self._profiles[name]
 
-    def process(self, src: Path, dst: Destination, *, profile: str = "default",
-                backup: BackupConfig | None = None, burned_in: str | None = None) -> Outcome:
-        """Run every stage on the file `src`; write the result to `dst` (a path, or a function
-        of the de-identified dataset giving one) or say why it is quarantined."""
+    def process(self, src: Path, dst: Destination, **options: Any) -> Outcome:
+        """Read the file `src` and `run` every stage on it."""
         try:
             parsed = read_for_deid(src)
         except DicomReadError as exc:
             return Quarantined(f"unreadable: {exc.problem}")
+        return self.run(parsed, dst, **options)
+
+    def run(self, parsed: Parsed, dst: Destination, *, profile: str = "default",
+            backup: BackupConfig | None = None, burned_in: str | None = None,
+            fsync: bool = False) -> Outcome:
+        """Run every stage on an object already read (the gateway routes on its header first);
+        write the result to `dst` (a path, or a function of the de-identified dataset giving
+        one), fsync'd if asked, or say why it is quarantined."""
         backup = backup if backup is not None else self.config.backup
         prof = self.profile(profile)
         try:
@@ -125,7 +132,7 @@ class Pipeline:
             return Quarantined("verify refused: " + "; ".join(problems[:5]))
         try:
             target = dst(ds) if callable(dst) else Path(dst)
-            write(parsed, target)
+            write(parsed, target, fsync=fsync)
         except Exception as exc:
             return Quarantined(f"cannot write the de-identified object: {safe_message(exc)}")
         return Forwarded(

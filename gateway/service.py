@@ -25,7 +25,6 @@ from typing import Any
 from gateway import logs
 from gateway.config import Config
 from gateway.examine import machine_record
-from gateway.safetext import scrub_values
 from gateway.statedir import StateDir
 from gateway.store import Store
 
@@ -34,9 +33,6 @@ CHILD_NICENESS = 5
 MAX_PROCESSING_ATTEMPTS = 3  # a job whose worker died this often is quarantined (poison)
 
 
-def scrub(reason: str) -> str:
-    """A reason as stored: quoted values (possibly identifiers) blanked, bounded length."""
-    return scrub_values(reason)
 
 
 def state_root(config: Config) -> Path:
@@ -122,7 +118,7 @@ class Worker:
         return bool(rows)
 
     def process(self, row: Any) -> None:
-        from gateway.dicomio import DicomReadError, read_header
+        from gateway.dicomio import DicomReadError, read_for_deid
         from gateway.pipeline import Forwarded
 
         job_id = row["id"]
@@ -136,28 +132,24 @@ class Worker:
             self.state.move_to_spool(job_id)
             src = self.state.spooled(job_id)
         try:
-            header = read_header(src)
+            parsed = read_for_deid(src)  # read once: routed on its header, then processed
         except DicomReadError as exc:
             return self._quarantine(job_id, f"unreadable: {exc.problem}")
+        header = parsed.ds
         self.store.record_machine(job_id, asdict(machine_record(header, self.pipeline.redactor)))
         route = self.router.route(header, row["calling_ae"] or "", row["called_ae"] or "")
         if route is None:
             return self._quarantine(job_id, "no route")
         out = self.state.output(job_id)
         try:
-            outcome = self.pipeline.process(src, out, profile=route.profile,
-                                            backup=route.backup, burned_in=route.burned_in)
+            outcome = self.pipeline.run(parsed, out, profile=route.profile, backup=route.backup,
+                                        burned_in=route.burned_in, fsync=True)
         except Exception as exc:  # noqa: BLE001 - fail closed on any engine bug
             outcome = None
             reason = f"pipeline error: {type(exc).__name__}"
         if not isinstance(outcome, Forwarded):
             reason = outcome.reason if outcome is not None else reason
             return self._quarantine(job_id, reason, route.name, route.profile)
-        fd = os.open(out, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         self.store.finish_processing(
             job_id, route=route.name, profile=route.profile, new_study_uid=outcome.study_uid,
             new_series_uid=outcome.series_uid, new_sop_uid=outcome.sop_uid,
@@ -168,7 +160,7 @@ class Worker:
 
     def _quarantine(self, job_id: str, reason: str, route: str | None = None,
                     profile: str | None = None) -> None:
-        self.store.quarantine(job_id, scrub(reason), route=route, profile=profile)
+        self.store.quarantine(job_id, reason, route=route, profile=profile)
         self.state.move_to_quarantine(job_id)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import sqlite_utils
 
 from gateway.logs import get_logger
+from gateway.safetext import scrub_values
 
 RECEIVED, PROCESSING, PROCESSED = "received", "processing", "processed"
 FORWARDING, DELIVERED, QUARANTINED, PURGED = "forwarding", "delivered", "quarantined", "purged"
@@ -268,7 +269,8 @@ class Store:
 
     def quarantine(self, job_id: str, reason: str, *, route: str | None = None,
                    profile: str | None = None) -> None:
-        """Side exit: the job stops here with its reason (no identifiers in `reason`)."""
+        """Side exit: the job stops here with its reason (quoted values are blanked out)."""
+        reason = scrub_values(reason)
         fields: dict[str, Any] = {"reason": reason, "lease_owner": None, "lease_until": None}
         if route is not None:
             fields["route"] = route
@@ -377,6 +379,7 @@ class Store:
     def delivery_failed(self, job_id: str, destination: str, *, status: int | None,
                         reason: str) -> None:
         """A permanent refusal: the delivery fails and the job goes to quarantine."""
+        reason = scrub_values(reason)
         now = time.time()
         with self.tx() as tx:
             tx.execute("UPDATE deliveries SET state = ?, status = ?, error = ?, "
