@@ -28,6 +28,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, Imp
 from pydicom.valuerep import IS, DSfloat, PersonName
 
 from gateway.deid.tags import tag_str
+from gateway.deid.vr import BINARY_VRS, LONG_LENGTH_VRS, STRING_VRS
 from gateway.safetext import safe_message
 
 # pydicom's validation warnings quote element values, which may be identifiers: never emit them.
@@ -38,8 +39,7 @@ warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
 
 PIXEL_TAGS = {0x7FE00008, 0x7FE00009, 0x7FE00010}
 PADDING_TAG = 0xFFFCFFFC
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
-             b"UT", b"UV"}
+_LONG_VRS = {vr.encode() for vr in LONG_LENGTH_VRS}
 
 
 class DicomReadError(ValueError):
@@ -193,9 +193,6 @@ def _copy_tail(src: Path, offset: int, out: BinaryIO) -> None:
         shutil.copyfileobj(fh, out, 1 << 20)
 
 
-_ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
-                        "UI", "UR", "UT"})
-_BYTES_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
 _PACK_IMPLICIT = struct.Struct("<HHI").pack
 _PACK_SHORT = struct.Struct("<HH2sH").pack
@@ -213,9 +210,9 @@ def _plain_bytes(elem: RawDataElement | DataElement, implicit: bool) -> bytes | 
         return None
     vr, value = elem.VR, elem.value
     if value is None or value == "":
-        return b"" if vr in _ASCII_VRS or vr in _NUMBER_FORMATS else None
+        return b"" if vr in STRING_VRS or vr in _NUMBER_FORMATS else None
     if isinstance(value, bytes):  # pixel data may be encapsulated: pydicom's writer knows
-        return (value if vr in _BYTES_VRS and not len(value) % 2
+        return (value if vr in BINARY_VRS and not len(value) % 2
                 and elem.tag not in PIXEL_TAGS and not elem.is_undefined_length else None)
     parts = list(value) if isinstance(value, MultiValue | list) else [value]
     if vr in _NUMBER_FORMATS:
@@ -226,7 +223,7 @@ def _plain_bytes(elem: RawDataElement | DataElement, implicit: bool) -> bytes | 
     if vr in ("DS", "IS"):
         if not all(isinstance(p, str | DSfloat | IS) for p in parts):
             return None
-    elif vr not in _ASCII_VRS or not all(type(p) is str or isinstance(p, PersonName)
+    elif vr not in STRING_VRS or not all(type(p) is str or isinstance(p, PersonName)
                                          for p in parts):
         return None
     text = "\\".join(str(p) for p in parts)

@@ -41,6 +41,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian
 
 from gateway.deid.tags import tag_str
+from gateway.deid.vr import LONG_LENGTH_VRS
 
 ENCRYPTED_ATTRIBUTES_SEQUENCE = 0x04000500
 ENCRYPTED_CONTENT_TRANSFER_SYNTAX_UID = 0x04000510
@@ -69,7 +70,6 @@ _DIGEST_SUFFIX_HEAD = (
 )
 _DIGEST_SUFFIX_LEN = len(_DIGEST_SUFFIX_HEAD) + 32
 
-_LONG_LENGTH_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
 
 
 class BackupError(ValueError):
@@ -114,7 +114,7 @@ def _creator_of(tag: int) -> int | None:
 def _value_length(head: bytes, size: int) -> int:
     """Value length of an explicit VR element of `size` bytes whose header starts `head`."""
     vr = head[4:6].decode("ascii", "replace")
-    return size - (12 if vr in _LONG_LENGTH_VRS else 8)
+    return size - (12 if vr in LONG_LENGTH_VRS else 8)
 
 
 def encode_originals(

@@ -13,7 +13,6 @@ _DUMMY: dict[str, Any] = {
     "OB": b"\x00\x00", "OD": b"\x00" * 8, "OF": b"\x00" * 4, "OL": b"\x00" * 4,
     "OV": b"\x00" * 8, "OW": b"\x00\x00", "UN": b"\x00\x00",
 }
-TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR"})
 
 
 def dummy_for(vr: str) -> Any:

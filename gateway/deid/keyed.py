@@ -9,7 +9,7 @@ from pydicom.uid import UID_dictionary
 
 DICOM_ROOT = "1.2.840.10008."
 # Roots of registries whose UIDs name things, not patients: DICOM, HL7 (coding schemes).
-WELL_KNOWN_ROOTS = (DICOM_ROOT, "2.16.840.1.113883.6.", "2.16.840.1.113883.")
+WELL_KNOWN_ROOTS = (DICOM_ROOT, "2.16.840.1.113883.")
 _WELL_KNOWN = frozenset(UID_dictionary)
 
 

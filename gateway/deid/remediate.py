@@ -23,8 +23,9 @@ from pydicom.tag import BaseTag
 from gateway.config import TagOverride
 from gateway.deid import keyed
 from gateway.deid.dates import DateFormatError, shift_da, shift_dt
-from gateway.deid.dummies import TEXT_VRS, dummy_for
+from gateway.deid.dummies import dummy_for
 from gateway.deid.profile import Profile
+from gateway.deid.vr import BINARY_VRS, FREE_TEXT_VRS, TEXT_VRS
 
 PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
@@ -50,8 +51,6 @@ INSTITUTION_TAGS = frozenset({0x00080080, 0x00080081})
 GANTRY_IMPLEMENTATION_UID = "2.25.302521339738478452357281935462735718093"
 GANTRY_IMPLEMENTATION_VERSION = "GANTRY_0_1"
 MIN_IDENTIFIER_LEN = 3
-FREE_TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
-BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 
 
 @dataclass

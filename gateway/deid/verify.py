@@ -8,9 +8,8 @@ from pydicom.dataset import Dataset
 from gateway.deid.profile import Profile
 from gateway.deid.remediate import ENCRYPTED_ATTRIBUTES, Remediation, _values, element_vr
 from gateway.deid.tags import tag_str
+from gateway.deid.vr import STRING_VRS
 
-TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
-                      "UI", "UR", "UT"})
 LONG_IDENTIFIER = 6  # identifiers this long are also looked for inside other values
 
 
@@ -59,7 +58,7 @@ def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]
                 for i, sub in enumerate(item[tag].value or ()):
                     check(sub, f"{path}{tag_str(tag)}[{i}].", False)
                 continue
-            if vr not in TEXT_VRS:
+            if vr not in STRING_VRS:
                 continue
             for value in _text_values(item, tag):
                 if value in exact or (len(value) >= LONG_IDENTIFIER
