@@ -19,6 +19,9 @@ from typing import Any, Literal
 
 import yaml
 
+from gateway.deid.signatures import rule_from_config
+from gateway.deid.tags import parse_tag_key
+
 
 class ConfigError(ValueError):
     """A configuration problem: names the file, the key path and what is wrong."""
@@ -92,8 +95,6 @@ class ProfileConfig:
         lo, hi = self.date_shift_days
         if lo > hi:
             raise ValueError(f"date_shift_days: {lo} is greater than {hi}")
-        from gateway.deid.tags import parse_tag_key  # local: keeps config importable alone
-
         for key in self.phi_tags:
             parse_tag_key(key)
 
@@ -135,8 +136,6 @@ class RedactionRuleConfig:
     regions: tuple[tuple[int, int, int, int], ...]
 
     def __post_init__(self) -> None:
-        from gateway.deid.signatures import rule_from_config  # local: keeps config importable
-
         rule_from_config(self.name, self.match, self.regions)  # ValueError names the key
 
 
