@@ -223,7 +223,7 @@ def _plain_bytes(elem: RawDataElement | DataElement, implicit: bool) -> bytes | 
     if vr in ("DS", "IS"):
         if not all(isinstance(p, str | DSfloat | IS) for p in parts):
             return None
-    elif vr not in STRING_VRS or not all(type(p) is str or isinstance(p, PersonName)
+    elif vr not in STRING_VRS or not all(isinstance(p, str | PersonName)
                                          for p in parts):
         return None
     text = "\\".join(str(p) for p in parts)
