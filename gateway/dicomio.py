@@ -29,6 +29,7 @@ from pydicom.valuerep import IS, DSfloat, PersonName
 
 from gateway.deid.tags import tag_str
 from gateway.deid.vr import BINARY_VRS, LONG_LENGTH_VRS, STRING_VRS
+from gateway.headerscan import Unusual, scan_header
 from gateway.safetext import safe_message
 
 # pydicom's validation warnings quote element values, which may be identifiers: never emit them.
@@ -141,7 +142,11 @@ def _tail_end(fh: BinaryIO, pos: int, size: int, ts: str) -> int | None:
 def read_for_deid(path: str | os.PathLike) -> Parsed:
     """The header, and the offset of raw pixel bytes that can be copied as they are."""
     src = Path(path)
-    ds, pos, size = _read(src, stop_before_pixels=True)
+    try:
+        ds, pos, size = scan_header(src)
+        _check_meta(ds, src)
+    except (Unusual, OSError):
+        ds, pos, size = _read(src, stop_before_pixels=True)
     ts = ds.file_meta.TransferSyntaxUID
     if ts == DeflatedExplicitVRLittleEndian:
         return Parsed(read_full(src), src, None)

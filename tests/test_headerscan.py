@@ -1,0 +1,92 @@
+"""The fast header reader agrees with pydicom's reader on every corpus file it accepts, and it
+accepts the common files (so the fast path is the one the benchmarks and the gateway take)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from gateway.dicomio import DicomReadError, read_for_deid
+from gateway.headerscan import Unusual, scan_header
+
+
+def _pydicom_header(path: Path) -> tuple[pydicom.Dataset, int]:
+    with open(path, "rb") as fh:
+        ds = pydicom.dcmread(fh, stop_before_pixels=True)
+        return ds, fh.tell()
+
+
+def test_scan_agrees_with_pydicom(corpus_file: Path) -> None:
+    try:
+        fast, pos, size = scan_header(corpus_file)
+    except Unusual:
+        return  # read by pydicom instead: the corpus test covers that path
+    slow, slow_pos = _pydicom_header(corpus_file)
+    assert pos == slow_pos
+    assert size == corpus_file.stat().st_size
+    assert fast.file_meta == slow.file_meta
+    assert sorted(fast.keys()) == sorted(slow.keys())
+    for tag in slow.keys():  # decoded on both sides, sequences item by item
+        assert fast[tag] == slow[tag], f"{tag} differs"
+    assert fast.original_encoding == slow.original_encoding
+    assert fast.original_character_set == slow.original_character_set
+
+
+def test_most_of_the_corpus_takes_the_fast_path(corpus: tuple[Path, ...]) -> None:
+    files = corpus
+    fast = 0
+    for path in files:
+        try:
+            scan_header(path)
+            fast += 1
+        except Unusual:
+            pass
+    assert fast >= 0.8 * len(files), f"only {fast} of {len(files)} files read by the scanner"
+
+
+def _file(tmp_path: Path, body: bytes, ts: bytes = b"1.2.840.10008.1.2.1\x00") -> Path:
+    def explicit(group: int, element: int, vr: bytes, value: bytes) -> bytes:
+        if vr in (b"OB", b"SQ", b"UN"):
+            return struct.pack("<HH2s2xI", group, element, vr, len(value)) + value
+        return struct.pack("<HH2sH", group, element, vr, len(value)) + value
+
+    meta = (explicit(2, 1, b"OB", b"\x00\x01")
+            + explicit(2, 2, b"UI", b"1.2.840.10008.5.1.4.1.1.7\x00")
+            + explicit(2, 3, b"UI", b"1.2.3.4")
+            + explicit(2, 0x10, b"UI", ts))
+    head = b"\x00" * 128 + b"DICM" + explicit(2, 0, b"UL", struct.pack("<I", len(meta))) + meta
+    path = tmp_path / "x.dcm"
+    path.write_bytes(head + body)
+    return path
+
+
+def test_unusual_files_go_to_pydicom_and_keep_their_precise_errors(tmp_path: Path) -> None:
+    sop = struct.pack("<HH2sH", 8, 0x18, b"UI", 8) + b"1.2.3.4\x00"
+    truncated = struct.pack("<HH2sH", 0x10, 0x10, b"PN", 40) + b"DOE"
+    with pytest.raises(Unusual):
+        scan_header(_file(tmp_path, sop + truncated))
+    with pytest.raises(DicomReadError, match=r"\(0010,0010\) is truncated"):
+        read_for_deid(tmp_path / "x.dcm")
+    big_endian = _file(tmp_path, sop, ts=b"1.2.840.10008.1.2.2\x00")
+    with pytest.raises(Unusual):
+        scan_header(big_endian)
+
+
+def test_undefined_length_sequences_are_found_whole(tmp_path: Path) -> None:
+    item = struct.pack("<HH2sH", 0x0008, 0x0100, b"SH", 4) + b"T-D1"
+    nested = (struct.pack("<HH2s2xI", 0x0008, 0x1115, b"SQ", 0xFFFFFFFF)
+              + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + item
+              + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+              + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+    sop = struct.pack("<HH2sH", 8, 0x18, b"UI", 8) + b"1.2.3.4\x00"
+    after = struct.pack("<HH2sH", 0x0010, 0x0010, b"PN", 4) + b"DOE "
+    path = _file(tmp_path, sop + nested + after)
+    ds, pos, size = scan_header(path)
+    assert pos == size
+    assert ds.ReferencedSeriesSequence[0].CodeValue == "T-D1"
+    assert str(ds.PatientName) == "DOE"
+    slow, _ = _pydicom_header(path)
+    assert ds == slow
