@@ -24,6 +24,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 from pydicom.valuerep import IS, DSfloat, PersonName
 
@@ -206,7 +207,8 @@ _PACK_LONG = struct.Struct("<HH2s2xI").pack
 
 def _plain_bytes(elem: RawDataElement | DataElement, implicit: bool) -> bytes | None:
     """The encoded value when it can be written without pydicom's general writer, else None:
-    raw (never decoded, so unchanged) values as they are, and ASCII text values."""
+    raw (never decoded, so unchanged) values as they are, ASCII text, numbers, and sequences of
+    such items (with defined lengths)."""
     if isinstance(elem, RawDataElement):
         if (elem.is_implicit_VR == implicit and elem.is_little_endian and elem.VR != "SQ"
                 and elem.length != 0xFFFFFFFF and elem.value is not None
@@ -214,6 +216,8 @@ def _plain_bytes(elem: RawDataElement | DataElement, implicit: bool) -> bytes | 
             return elem.value
         return None
     vr, value = elem.VR, elem.value
+    if vr == "SQ":
+        return _encode_items(value, implicit) if isinstance(value, Sequence) else None
     if value is None or value == "":
         return b"" if vr in STRING_VRS or vr in _NUMBER_FORMATS else None
     if isinstance(value, bytes):  # pixel data may be encapsulated: pydicom's writer knows
@@ -240,6 +244,22 @@ def _plain_bytes(elem: RawDataElement | DataElement, implicit: bool) -> bytes | 
     return data
 
 
+def _encode_items(items: Sequence, implicit: bool) -> bytes | None:
+    """A sequence's items, each with its length, or None when an element needs pydicom."""
+    out = []
+    for item in items:
+        body = []
+        for tag in sorted(item._dict, key=int):
+            elem = item._dict[tag]
+            data = _plain_bytes(elem, implicit)
+            if data is None:
+                return None
+            body.append(_encode_element(tag, elem.VR, data, implicit))
+        encoded = b"".join(body)
+        out.append(_PACK_IMPLICIT(0xFFFE, 0xE000, len(encoded)) + encoded)
+    return b"".join(out)
+
+
 def _encode_element(tag: int, vr: str, data: bytes, implicit: bool) -> bytes:
     group, element = tag >> 16, tag & 0xFFFF
     if implicit:
@@ -253,7 +273,8 @@ def _encode_meta(meta: Dataset) -> bytes:
     """File meta information (explicit VR little endian), with its group length and version."""
     meta.FileMetaInformationVersion = b"\x00\x01"
     body = []
-    for tag, elem in sorted(meta._dict.items()):
+    for tag in sorted(meta._dict, key=int):
+        elem = meta._dict[tag]
         if tag == 0x00020000:
             continue
         data = _plain_bytes(elem, False)
@@ -277,7 +298,8 @@ def _encode_header(ds: Dataset) -> bytes:
     out.write(_encode_meta(ds.file_meta))
     out.is_little_endian, out.is_implicit_VR = True, implicit
     encodings = ds._character_set
-    for tag, elem in sorted(ds._dict.items()):  # the element store: no value is decoded
+    for tag in sorted(ds._dict, key=int):  # the element store: no value is decoded
+        elem = ds._dict[tag]
         data = _plain_bytes(elem, implicit)
         if data is None:
             write_data_element(out, ds[tag], encodings)

@@ -126,8 +126,8 @@ def _elements(buf: _Bytes, pos: int, implicit: bool, group2: bool
         else:
             end = pos = start + length
         value = buf.need(end)[start:end] if length else empty_value_for_VR(vr, raw=True)
-        found[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr, length, value, start, implicit,
-                                             True)
+        key = BaseTag(tag)
+        found[key] = RawDataElement(key, vr, length, value, start, implicit, True)
     return found, pos
 
 

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from pydicom.datadict import DicomDictionary
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -73,6 +73,27 @@ def _values(value: object) -> list[str]:
     return [str(value)]
 
 
+def text_values(ds: Dataset, key: int) -> list[str]:
+    """The values of a string element, stripped; raw ASCII is split without decoding (pydicom's
+    decoding is the slow part of de-identification). LT, ST and UT split at backslashes too."""
+    elem = ds._dict[key]  # pydicom's element store: reading it never decodes a value
+    if isinstance(elem, RawDataElement):
+        if not elem.value:
+            return []
+        if elem.value.isascii():
+            return [v.strip(" \x00") for v in elem.value.decode("ascii").split("\\")]
+        elem = ds[key]  # decoded once, in place
+    return [v.strip() for v in _values(elem.value)]
+
+
+def _set(ds: Dataset, key: int, vr: str, value: object) -> None:
+    """Replace a public, non-sequence element's value without decoding the old one."""
+    if " or " in vr:  # an ambiguous VR ("US or SS"): pydicom resolves it when it decodes
+        ds[key].value = value
+    else:
+        ds._dict[key] = DataElement(key, vr, value)
+
+
 def element_vr(ds: Dataset, tag: int) -> str:
     """The VR of an element without decoding its value (the dictionary's for implicit VR and
     for UN, which pydicom replaces with the known VR when it decodes the element)."""
@@ -117,11 +138,12 @@ class _Remediator:
     def _identifiers(ds: Dataset) -> dict[str, int]:
         """Identifying values of the top level → the tag holding them."""
         found: dict[str, int] = {}
-        for tag in [int(t) for t in ds._dict]:
+        for key in list(ds._dict):
+            tag = int(key)
             if tag in IDENTIFYING_TAGS or tag in INSTITUTION_TAGS:
-                found.update((v.strip(), tag) for v in _values(ds[tag].value))
-            elif element_vr(ds, tag) == "PN":
-                for v in _values(ds[tag].value):
+                found.update((v, tag) for v in text_values(ds, key))
+            elif element_vr(ds, key) == "PN":
+                for v in text_values(ds, key):
                     found.update((t, tag) for t in _name_terms(v))
         return {v: t for v, t in found.items() if len(v) >= MIN_IDENTIFIER_LEN}
 
@@ -163,18 +185,19 @@ class _Remediator:
         elif elem.value:
             elem.value = self.map_uid(str(elem.value))
 
-    def _shift(self, elem: DataElement) -> bool:
+    def _shift(self, ds: Dataset, key: int, vr: str, top: bool) -> bool:
         """Shift a DA/DT element by the patient's offset; unparseable values are emptied."""
-        shifter = shift_da if elem.VR == "DA" else shift_dt
+        values = text_values(ds, key)
+        if not values:
+            return False
+        self._record(ds, key, top)
+        shifter = shift_da if vr == "DA" else shift_dt
         try:
-            if isinstance(elem.value, MultiValue | list):
-                elem.value = [shifter(str(v), self.days) for v in elem.value]
-            elif elem.value:
-                elem.value = shifter(str(elem.value), self.days)
-            else:
-                return False
+            shifted = [shifter(v, self.days) for v in values]
         except DateFormatError:
-            elem.value = elem.empty_value
+            _set(ds, key, vr, empty_value_for_VR(vr))
+            return True
+        _set(ds, key, vr, shifted if len(shifted) > 1 else shifted[0])
         return True
 
     # ------------------------------------------------------------------ walk
@@ -184,19 +207,22 @@ class _Remediator:
         sequence the profile replaces (D) or cleans (C), unlisted text is cleaned too."""
         changed = False
         private_groups: set[int] = set()
-        for tag in [int(t) for t in ds._dict]:  # plain ints: BaseTag's __eq__ is slow
+        # The store's own key objects find elements by identity: a plain int would call BaseTag's
+        # slow __eq__ on every hit. Profile tables are looked up with plain ints, likewise.
+        for key in list(ds._dict):
+            tag = int(key)
             group, element = tag >> 16, tag & 0xFFFF
             if element == 0 or group == 0x0002:  # group lengths; meta is handled apart
                 if element == 0 and group != 0x0002:
-                    self._record(ds, tag, top)
-                    del ds[tag]
+                    self._record(ds, key, top)
+                    del ds[key]
                 continue
             if group & 1:
                 private_groups.add(group)
                 continue
             if tag == ENCRYPTED_ATTRIBUTES and not top:
                 continue
-            if self._public(ds, tag, top, clean):
+            if self._public(ds, key, tag, top, clean):
                 changed = True
         for group in private_groups:
             if self._private_group(ds, group, top):
@@ -212,78 +238,75 @@ class _Remediator:
     def _count(self, code: str) -> None:
         self.result.counts[code] += 1
 
-    def _public(self, ds: Dataset, tag: int, top: bool, clean: bool) -> bool:
-        """One public element. Elements left as they are are never decoded (speed)."""
+    def _public(self, ds: Dataset, key: int, tag: int, top: bool, clean: bool) -> bool:
+        """One public element (`key` is the store's own tag object, `tag` the plain int).
+        Elements left as they are are never decoded, nor are values that are replaced."""
         profile = self.profile
         override = profile.overrides.get(tag)
         if override is not None:
-            return self._override(ds, ds[tag], override, top)
+            return self._override(ds, ds[key], override, top)
+        vr = element_vr(ds, key)
         if tag in (PATIENT_ID, PATIENT_NAME):
-            self._record(ds, tag, top)
-            ds[tag].value = self.result.pseudonym
+            self._record(ds, key, top)
+            _set(ds, key, vr, self.result.pseudonym)
             self._count("D")
             return True
         code = profile.code_for(tag, self.sop_class)
-        vr = element_vr(ds, tag)
         if code is None or code == "K":
             if vr == "SQ":
-                return self._sequence(ds, ds[tag], top, clean)
+                return self._sequence(ds, ds[key], top, clean)
             if code is None and clean and vr in FREE_TEXT_VRS:
-                return self._clean(ds, ds[tag], top)
+                return self._clean(ds, ds[key], top)
             if code is None and vr == "UI":
-                return self._uid(ds, ds[tag], top, count=False)
+                return self._uid(ds, key, top, count=False)
             if code is None and vr in ("DA", "DT") and profile.modified_dates:
-                elem = ds[tag]
-                if elem.value:
-                    self._record(ds, tag, top)
-                    return self._shift(elem)
+                return self._shift(ds, key, vr, top)
             return False
         if code == "X":
             if 0x6000 <= tag >> 16 <= 0x60FF and tag & 0xFFFF == 0x3000:
                 return self._remove_group(ds, tag >> 16, top)
-            self._record(ds, tag, top)
-            del ds[tag]
+            self._record(ds, key, top)
+            del ds[key]
             self._count("X")
             return True
-        elem = ds[tag]
         if code == "Z":
-            self._record(ds, tag, top)
-            elem.value = Sequence() if vr == "SQ" else elem.empty_value
+            self._record(ds, key, top)
+            if vr == "SQ":
+                ds[key].value = Sequence()
+            else:
+                _set(ds, key, vr, empty_value_for_VR(vr))
             self._count("Z")
             return True
         if code == "U" or (vr == "UI" and code in ("D", "C")):
             if vr == "SQ":
-                return self._sequence(ds, elem, top, clean)
-            return self._uid(ds, elem, top, count=True)
+                return self._sequence(ds, ds[key], top, clean)
+            return self._uid(ds, key, top, count=True)
         if code == "D":
             if vr == "SQ":
-                return self._sequence(ds, elem, top, clean=True)
-            self._record(ds, tag, top)
-            elem.value = dummy_for(vr)
+                return self._sequence(ds, ds[key], top, clean=True)
+            self._record(ds, key, top)
+            _set(ds, key, vr, dummy_for(vr))
             self._count("D")
             return True
         # C: clean
-        return self._clean(ds, elem, top)
+        return self._clean(ds, ds[key], top)
 
-    def _uid(self, ds: Dataset, elem: DataElement, top: bool, count: bool) -> bool:
-        before = elem.value
-        if self.keep_originals and top:
-            original = copy.deepcopy(elem)
-        self._map_uid_elem(elem)
-        if elem.value != before:
-            if self.keep_originals and top and elem.tag not in self.result.originals:
-                self.result.originals.add(original)
-            self._count("U")
-            return True
-        return False
+    def _uid(self, ds: Dataset, key: int, top: bool, count: bool) -> bool:
+        values = text_values(ds, key)
+        mapped = [self.map_uid(v) for v in values]
+        if mapped == values:
+            return False
+        self._record(ds, key, top)
+        _set(ds, key, "UI", mapped if len(mapped) > 1 else mapped[0])
+        self._count("U")
+        return True
 
     def _clean(self, ds: Dataset, elem: DataElement, top: bool) -> bool:
         vr = elem.VR
         if vr == "SQ":
             return self._sequence(ds, elem, top, clean=True)
         if vr in ("DA", "DT") and self.profile.modified_dates:
-            self._record(ds, elem.tag, top)
-            if self._shift(elem):
+            if self._shift(ds, elem.tag, vr, top):
                 self._count("C")
                 return True
             return False
@@ -345,8 +368,8 @@ class _Remediator:
     def _private_group(self, ds: Dataset, group: int, top: bool) -> bool:
         """Keep only safe private elements; renumber the kept creator blocks from 0x10."""
         tags = sorted(t for t in ds.keys() if BaseTag(t).group == group)
-        creators = {t & 0xFF: str(ds[t].value).strip() for t in tags
-                    if 0x0010 <= (t & 0xFFFF) <= 0x00FF and ds[t].value is not None}
+        creators = {t & 0xFF: "\\".join(text_values(ds, t)) for t in tags
+                    if 0x0010 <= (t & 0xFFFF) <= 0x00FF and ds._dict[t].value is not None}
         kept: list[DataElement] = []
         for t in tags:
             element = t & 0xFFFF

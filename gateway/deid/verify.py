@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from gateway.deid.profile import Profile
-from gateway.deid.remediate import ENCRYPTED_ATTRIBUTES, Remediation, _values, element_vr
+from gateway.deid.remediate import ENCRYPTED_ATTRIBUTES, Remediation, element_vr, text_values
 from gateway.deid.tags import tag_str
 from gateway.deid.vr import STRING_VRS
 
 LONG_IDENTIFIER = 6  # identifiers this long are also looked for inside other values
-
-
-def _text_values(item: Dataset, tag: int) -> list[str]:
-    """The values of a text element; still-raw ASCII values are read without decoding."""
-    raw = item._dict[tag]  # pydicom's element store: reading it never decodes a value
-    if isinstance(raw, RawDataElement):
-        if not raw.value:
-            return []
-        if raw.value.isascii():
-            return [v.strip(" \x00") for v in raw.value.decode("ascii").split("\\")]
-        raw = item[tag]  # decoded once, in place
-    return [v.strip() for v in _values(raw.value)]
 
 
 def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]:
@@ -34,13 +21,14 @@ def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]
 
     def check(item: Dataset, path: str, top: bool) -> None:
         creators: dict[tuple[int, int], str] = {}
-        for tag in sorted(int(t) for t in item._dict):  # plain ints: BaseTag's __eq__ is slow
+        for key in sorted(item._dict, key=int):  # the store's keys; plain ints for the profile
+            tag = int(key)
             if tag == ENCRYPTED_ATTRIBUTES and top:
                 continue  # the one permitted carrier of originals (sealed)
             group, element = tag >> 16, tag & 0xFFFF
             if group & 1:
                 if 0x10 <= element <= 0xFF:
-                    creators[(group, element)] = str(item[tag].value).strip()
+                    creators[(group, element)] = "\\".join(text_values(item, key))
                     continue
                 override = profile.overrides.get(tag)
                 creator = creators.get((group, element >> 8))
@@ -53,14 +41,14 @@ def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]
             elif profile.code_for(tag, sop_class) == "X":
                 problems.append(f"{path}{tag_str(tag)} should have been removed")
                 continue
-            vr = element_vr(item, tag)
+            vr = element_vr(item, key)
             if vr == "SQ":
-                for i, sub in enumerate(item[tag].value or ()):
+                for i, sub in enumerate(item[key].value or ()):
                     check(sub, f"{path}{tag_str(tag)}[{i}].", False)
                 continue
             if vr not in STRING_VRS:
                 continue
-            for value in _text_values(item, tag):
+            for value in text_values(item, key):
                 if value in exact or (len(value) >= LONG_IDENTIFIER
                                       and any(v in value for v in long_ones)):
                     problems.append(f"an original identifier survives in {path}{tag_str(tag)}")
