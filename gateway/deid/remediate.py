@@ -25,12 +25,14 @@ from gateway.deid import keyed
 from gateway.deid.dates import DateFormatError, shift_da, shift_dt
 from gateway.deid.dummies import dummy_for
 from gateway.deid.profile import Profile
-from gateway.deid.vr import BINARY_VRS, FREE_TEXT_VRS, TEXT_VRS
+from gateway.deid.vr import BINARY_VRS, FREE_TEXT_VRS, STRING_VRS, TEXT_VRS
 
 PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
 ENCRYPTED_ATTRIBUTES = 0x04000500
 LONGITUDINAL_MODIFIED = 0x00280303
+MEDIA_STORAGE_SOP_INSTANCE, IMPLEMENTATION_CLASS, IMPLEMENTATION_VERSION = (0x00020003, 0x00020012,
+                                                                            0x00020013)
 # Attributes whose values identify a patient or a visit, besides every PN.
 IDENTIFYING_TAGS = frozenset({
     0x00100020,  # PatientID
@@ -46,6 +48,8 @@ IDENTIFYING_TAGS = frozenset({
     0x00400253,  # PerformedProcedureStepID
     0x00200010,  # StudyID
 })
+# Text VRs whose new values may be stored as raw ASCII bytes.
+RAW_TEXT_VRS = STRING_VRS | {"DS", "IS"}
 # Scrubbed from cleaned text too, but not patient identity: verify does not look for them.
 INSTITUTION_TAGS = frozenset({0x00080080, 0x00080081})
 GANTRY_IMPLEMENTATION_UID = "2.25.302521339738478452357281935462735718093"
@@ -86,8 +90,25 @@ def text_values(ds: Dataset, key: int) -> list[str]:
     return [v.strip() for v in _values(elem.value)]
 
 
+def _text(ds: Dataset, tag: int) -> str:
+    """An element's values joined as in the file ("" when absent), not decoded if ASCII."""
+    return "\\".join(text_values(ds, tag)) if tag in ds._dict else ""
+
+
 def _set(ds: Dataset, key: int, vr: str, value: object) -> None:
-    """Replace a public, non-sequence element's value without decoding the old one."""
+    """Replace a public, non-sequence element's value without decoding the old one. ASCII text
+    replacing a raw little-endian element is stored raw, in the object's own encoding, which
+    the encoder copies as it is; anything else becomes a DataElement."""
+    old = ds._dict[key]
+    if isinstance(old, RawDataElement) and old.is_little_endian and vr in RAW_TEXT_VRS:
+        text = "\\".join(value) if isinstance(value, list) else "" if value is None else value
+        if isinstance(text, str) and text.isascii():
+            data = text.encode("ascii")
+            if len(data) % 2:
+                data += b"\x00" if vr == "UI" else b" "
+            ds._dict[key] = RawDataElement(key, old.VR if old.is_implicit_VR else vr, len(data),
+                                           data, old.value_tell, old.is_implicit_VR, True)
+            return
     if " or " in vr:  # an ambiguous VR ("US or SS"): pydicom resolves it when it decodes
         ds[key].value = value
     else:
@@ -119,18 +140,17 @@ class _Remediator:
         self.keep_originals = keep_originals
         self.result = Remediation()
         self._candidates = self._identifiers(ds)
-        patient = str(ds.get("PatientID", "") or "").strip()
-        seed = patient or (str(ds.get("PatientName", "") or "") + "|"
-                           + str(ds.get("PatientBirthDate", "") or ""))
+        patient = _text(ds, PATIENT_ID).strip()
+        seed = patient or _text(ds, PATIENT_NAME) + "|" + _text(ds, 0x00100030)
         if seed == "|":
-            seed = "study:" + str(ds.get("StudyInstanceUID", "") or "")
+            seed = "study:" + _text(ds, 0x0020000D)
         self.result.pseudonym = keyed.pseudonym(key, seed, profile.pseudonym_prefix)
         self.days = (keyed.date_offset_days(key, seed, profile.date_shift_days)
                      if profile.modified_dates else 0)
         if profile.modified_dates:
             self.result.date_offset_days = self.days
         self._scrub: re.Pattern[str] | None = None
-        self.sop_class = str(ds.get("SOPClassUID", "") or "")
+        self.sop_class = _text(ds, 0x00080016)
 
     # ------------------------------------------------------------------ identifiers
 
@@ -153,8 +173,7 @@ class _Remediator:
         for value, tag in self._candidates.items():
             if tag in INSTITUTION_TAGS:
                 continue
-            elem = ds.get(tag)
-            if elem is None or value not in "\\".join(_values(elem.value)):
+            if tag not in ds._dict or value not in _text(ds, tag):
                 gone.add(value)
         return gone
 
@@ -413,12 +432,14 @@ def remediate_file_meta(ds: Dataset, state: _Remediator) -> None:
     meta = getattr(ds, "file_meta", None)
     if meta is None:
         return
-    if "MediaStorageSOPInstanceUID" in meta:
-        meta.MediaStorageSOPInstanceUID = state.map_uid(str(meta.MediaStorageSOPInstanceUID))
-    for tag in [t for t in meta.keys() if (t & 0xFFFF) >= 0x0016]:
-        del meta[tag]
-    meta.ImplementationClassUID = GANTRY_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = GANTRY_IMPLEMENTATION_VERSION
+    for key in list(meta._dict):
+        if key == MEDIA_STORAGE_SOP_INSTANCE:
+            _set(meta, key, "UI", state.map_uid(_text(meta, key)))
+        elif (key & 0xFFFF) >= 0x0016:
+            del meta._dict[key]
+    for tag, vr, value in ((IMPLEMENTATION_CLASS, "UI", GANTRY_IMPLEMENTATION_UID),
+                           (IMPLEMENTATION_VERSION, "SH", GANTRY_IMPLEMENTATION_VERSION)):
+        meta._dict[BaseTag(tag)] = DataElement(BaseTag(tag), vr, value)
 
 
 def remediate(ds: Dataset, profile: Profile, key: bytes, keep_originals: bool = True
