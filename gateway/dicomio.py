@@ -269,6 +269,20 @@ def _encode_element(tag: int, vr: str, data: bytes, implicit: bool) -> bytes:
     return _PACK_SHORT(group, element, vr.encode(), len(data)) + data
 
 
+def encode_file_meta(elements: dict[int, tuple[str, str | bytes]]) -> bytes:
+    """Preamble, "DICM" and a file meta group (explicit VR little endian, with its group length
+    and version) from tag → (VR, value); ASCII text values are padded to even length."""
+    body = []
+    for tag, (vr, value) in sorted({**elements, 0x00020001: ("OB", b"\x00\x01")}.items()):
+        data = value if isinstance(value, bytes) else value.encode("ascii", "replace")
+        if len(data) % 2:
+            data += b"\x00" if vr in ("UI", "OB") else b" "
+        body.append(_encode_element(tag, vr, data, False))
+    rest = b"".join(body)
+    group_length = _encode_element(0x00020000, "UL", struct.pack("<I", len(rest)), False)
+    return b"\x00" * 128 + b"DICM" + group_length + rest
+
+
 def _encode_meta(meta: Dataset) -> bytes:
     """File meta information (explicit VR little endian), with its group length and version."""
     meta.FileMetaInformationVersion = b"\x00\x01"

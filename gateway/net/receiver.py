@@ -16,12 +16,9 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from pydicom.dataset import FileMetaDataset
-from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
     DeflatedExplicitVRLittleEndian,
@@ -39,6 +36,7 @@ from pynetdicom.sop_class import Verification
 
 from gateway.config import Config, NetworkConfig
 from gateway.deid.keyed import keyed_hash
+from gateway.dicomio import encode_file_meta
 from gateway.logs import get_logger
 from gateway.store import Store
 
@@ -296,20 +294,17 @@ class Receiver:
                calling: str) -> int:
         """Write File Meta + the data set as received; returns the open descriptor (not yet
         fsync'd; fsync of a new file on ext4/xfs also persists its directory entry)."""
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = sop_class
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ts
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+        meta: dict[int, tuple[str, str | bytes]] = {
+            0x00020002: ("UI", sop_class), 0x00020003: ("UI", sop_uid), 0x00020010: ("UI", ts),
+            0x00020012: ("UI", PYDICOM_IMPLEMENTATION_UID),
+            0x00020013: ("SH", IMPLEMENTATION_VERSION),
+        }
         if calling:
-            meta.SourceApplicationEntityTitle = calling
-        head = BytesIO()
-        head.write(b"\x00" * 128 + b"DICM")
-        write_file_meta_info(head, meta, enforce_standard=True)
+            meta[0x00020016] = ("AE", calling)
+        head = encode_file_meta(meta)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, head.getvalue())
+            os.write(fd, head)
             view = memoryview(data)
             while view:
                 n = os.write(fd, view)
