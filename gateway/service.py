@@ -136,10 +136,10 @@ class Worker:
         except DicomReadError as exc:
             return self._quarantine(job_id, f"unreadable: {exc.problem}")
         header = parsed.ds
-        self.store.record_machine(job_id, asdict(machine_record(header, self.pipeline.redactor)))
+        machine = asdict(machine_record(header, self.pipeline.redactor))
         route = self.router.route(header, row["calling_ae"] or "", row["called_ae"] or "")
         if route is None:
-            return self._quarantine(job_id, "no route")
+            return self._quarantine(job_id, "no route", machine=machine)
         out = self.state.output(job_id)
         try:
             outcome = self.pipeline.run(parsed, out, profile=route.profile, backup=route.backup,
@@ -149,18 +149,19 @@ class Worker:
             reason = f"pipeline error: {type(exc).__name__}"
         if not isinstance(outcome, Forwarded):
             reason = outcome.reason if outcome is not None else reason
-            return self._quarantine(job_id, reason, route.name, route.profile)
+            return self._quarantine(job_id, reason, route.name, route.profile, machine)
         self.store.finish_processing(
             job_id, route=route.name, profile=route.profile, new_study_uid=outcome.study_uid,
             new_series_uid=outcome.series_uid, new_sop_uid=outcome.sop_uid,
             out_transfer_syntax=outcome.transfer_syntax, counts=outcome.counts,
-            not_backed_up=outcome.not_backed_up, destinations=route.destinations)
+            not_backed_up=outcome.not_backed_up, destinations=route.destinations,
+            machine=machine)
         if not route.destinations:
             self.state.done(job_id)
 
     def _quarantine(self, job_id: str, reason: str, route: str | None = None,
-                    profile: str | None = None) -> None:
-        self.store.quarantine(job_id, reason, route=route, profile=profile)
+                    profile: str | None = None, machine: dict[str, Any] | None = None) -> None:
+        self.store.quarantine(job_id, reason, route=route, profile=profile, machine=machine)
         self.state.move_to_quarantine(job_id)
 
 
@@ -254,6 +255,7 @@ class Service:
         """Until asked to stop: respawn dead children, requeue expired claims."""
         last_reclaim = time.monotonic()
         while not self.stopping.wait(0.5):
+            self.store.checkpoint()
             for child in self.children:
                 if not child.process.is_alive():
                     requeued = self.store.reclaim(owner=child.owner_prefix())

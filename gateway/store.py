@@ -89,12 +89,19 @@ class Store:
         # The receiver's commits must survive power loss (FULL); later moves are re-done on
         # restart if lost, so workers and forwarders may use NORMAL.
         self.conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+        if durable:  # the receiver's commits never pay for a checkpoint (see `checkpoint`)
+            self.conn.execute("PRAGMA wal_autocheckpoint = 0")
         self.db = sqlite_utils.Database(self.conn)
         self.log = get_logger("gateway.store")
         self._create()
 
     def close(self) -> None:
         self.conn.close()
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database without blocking anyone (the node runs
+        this often; the other connections also checkpoint as they commit)."""
+        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     # ------------------------------------------------------------------ schema
 
@@ -247,10 +254,13 @@ class Store:
     def finish_processing(self, job_id: str, *, route: str, profile: str,
                           new_study_uid: str, new_series_uid: str, new_sop_uid: str,
                           out_transfer_syntax: str, counts: dict[str, int],
-                          not_backed_up: tuple[str, ...], destinations: tuple[str, ...]) -> None:
-        """processing → processed → forwarding, with one pending delivery per destination."""
+                          not_backed_up: tuple[str, ...], destinations: tuple[str, ...],
+                          machine: dict[str, Any] | None = None) -> None:
+        """processing → processed → forwarding, with one pending delivery per destination
+        (and the object's machine signature, in the same transaction)."""
         now = time.time()
         with self.tx() as tx:
+            self._record_machine(tx, job_id, machine)
             self._move(tx, job_id, PROCESSED, route, route=route, profile=profile,
                        new_study_uid=new_study_uid, new_series_uid=new_series_uid,
                        new_sop_uid=new_sop_uid, out_transfer_syntax=out_transfer_syntax,
@@ -268,7 +278,7 @@ class Store:
             self._move_from(tx, job_id, PROCESSED, FORWARDING, ",".join(destinations))
 
     def quarantine(self, job_id: str, reason: str, *, route: str | None = None,
-                   profile: str | None = None) -> None:
+                   profile: str | None = None, machine: dict[str, Any] | None = None) -> None:
         """Side exit: the job stops here with its reason (quoted values are blanked out)."""
         reason = scrub_values(reason)
         fields: dict[str, Any] = {"reason": reason, "lease_owner": None, "lease_until": None}
@@ -277,6 +287,7 @@ class Store:
         if profile is not None:
             fields["profile"] = profile
         with self.tx() as tx:
+            self._record_machine(tx, job_id, machine)
             self._move(tx, job_id, QUARANTINED, reason, **fields)
 
     def reclaim(self, *, everything: bool = False, owner: str | None = None) -> int:
@@ -429,12 +440,14 @@ class Store:
         with self.tx() as tx:
             self._move(tx, job_id, PURGED, "purged")
 
-    def record_machine(self, job_id: str, machine: dict[str, Any]) -> None:
+    @staticmethod
+    def _record_machine(tx: Tx, job_id: str, machine: dict[str, Any] | None) -> None:
         """The machine signature of a received object (device text and flags only)."""
+        if machine is None:
+            return
         row = {"job_id": job_id, **machine}
-        with self.tx() as tx:
-            tx.execute(f"INSERT OR REPLACE INTO machines ({', '.join(row)}) "
-                       f"VALUES ({', '.join('?' for _ in row)})", tuple(row.values()))
+        tx.execute(f"INSERT OR REPLACE INTO machines ({', '.join(row)}) "
+                   f"VALUES ({', '.join('?' for _ in row)})", tuple(row.values()))
 
     def machines(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM machines")]
