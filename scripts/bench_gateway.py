@@ -8,7 +8,9 @@ them with dcmtk `storescu` over one association:
 2. storescu → naive relay → storescp   (pynetdicom SCP that decodes the dataset in the
                                          C-STORE handler and forwards it synchronously
                                          on one held association before answering)
-3. storescu → `gantry serve` → storescp
+3. storescu → pynetdicom no-op SCP    (answers Success without storing anything: the floor
+                                         of any receiver built on pynetdicom, Gantry's included)
+4. storescu → `gantry serve` → storescp
 
 For each: objects/s as the sender sees it (all Success answers), objects/s end to end (all
 files at storescp), Success latency p50/p99 (from storescu's millisecond log timestamps), and
@@ -183,6 +185,21 @@ ae.start_server(("127.0.0.1", port), evt_handlers=[(evt.EVT_C_STORE, on_store),
 '''
 
 
+FLOOR = r'''
+import socket, sys
+from pynetdicom import AE, evt
+from pynetdicom.presentation import AllStoragePresentationContexts
+def on_open(event):
+    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+ae = AE("FLOOR")
+ae.maximum_pdu_size = 0
+for cx in AllStoragePresentationContexts:
+    ae.add_supported_context(cx.abstract_syntax)
+ae.start_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=[
+    (evt.EVT_C_STORE, lambda event: 0x0000), (evt.EVT_CONN_OPEN, on_open)])
+'''
+
+
 # ---------------------------------------------------------------------------- gantry
 
 
@@ -281,7 +298,18 @@ def main() -> int:
         scp.stop()
     results["naive relay"] = dict(send=elapsed, total=total, lat=lat)
 
-    # 3. gantry
+    # 3. the pynetdicom floor
+    port = free_port()
+    floor = subprocess.Popen([sys.executable, "-c", FLOOR, str(port)])
+    wait_port(port)
+    try:
+        elapsed, lat = send(port, files, logcfg, "FLOOR", k)
+    finally:
+        floor.terminate()
+        floor.wait(10)
+    results["pynetdicom floor"] = dict(send=elapsed, total=None, lat=lat)
+
+    # 4. gantry
     scp = StoreSCP(root / "gantry-out", True)  # Gantry forwards on two associations
     port = free_port()
     config = gantry_config(root, scp.port, port)
@@ -319,16 +347,20 @@ def main() -> int:
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     direct = n / results["dcmtk direct"]["send"]
     naive = n / results["naive relay"]["send"]
-    print(f"\n{'path':14} {'Success obj/s':>14} {'end-to-end obj/s':>17} "
+    print(f"\n{'path':16} {'Success obj/s':>14} {'end-to-end obj/s':>17} "
           f"{'p50 ms':>8} {'p99 ms':>8}")
     for name, r in results.items():
-        print(f"{name:14} {n / r['send']:14.1f} {n / r['total']:17.1f} "
+        end = f"{n / r['total']:17.1f}" if r["total"] else f"{'-':>17}"
+        print(f"{name:16} {n / r['send']:14.1f} {end} "
               f"{pct(r['lat'], 50):8.1f} {pct(r['lat'], 99):8.1f}")
     g = results["gantry"]
     print(f"\ngantry / naive relay (Success): {n / g['send'] / naive:.2f}x   "
           f"(end to end: {(n / g['total']) / (n / results['naive relay']['total']):.2f}x)")
     print(f"gantry / dcmtk direct (Success): {n / g['send'] / direct:.2f}x   "
           f"(end to end: {(n / g['total']) / (n / results['dcmtk direct']['total']):.2f}x)")
+    floor_rate = n / results["pynetdicom floor"]["send"]
+    print(f"gantry / pynetdicom floor (Success): {n / g['send'] / floor_rate:.2f}x   "
+          f"(naive relay / floor: {naive / floor_rate:.2f}x)")
     if samples:
         peak = max(s[1] for s in samples)
         print(f"gantry RSS (node + workers + forwarder): peak {peak / 1024:.0f} MiB")
