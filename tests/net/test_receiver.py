@@ -66,8 +66,15 @@ def test_spools_as_received_and_commits_a_job(receiver):
         got = dcmread(spooled[original.SOPInstanceUID,
                               str(original.file_meta.TransferSyntaxUID)])
         assert got.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+        assert got.file_meta.MediaStorageSOPClassUID == original.SOPClassUID
+        assert got.file_meta.MediaStorageSOPInstanceUID == original.SOPInstanceUID
+        assert got.file_meta.SourceApplicationEntityTitle == "MODALITY"
         assert got.SOPInstanceUID == original.SOPInstanceUID
         assert got.PixelData == original.PixelData
+    for path in spooled.values():  # dcmtk reads the File Meta Information the receiver wrote
+        dump = subprocess.run([need("dcmdump"), "-M", "+P", "0002,0010", str(path)],
+                              capture_output=True, text=True, timeout=60)
+        assert dump.returncode == 0 and "TransferSyntaxUID" in dump.stdout, dump.stderr
     assert all(r["calling_ae"] == "MODALITY" and len(r["sop_hash"]) == 32 for r in rows)
 
 
