@@ -284,22 +284,21 @@ def encode_file_meta(elements: dict[int, tuple[str, str | bytes]]) -> bytes:
 
 
 def _encode_meta(meta: Dataset) -> bytes:
-    """File meta information (explicit VR little endian), with its group length and version."""
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    body = []
-    for tag in sorted(meta._dict, key=int):
-        elem = meta._dict[tag]
-        if tag == 0x00020000:
-            continue
-        data = _plain_bytes(elem, False)
-        if data is None:
+    """Preamble and file meta information of a dataset's `file_meta`."""
+    elements: dict[int, tuple[str, str | bytes]] = {}
+    for tag, elem in meta._dict.items():
+        data = _plain_bytes(elem, False) if tag not in (0x00020000, 0x00020001) else b""
+        if data is None:  # a value only pydicom's writer knows how to encode
+            meta.FileMetaInformationVersion = b"\x00\x01"
             out = DicomBytesIO()
             out.is_little_endian, out.is_implicit_VR = True, False
+            out.write(b"\x00" * 128 + b"DICM")
             write_file_meta_info(out, meta, enforce_standard=True)
             return out.getvalue()
-        body.append(_encode_element(tag, elem.VR, data, False))
-    rest = b"".join(body)
-    return _encode_element(0x00020000, "UL", struct.pack("<I", len(rest)), False) + rest
+        elements[int(tag)] = (elem.VR, data)
+    elements.pop(0x00020000, None)  # the group length and the version: encode_file_meta
+    elements.pop(0x00020001, None)  # writes both
+    return encode_file_meta(elements)
 
 
 def _encode_header(ds: Dataset) -> bytes:
@@ -308,7 +307,6 @@ def _encode_header(ds: Dataset) -> bytes:
     ts = ds.file_meta.TransferSyntaxUID
     implicit = ts == ImplicitVRLittleEndian
     out = DicomBytesIO()
-    out.write(b"\x00" * 128 + b"DICM")
     out.write(_encode_meta(ds.file_meta))
     out.is_little_endian, out.is_implicit_VR = True, implicit
     encodings = ds._character_set
