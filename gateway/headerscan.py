@@ -121,8 +121,8 @@ def _elements(buf: _Bytes, pos: int, implicit: bool, group2: bool
                 raise Unusual("undefined length")
             if vr is None and _IMPLICIT(buf.need(start + 8), start)[:2] != (0xFFFE, 0xE000):
                 raise Unusual("undefined length")
-            end, pos = _sequence_end(buf, start, implicit)
-            vr, length = "SQ", end - start
+            end, pos = _sequence_end(buf, start, implicit)  # the value: its items
+            vr = "SQ"
         else:
             end = pos = start + length
         value = buf.need(end)[start:end] if length else empty_value_for_VR(vr, raw=True)

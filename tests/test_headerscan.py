@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from conftest import DATA_STORE
 
 from gateway.dicomio import DicomReadError, read_for_deid
 from gateway.headerscan import Unusual, scan_header
@@ -33,6 +34,33 @@ def test_scan_agrees_with_pydicom(corpus_file: Path) -> None:
         assert fast[tag] == slow[tag], f"{tag} differs"
     assert fast.original_encoding == slow.original_encoding
     assert fast.original_character_set == slow.original_character_set
+
+
+def _outcome(path: Path) -> str:
+    try:
+        parsed = read_for_deid(path)
+    except DicomReadError as exc:
+        return f"refused: {exc.problem}"
+    return f"read: {sorted(parsed.ds.keys()) == sorted(_pydicom_header(path)[0].keys())}"
+
+
+def test_the_fast_path_accepts_and_refuses_exactly_what_pydicom_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every candidate test file, readable or not: the same outcome with the scanner as with
+    pydicom's reader alone (the corpus is the readable files, so a file the scanner wrongly
+    refused would silently leave the corpus)."""
+    candidates = [Path(p) for p in pydicom.data.get_testdata_files()]
+    candidates += [p for p in DATA_STORE.rglob("*") if p.is_file()]
+    candidates = [p for p in candidates if p.suffix not in (".py", ".txt", ".json", ".md")]
+    fast = {p: _outcome(p) for p in candidates}
+
+    def unusual(path: Path) -> None:
+        raise Unusual("forced")
+
+    monkeypatch.setattr("gateway.dicomio.scan_header", unusual)
+    slow = {p: _outcome(p) for p in candidates}
+    assert {p.name: o for p, o in fast.items() if o != slow[p]} == {}
+    assert sum(o.startswith("read") for o in fast.values()) >= 200
 
 
 def test_most_of_the_corpus_takes_the_fast_path(corpus: tuple[Path, ...]) -> None:

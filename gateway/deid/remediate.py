@@ -277,7 +277,7 @@ class _Remediator:
             if code is None and clean and vr in FREE_TEXT_VRS:
                 return self._clean(ds, ds[key], top)
             if code is None and vr == "UI":
-                return self._uid(ds, key, top, count=False)
+                return self._uid(ds, key, top)
             if code is None and vr in ("DA", "DT") and profile.modified_dates:
                 return self._shift(ds, key, vr, top)
             return False
@@ -299,7 +299,7 @@ class _Remediator:
         if code == "U" or (vr == "UI" and code in ("D", "C")):
             if vr == "SQ":
                 return self._sequence(ds, ds[key], top, clean)
-            return self._uid(ds, key, top, count=True)
+            return self._uid(ds, key, top)
         if code == "D":
             if vr == "SQ":
                 return self._sequence(ds, ds[key], top, clean=True)
@@ -310,7 +310,7 @@ class _Remediator:
         # C: clean
         return self._clean(ds, ds[key], top)
 
-    def _uid(self, ds: Dataset, key: int, top: bool, count: bool) -> bool:
+    def _uid(self, ds: Dataset, key: int, top: bool) -> bool:
         values = text_values(ds, key)
         mapped = [self.map_uid(v) for v in values]
         if mapped == values:
