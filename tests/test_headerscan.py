@@ -6,9 +6,9 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import data_store
 import pydicom
 import pytest
-from conftest import DATA_STORE
 
 from gateway.dicomio import DicomReadError, read_for_deid
 from gateway.headerscan import Unusual, scan_header
@@ -50,7 +50,8 @@ def test_the_fast_path_accepts_and_refuses_exactly_what_pydicom_does(
     pydicom's reader alone (the corpus is the readable files, so a file the scanner wrongly
     refused would silently leave the corpus)."""
     candidates = [Path(p) for p in pydicom.data.get_testdata_files()]
-    candidates += [p for p in DATA_STORE.rglob("*") if p.is_file()]
+    candidates += [p for p in (Path(data_store.__file__).parent / "data").rglob("*")
+                   if p.is_file()]
     candidates = [p for p in candidates if p.suffix not in (".py", ".txt", ".json", ".md")]
     fast = {p: _outcome(p) for p in candidates}
 
