@@ -14,6 +14,7 @@ import faulthandler
 import multiprocessing as mp
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -255,7 +256,10 @@ class Service:
         """Until asked to stop: respawn dead children, requeue expired claims."""
         last_reclaim = time.monotonic()
         while not self.stopping.wait(0.5):
-            self.store.checkpoint()
+            try:
+                self.store.checkpoint()
+            except sqlite3.Error as exc:  # the next round tries again; never stop supervising
+                self.log.warning("store.checkpoint_failed", error=type(exc).__name__)
             for child in self.children:
                 if not child.process.is_alive():
                     requeued = self.store.reclaim(owner=child.owner_prefix())
