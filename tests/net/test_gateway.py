@@ -338,6 +338,12 @@ def test_quarantine_release_after_a_config_fix(tmp_path, storescp, gateway):
     assert status["jobs"] == {DELIVERED: 3} and status["destinations"][0]["delivered"] == 3
 
 
+def _warning_events(log: Path) -> list[str]:
+    """The names of warning and error events in a gateway log (for a failure's message)."""
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return sorted({e["event"] for e in events if e.get("level") in ("warning", "error")})
+
+
 def test_eight_senders_at_once(tmp_path, storescp, gateway):
     scp = storescp()
     gw = gateway(write_config(tmp_path, {"pacs": ("PACS", scp.port)}), tmp_path / "log.jsonl")
@@ -348,10 +354,13 @@ def test_eight_senders_at_once(tmp_path, storescp, gateway):
         stderr=subprocess.PIPE, text=True) for i, batch in enumerate(batches)]
     assert [s.wait(120) for s in senders] == [0] * 8
     assert wait_settled(gw, 120) == {DELIVERED: 120}
-    assert wait_for(lambda: len(scp.files()) == 120)
+    arrived = wait_for(lambda: len(scp.files()) == 120)
     store = gw.store()
     callers = {r[0] for r in store.conn.execute("SELECT DISTINCT calling_ae FROM jobs")}
+    distinct = store.conn.execute("SELECT count(DISTINCT new_sop_uid) FROM jobs").fetchone()[0]
     store.close()
+    assert arrived, (f"{len(scp.files())} files at storescp; {distinct} distinct new SOP UIDs "
+                     f"delivered; warnings: {_warning_events(gw.log)}")
     assert callers == {f"MOD{i}" for i in range(8)}
 
 
