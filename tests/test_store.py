@@ -177,3 +177,18 @@ def test_state_dir_sweep_removes_orphans(tmp_path, store):
     (state.out / "kept.dcm").write_bytes(b"x")      # job not forwarding: stale output
     assert state.sweep(store) == 2
     assert [p.name for p in state.spool.iterdir()] == ["kept.dcm"]
+
+
+
+def test_only_the_receivers_connection_skips_checkpoints(tmp_path):
+    receiver = Store(tmp_path / "gantry.db")  # durable: the receiver's connection
+    worker = Store(tmp_path / "gantry.db", durable=False)
+    assert receiver.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    assert worker.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] > 0
+    for i in range(300):
+        add(receiver, f"job{i}")
+    node = Store(tmp_path / "gantry.db")
+    node.checkpoint()  # runs beside the receiver's connection (the WAL itself is SQLite's)
+    assert node.counts() == {RECEIVED: 300}
+    for s in (node, worker, receiver):
+        s.close()
