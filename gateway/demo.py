@@ -18,11 +18,10 @@ from typing import Any
 
 import yaml
 from pydicom import dcmread
-from pynetdicom import AE, evt
-from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom import AE, _config, evt
 
 from gateway.config import parse_config
-from gateway.net.receiver import TRANSFER_SYNTAXES, set_nodelay
+from gateway.net.receiver import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES, set_nodelay
 
 DEMO_CONFIG = "data/demo.yaml"
 
@@ -40,8 +39,8 @@ class StandInPacs:
         self._lock = threading.Lock()
         self.ae = AE(ae_title=ae_title)
         self.ae.maximum_pdu_size = 0
-        for cx in AllStoragePresentationContexts:
-            self.ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES)
+        for sop_class in STORAGE_SOP_CLASSES:
+            self.ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
         self._port = port
         self._server: Any = None
 
@@ -96,20 +95,29 @@ def sample_files() -> list[Path]:
 
 def send_files(paths: list[Path], port: int, called: str = "GANTRY",
                calling: str = "DEMO-MODALITY") -> dict[Path, int | str]:
-    """C-STORE each file (one association per ≤ 120 presentation contexts); the status of each,
-    or why it was not sent."""
+    """C-STORE each file as a modality would, its bytes as they are (one association per ≤ 120
+    presentation contexts); the status of each, or why it was not sent."""
+    _config.STORE_SEND_CHUNKED_DATASET = True  # a path is sent as its bytes, not re-encoded
     sendable: dict[tuple[str, str], list[Path]] = {}
     result: dict[Path, int | str] = {}
+    decode: set[Path] = set()  # no Media Storage UIDs in the file meta: send the data set
     for path in paths:
         try:
-            meta = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
-            key = (str(meta.SOPClassUID), str(meta.file_meta.TransferSyntaxUID))
+            ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+            meta = ds.file_meta
+            key = (str(meta.get("MediaStorageSOPClassUID") or ds.SOPClassUID),
+                   str(meta.TransferSyntaxUID))
         except Exception:  # noqa: BLE001 - not every test file is a storable object
             result[path] = "not a storable DICOM file"
+            continue
+        if key[0] not in STORAGE_SOP_CLASSES:
+            result[path] = "not a storage SOP class"
             continue
         if key[1] not in TRANSFER_SYNTAXES:
             result[path] = "transfer syntax not offered"
             continue
+        if "MediaStorageSOPInstanceUID" not in meta or "MediaStorageSOPClassUID" not in meta:
+            decode.add(path)
         sendable.setdefault(key, []).append(path)
     keys = list(sendable)
     for start in range(0, len(keys), 120):
@@ -127,7 +135,7 @@ def send_files(paths: list[Path], port: int, called: str = "GANTRY",
         for key in chunk:
             for path in sendable[key]:
                 try:
-                    rsp = assoc.send_c_store(path)
+                    rsp = assoc.send_c_store(dcmread(path) if path in decode else path)
                     result[path] = int(rsp.Status) if rsp and "Status" in rsp else "no answer"
                 except Exception as exc:  # noqa: BLE001
                     result[path] = f"cannot send: {type(exc).__name__}"

@@ -65,8 +65,10 @@ def _check_meta(ds: Dataset, path: str | os.PathLike) -> None:
     meta = getattr(ds, "file_meta", None)
     if meta is None or "TransferSyntaxUID" not in meta:
         raise DicomReadError(path, "no file meta information (0002,0010) Transfer Syntax UID")
-    if "SOPInstanceUID" not in ds:
-        raise DicomReadError(path, "missing (0008,0018) SOP Instance UID")
+    for tag, name in ((0x00080016, "(0008,0016) SOP Class UID"),
+                      (0x00080018, "(0008,0018) SOP Instance UID")):
+        if tag not in ds:  # Type 1 in every IOD: without it no receiver can store the object
+            raise DicomReadError(path, f"missing {name}")
 
 
 def _read(path: str | os.PathLike, **kwargs: object) -> tuple[Dataset, int, int]:

@@ -153,7 +153,7 @@ def _planted(src: str) -> Dataset:
 def build_batch_folder(root: Path) -> BatchFolder:
     """Good files (planted CT, MR, two CTs of one study in a sub-folder) and malformed ones:
     truncated in a value, truncated in the pixel data, a bad VR, not DICOM, no file meta,
-    an empty file."""
+    no SOP Class UID, an empty file."""
     folder = BatchFolder(root)
     (root / "study").mkdir(parents=True)
     (root / "bad").mkdir()
@@ -182,6 +182,10 @@ def build_batch_folder(root: Path) -> BatchFolder:
     pydicom.dcmwrite(bad / "no_meta.dcm", ds, enforce_file_format=False, implicit_vr=True,
                      little_endian=True)
     folder.bad[bad / "no_meta.dcm"] = ("meta",)
+    ds = _planted("CT_small.dcm")
+    del ds.SOPClassUID  # Type 1 everywhere; the file meta still names the class
+    ds.save_as(bad / "no_sop_class.dcm", enforce_file_format=True)
+    folder.bad[bad / "no_sop_class.dcm"] = ("missing", "(0008,0016)")
     (bad / "empty.dcm").write_bytes(b"")
     folder.bad[bad / "empty.dcm"] = ("dicom",)
     return folder

@@ -93,7 +93,8 @@ def _file(tmp_path: Path, body: bytes, ts: bytes = b"1.2.840.10008.1.2.1\x00") -
 
 
 def test_unusual_files_go_to_pydicom_and_keep_their_precise_errors(tmp_path: Path) -> None:
-    sop = struct.pack("<HH2sH", 8, 0x18, b"UI", 8) + b"1.2.3.4\x00"
+    sop = (struct.pack("<HH2sH", 8, 0x16, b"UI", 8) + b"1.2.3.4\x00"
+           + struct.pack("<HH2sH", 8, 0x18, b"UI", 8) + b"1.2.3.4\x00")
     truncated = struct.pack("<HH2sH", 0x10, 0x10, b"PN", 40) + b"DOE"
     with pytest.raises(Unusual):
         scan_header(_file(tmp_path, sop + truncated))
@@ -110,7 +111,8 @@ def test_undefined_length_sequences_are_found_whole(tmp_path: Path) -> None:
               + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + item
               + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
               + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
-    sop = struct.pack("<HH2sH", 8, 0x18, b"UI", 8) + b"1.2.3.4\x00"
+    sop = (struct.pack("<HH2sH", 8, 0x16, b"UI", 8) + b"1.2.3.4\x00"
+           + struct.pack("<HH2sH", 8, 0x18, b"UI", 8) + b"1.2.3.4\x00")
     after = struct.pack("<HH2sH", 0x0010, 0x0010, b"PN", 4) + b"DOE "
     path = _file(tmp_path, sop + nested + after)
     ds, pos, size = scan_header(path)

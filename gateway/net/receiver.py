@@ -29,10 +29,11 @@ from pydicom.uid import (
     JPEGLSTransferSyntaxes,
     JPEGTransferSyntaxes,
     RLELossless,
+    UID_dictionary,
 )
-from pynetdicom import AE, evt
-from pynetdicom.presentation import AllStoragePresentationContexts
-from pynetdicom.sop_class import Verification
+from pynetdicom import AE, evt, register_uid
+from pynetdicom.service_class import ServiceClass, StorageServiceClass
+from pynetdicom.sop_class import Verification, uid_to_service_class
 
 from gateway.config import Config, NetworkConfig
 from gateway.deid.keyed import keyed_hash
@@ -45,6 +46,17 @@ TRANSFER_SYNTAXES = [
     ExplicitVRBigEndian, *JPEGTransferSyntaxes, *JPEGLSTransferSyntaxes,
     *JPEG2000TransferSyntaxes, RLELossless,
 ]
+
+# Every storage SOP class in the standard's registry, retired ones included (old ultrasound
+# and nuclear medicine machines still send them); not Media Storage Directory, not the
+# Storage Commitment services.
+STORAGE_SOP_CLASSES = sorted(
+    uid for uid, (name, kind, *_rest) in UID_dictionary.items()
+    if kind == "SOP Class" and "Storage" in name
+    and not name.startswith(("Storage Commitment", "Media Storage")))
+for _uid in STORAGE_SOP_CLASSES:  # pynetdicom serves only the classes it has registered
+    if uid_to_service_class(_uid) is ServiceClass:
+        register_uid(_uid, UID_dictionary[_uid][4], StorageServiceClass)
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
@@ -119,8 +131,8 @@ class Receiver:
         self.ae.acse_timeout = 15
         self.ae.dimse_timeout = 120
         self.ae.implementation_version_name = IMPLEMENTATION_VERSION
-        for cx in AllStoragePresentationContexts:
-            self.ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES)
+        for sop_class in STORAGE_SOP_CLASSES:
+            self.ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
         self.ae.add_supported_context(Verification)
 
     # ------------------------------------------------------------------ lifecycle

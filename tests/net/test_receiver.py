@@ -148,3 +148,31 @@ def test_bytes_that_are_not_a_data_set_are_refused(receiver, tmp_path):
         fh.write(b"\xfe\xff\x00\xe0\xff\xff\xff\xff" + b"\x00" * 64)  # an item, not an element
     assert send_raw(rx.port, bad) == 0xC210
     assert Store(state.db).counts() == {}
+
+
+def test_retired_storage_sop_classes_are_received(receiver):
+    """Old machines still send retired classes (here Ultrasound Image Storage, retired)."""
+    rx, state = receiver()
+    files = [p for p in data_store_files() if p.name in ("color-pl.dcm", "color-px.dcm")]
+    assert {str(read_file_meta_info(p).MediaStorageSOPClassUID) for p in files} == {
+        "1.2.840.10008.5.1.4.1.1.6"}
+    run = storescu(rx.port, files, extra=("--required",))  # propose the files' own class
+    assert run.returncode == 0, run.stderr
+    rows = Store(state.db).conn.execute("SELECT sop_class_uid FROM jobs").fetchall()
+    assert [r["sop_class_uid"] for r in rows] == ["1.2.840.10008.5.1.4.1.1.6"] * 2
+
+
+def test_the_demo_sender_gets_success_for_every_storable_sample(receiver):
+    """`gantry demo` sends the bundled samples as a modality would: each file that is a
+    storage object in an offered transfer syntax is answered Success (none lost on the way)."""
+    from gateway.demo import sample_files, send_files
+
+    rx, state = receiver()
+    result = send_files(sample_files(), rx.port)
+    skipped = {"not a storable DICOM file", "not a storage SOP class",
+               "transfer syntax not offered"}
+    failed = {p.name: r for p, r in result.items() if r != 0x0000 and r not in skipped}
+    assert not failed
+    sent = [p for p, r in result.items() if r == 0x0000]
+    assert len(sent) > 100
+    assert Store(state.db).conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == len(sent)
