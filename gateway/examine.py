@@ -22,7 +22,7 @@ import yaml
 from pydicom.dataset import Dataset
 
 from gateway.deid.ctp_script import Signature, first_match
-from gateway.deid.redact import Redactor
+from gateway.deid.redact import Decision, Redactor
 from gateway.deid.signatures import expr_to_match
 from gateway.dicomio import DicomReadError, read_header
 
@@ -52,9 +52,8 @@ class MachineRecord:
     refused: bool
 
 
-def machine_record(header: Dataset, redactor: Redactor) -> MachineRecord:
+def machine_record(header: Dataset, decision: Decision) -> MachineRecord:
     """Describe one header by its machine signature and the redaction decision for it."""
-    decision = redactor.decide(header)
     return MachineRecord(
         signature=decision.signature,
         manufacturer=_text(header, "Manufacturer"),
@@ -121,7 +120,7 @@ class MachineIndex:
         self.unreadable = 0
 
     def add(self, header: Dataset) -> None:
-        record = machine_record(header, self.redactor)
+        record = machine_record(header, self.redactor.decide(header))
         known = first_match(self.ctp, header) if self.ctp else None
         self.add_record(record, known.name if known else "")
 

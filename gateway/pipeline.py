@@ -18,7 +18,7 @@ from gateway.config import BackupConfig, Config
 from gateway.deid.backup import attach_backup
 from gateway.deid.keyed import keyed_hash
 from gateway.deid.profile import Profile
-from gateway.deid.redact import Redactor
+from gateway.deid.redact import Decision, Redactor
 from gateway.deid.remediate import remediate
 from gateway.deid.stamp import stamp
 from gateway.deid.verify import verify
@@ -95,14 +95,16 @@ class Pipeline:
 
     def run(self, parsed: Parsed, dst: Destination, *, profile: str = "default",
             backup: BackupConfig | None = None, burned_in: str | None = None,
-            fsync: bool = False) -> Outcome:
+            fsync: bool = False, decision: Decision | None = None) -> Outcome:
         """Run every stage on an object already read (the gateway routes on its header first);
         write the result to `dst` (a path, or a function of the de-identified dataset giving
-        one), fsync'd if asked, or say why it is quarantined."""
+        one), fsync'd if asked, or say why it is quarantined. `decision` is the redactor's for
+        this header when the caller has already asked for it."""
         backup = backup if backup is not None else self.config.backup
         prof = self.profile(profile)
         try:
-            decision = self.redactor.decide(parsed.ds)
+            if decision is None:
+                decision = self.redactor.decide(parsed.ds)
             policy = burned_in or self.config.redaction.on_risk
             if decision.refused and policy == "quarantine":
                 return Quarantined(

@@ -137,14 +137,16 @@ class Worker:
         except DicomReadError as exc:
             return self._quarantine(job_id, f"unreadable: {exc.problem}")
         header = parsed.ds
-        machine = asdict(machine_record(header, self.pipeline.redactor))
+        decision = self.pipeline.redactor.decide(header)
+        machine = asdict(machine_record(header, decision))
         route = self.router.route(header, row["calling_ae"] or "", row["called_ae"] or "")
         if route is None:
             return self._quarantine(job_id, "no route", machine=machine)
         out = self.state.output(job_id)
         try:
             outcome = self.pipeline.run(parsed, out, profile=route.profile, backup=route.backup,
-                                        burned_in=route.burned_in, fsync=True)
+                                        burned_in=route.burned_in, fsync=True,
+                                        decision=decision)
         except Exception as exc:  # noqa: BLE001 - fail closed on any engine bug
             outcome = None
             reason = f"pipeline error: {type(exc).__name__}"
