@@ -1,16 +1,15 @@
 """Reading and writing DICOM files fast: parse the header, copy pixel bytes untouched.
 
 Most objects need only their header changed. `read_for_deid` parses everything before the pixel
-data and notes where the pixel data element starts; `write` writes the new header and appends
-those bytes verbatim. Objects whose tail holds more than the pixel data (or deflated ones) are
-read whole instead.
+data and notes where the pixel data element starts and ends; `write` writes the new header,
+copies those bytes verbatim, then writes whatever followed them (Data Set Trailing Padding, a
+Digital Signatures Sequence), if the profile kept it. Deflated objects are read whole instead.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import struct
 import warnings
 from dataclasses import dataclass
@@ -22,11 +21,13 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
-from pydicom.valuerep import IS, DSfloat, PersonName
+from pydicom.valuerep import IS, VR, DSfloat, PersonName
 
 from gateway.deid.tags import tag_str
 from gateway.deid.vr import BINARY_VRS, LONG_LENGTH_VRS, STRING_VRS
@@ -40,7 +41,8 @@ logging.getLogger("pydicom").setLevel(logging.CRITICAL + 1)
 warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
 
 PIXEL_TAGS = {0x7FE00008, 0x7FE00009, 0x7FE00010}
-PADDING_TAG = 0xFFFCFFFC
+PIXEL_DATA = 0x7FE00010
+KNOWN_VRS = frozenset(vr.value for vr in VR)
 _LONG_VRS = {vr.encode() for vr in LONG_LENGTH_VRS}
 
 
@@ -54,11 +56,13 @@ class DicomReadError(ValueError):
 
 @dataclass
 class Parsed:
-    """A dataset read for de-identification; `tail` is where raw pixel bytes start, if copyable."""
+    """A dataset read for de-identification; `tail` is where raw pixel bytes start, if copyable,
+    and `tail_stop` where they end when elements follow them (those are in `ds`)."""
 
     ds: Dataset
     src: Path
     tail: int | None
+    tail_stop: int | None = None
 
 
 def _check_meta(ds: Dataset, path: str | os.PathLike) -> None:
@@ -86,8 +90,12 @@ def _read(path: str | os.PathLike, **kwargs: object) -> tuple[Dataset, int, int]
     _check_meta(ds, path)
     for tag in ds.keys():
         raw = ds.get_item(tag)
-        if (isinstance(raw, RawDataElement) and raw.value is not None
-                and raw.length != 0xFFFFFFFF and len(raw.value) < raw.length):
+        if not isinstance(raw, RawDataElement):
+            continue
+        if raw.VR is not None and raw.VR not in KNOWN_VRS:
+            raise DicomReadError(path, f"element {tag_str(tag)} has an invalid value "
+                                       f"representation")
+        if raw.value is not None and raw.length != 0xFFFFFFFF and len(raw.value) < raw.length:
             raise DicomReadError(path, f"element {tag_str(tag)} is truncated: it declares "
                                        f"{raw.length} bytes, the file holds {len(raw.value)}")
     return ds, pos, size
@@ -161,11 +169,36 @@ def read_for_deid(path: str | os.PathLike) -> Parsed:
         return Parsed(ds, src, None)
     with open(src, "rb") as fh:
         end = _tail_end(fh, pos, size, ts)
-    if end is None:
-        raise DicomReadError(src, "pixel data element (7FE0,0010) is truncated or malformed")
-    if end == size:
-        return Parsed(ds, src, pos)
-    return Parsed(read_full(src), src, None)
+        if end is None:
+            raise DicomReadError(src, "pixel data element (7FE0,0010) is truncated or malformed")
+        if end == size:
+            return Parsed(ds, src, pos)
+        after = _trailing(fh, pos, end, size, ts)
+    if after is None:
+        return Parsed(read_full(src), src, None)
+    ds._dict.update(after)
+    return Parsed(ds, src, pos, end)
+
+
+def _trailing(fh: BinaryIO, pos: int, end: int, size: int, ts: str
+              ) -> dict[BaseTag, RawDataElement] | None:
+    """The elements after a (7FE0,0010) Pixel Data element ending at `end`, undecoded; None
+    when they are not plain little-endian elements that all follow it."""
+    fh.seek(pos)
+    if ts == ExplicitVRBigEndian or fh.read(4) != struct.pack("<HH", 0x7FE0, 0x0010):
+        return None
+    fh.seek(end)
+    try:
+        after = read_dataset(fh, ts == ImplicitVRLittleEndian, True, bytelength=size - end)
+    except Exception:  # noqa: BLE001 - anything odd: the whole-file reader says what it is
+        return None
+    elements = {tag: after.get_item(tag) for tag in after.keys()}
+    if not all(isinstance(e, RawDataElement) and int(tag) > PIXEL_DATA
+               and (e.VR is None or e.VR in KNOWN_VRS)
+               and (e.length == 0xFFFFFFFF or e.value is not None and len(e.value) == e.length)
+               for tag, e in elements.items()):
+        return None
+    return elements
 
 
 def load_pixels(parsed: Parsed) -> Dataset:
@@ -178,15 +211,15 @@ def load_pixels(parsed: Parsed) -> Dataset:
     for tag in [t for t in full.keys() if t not in parsed.ds and t < 0x7FE00000]:
         del full[tag]
     full.file_meta = parsed.ds.file_meta
-    parsed.ds, parsed.tail = full, None
+    parsed.ds, parsed.tail, parsed.tail_stop = full, None, None
     return full
 
 
-def _copy_tail(src: Path, offset: int, out: BinaryIO) -> None:
-    """Append src[offset:] to out, in the kernel where it can."""
+def _copy_tail(src: Path, offset: int, stop: int | None, out: BinaryIO) -> None:
+    """Append src[offset:stop] to out, in the kernel where it can."""
     out.flush()
     with open(src, "rb") as fh:
-        remaining = os.fstat(fh.fileno()).st_size - offset
+        remaining = (os.fstat(fh.fileno()).st_size if stop is None else stop) - offset
         try:
             while remaining > 0:
                 sent = os.copy_file_range(fh.fileno(), out.fileno(), remaining, offset)
@@ -198,7 +231,12 @@ def _copy_tail(src: Path, offset: int, out: BinaryIO) -> None:
         except OSError:
             pass
         fh.seek(offset)
-        shutil.copyfileobj(fh, out, 1 << 20)
+        while remaining > 0:
+            chunk = fh.read(min(remaining, 1 << 20))
+            if not chunk:
+                break
+            out.write(chunk)
+            remaining -= len(chunk)
 
 
 _NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
@@ -303,16 +341,18 @@ def _encode_meta(meta: Dataset) -> bytes:
     return encode_file_meta(elements)
 
 
-def _encode_header(ds: Dataset) -> bytes:
-    """Preamble, file meta and dataset, little endian only. Raw and plain text elements are
-    encoded here; the others go through pydicom's element writer."""
+def _encode_header(ds: Dataset, tags: list[BaseTag], meta: bool = True) -> bytes:
+    """Preamble, file meta (if `meta`) and the elements `tags` of the dataset, little endian
+    only. Raw and plain text elements are encoded here; the others go through pydicom's element
+    writer."""
     ts = ds.file_meta.TransferSyntaxUID
     implicit = ts == ImplicitVRLittleEndian
     out = DicomBytesIO()
-    out.write(_encode_meta(ds.file_meta))
+    if meta:
+        out.write(_encode_meta(ds.file_meta))
     out.is_little_endian, out.is_implicit_VR = True, implicit
     encodings = ds._character_set
-    for tag in sorted(ds._dict, key=int):  # the element store: no value is decoded
+    for tag in tags:  # keys of the element store: no value is decoded
         elem = ds._dict[tag]
         data = _plain_bytes(elem, implicit)
         if data is None:
@@ -331,12 +371,18 @@ def write(parsed: Parsed, dst: str | os.PathLike, fsync: bool = False) -> Path:
         with open(tmp, "wb") as out:
             ts = parsed.ds.file_meta.TransferSyntaxUID
             deflated = ts == DeflatedExplicitVRLittleEndian
-            if deflated or ts == ExplicitVRBigEndian:
+            after: list[BaseTag] = []  # elements that follow the copied pixel data
+            if deflated or ts == ExplicitVRBigEndian:  # (read_for_deid keeps none after it)
                 pydicom.dcmwrite(out, parsed.ds, enforce_file_format=True)
             else:
-                out.write(_encode_header(parsed.ds))
+                tags = sorted(parsed.ds._dict, key=int)
+                if parsed.tail_stop is not None:
+                    after = [t for t in tags if int(t) > PIXEL_DATA]
+                out.write(_encode_header(parsed.ds, tags[:len(tags) - len(after)]))
             if parsed.tail is not None:
-                _copy_tail(parsed.src, parsed.tail, out)
+                _copy_tail(parsed.src, parsed.tail, parsed.tail_stop, out)
+                if after:
+                    out.write(_encode_header(parsed.ds, after, meta=False))
             if deflated and out.tell() % 2:
                 out.write(b"\x00")  # the deflated bitstream is padded to even length
             if fsync:

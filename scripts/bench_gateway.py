@@ -43,6 +43,13 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gateway.config import NetworkConfig  # noqa: E402
+from gateway.sitekey import create_key_file  # noqa: E402
+
+# Gantry runs with its shipped default; the relay and the no-op SCP receive with the same
+# maximum PDU, so that only what they do with each object differs.
+MAX_PDU = NetworkConfig().max_pdu
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 LOG_CONFIG = """log4cplus.rootLogger = INFO, console
 log4cplus.appender.console = log4cplus::ConsoleAppender
@@ -163,7 +170,7 @@ RELAY = r'''
 import socket, sys, threading
 from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
-port, dest = int(sys.argv[1]), int(sys.argv[2])
+port, dest, max_pdu = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 scu = AE("RELAY")
 scu.add_requested_context("1.2.840.10008.5.1.4.1.1.2")
 held = scu.associate("127.0.0.1", dest, ae_title="PACS")
@@ -178,6 +185,7 @@ def on_store(event):
 def on_open(event):
     event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 ae = AE("RELAY")
+ae.maximum_pdu_size = max_pdu                # the same as Gantry's
 for cx in AllStoragePresentationContexts:
     ae.add_supported_context(cx.abstract_syntax)
 ae.start_server(("127.0.0.1", port), evt_handlers=[(evt.EVT_C_STORE, on_store),
@@ -192,7 +200,7 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 def on_open(event):
     event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 ae = AE("FLOOR")
-ae.maximum_pdu_size = 0
+ae.maximum_pdu_size = int(sys.argv[2])     # the same as Gantry's
 for cx in AllStoragePresentationContexts:
     ae.add_supported_context(cx.abstract_syntax)
 ae.start_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=[
@@ -225,16 +233,13 @@ def process_tree_rss(pid: int) -> tuple[int, int]:
 
 
 def gantry_config(root: Path, dest_port: int, port: int) -> Path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from gateway.sitekey import create_key_file
-
     key = root / "site.key"
     if not key.exists():
         create_key_file(key)
     shutil.rmtree(root / "state", ignore_errors=True)
     cfg = {
         "site_key": {"file": str(key)}, "state_dir": str(root / "state"), "log_level": "info",
-        "network": {"ae_title": "GANTRY", "host": "127.0.0.1", "port": port, "max_pdu": 0,
+        "network": {"ae_title": "GANTRY", "host": "127.0.0.1", "port": port,
                     "workers": 2},
         "destinations": {"pacs": {"ae_title": "PACS", "host": "127.0.0.1",
                                   "port": dest_port, "associations": 2}},
@@ -287,7 +292,8 @@ def main() -> int:
     # 2. naive relay
     scp = StoreSCP(root / "relay-out", fork)
     port = free_port()
-    relay = subprocess.Popen([sys.executable, "-c", RELAY, str(port), str(scp.port)])
+    relay = subprocess.Popen([sys.executable, "-c", RELAY, str(port), str(scp.port),
+                              str(MAX_PDU)])
     wait_port(port)
     try:
         elapsed, lat = send(port, files, logcfg, "RELAY", k)
@@ -300,7 +306,7 @@ def main() -> int:
 
     # 3. the pynetdicom floor
     port = free_port()
-    floor = subprocess.Popen([sys.executable, "-c", FLOOR, str(port)])
+    floor = subprocess.Popen([sys.executable, "-c", FLOOR, str(port), str(MAX_PDU)])
     wait_port(port)
     try:
         elapsed, lat = send(port, files, logcfg, "FLOOR", k)
@@ -343,8 +349,9 @@ def main() -> int:
 
     # report
     n = len(files)
-    print(f"\n{n} objects, {k} sender(s) at once; load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"\n{n} objects, {k} sender(s) at once; maximum PDU {MAX_PDU} for the relay, the "
+          f"no-op SCP and Gantry; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs")
     direct = n / results["dcmtk direct"]["send"]
     naive = n / results["naive relay"]["send"]
     print(f"\n{'path':16} {'Success obj/s':>14} {'end-to-end obj/s':>17} "

@@ -121,3 +121,39 @@ def test_undefined_length_sequences_are_found_whole(tmp_path: Path) -> None:
     assert str(ds.PatientName) == "DOE"
     slow, _ = _pydicom_header(path)
     assert ds == slow
+
+
+def test_elements_after_the_pixel_data_stay_after_it(tmp_path: Path) -> None:
+    """CT_small.dcm ends with (FFFC,FFFC) Data Set Trailing Padding: the pixel bytes are still
+    copied as they are, and what follows them is written after them again."""
+    from pydicom.data import get_testdata_file
+
+    from gateway.dicomio import write
+
+    src = Path(get_testdata_file("CT_small.dcm"))
+    original = pydicom.dcmread(src)
+    assert list(original.keys())[-2:] == [0x7FE00010, 0xFFFCFFFC]
+    parsed = read_for_deid(src)
+    assert parsed.tail is not None and parsed.tail_stop is not None  # the fast path
+    parsed.ds.PatientName = "CHANGED"
+    write(parsed, tmp_path / "out.dcm")
+    got = pydicom.dcmread(tmp_path / "out.dcm")
+    assert list(got.keys())[-2:] == [0x7FE00010, 0xFFFCFFFC]
+    assert got.PixelData == original.PixelData
+    assert got[0xFFFCFFFC].value == original[0xFFFCFFFC].value
+    assert str(got.PatientName) == "CHANGED"
+
+
+def test_the_profile_removes_trailing_padding_and_keeps_the_pixels(tmp_path: Path,
+                                                                    site_key: bytes) -> None:
+    from pydicom.data import get_testdata_file
+
+    from gateway.config import load_config
+    from gateway.pipeline import Forwarded, Pipeline
+
+    src = Path(get_testdata_file("CT_small.dcm"))
+    outcome = Pipeline(load_config(None), site_key).process(src, tmp_path / "out.dcm")
+    assert isinstance(outcome, Forwarded)
+    got = pydicom.dcmread(tmp_path / "out.dcm")
+    assert 0xFFFCFFFC not in got  # X in the Basic Profile
+    assert got.PixelData == pydicom.dcmread(src).PixelData

@@ -225,7 +225,7 @@ class _Remediator:
         """Apply the profile to `ds`; True when anything in it changed. `clean`: inside a
         sequence the profile replaces (D) or cleans (C), unlisted text is cleaned too."""
         changed = False
-        private_groups: set[int] = set()
+        private_groups: dict[int, list[BaseTag]] = {}
         # The store's own key objects find elements by identity: a plain int would call BaseTag's
         # slow __eq__ on every hit. Profile tables are looked up with plain ints, likewise.
         for key in list(ds._dict):
@@ -237,14 +237,14 @@ class _Remediator:
                     del ds[key]
                 continue
             if group & 1:
-                private_groups.add(group)
+                private_groups.setdefault(group, []).append(key)
                 continue
             if tag == ENCRYPTED_ATTRIBUTES and not top:
                 continue
             if self._public(ds, key, tag, top, clean):
                 changed = True
-        for group in private_groups:
-            if self._private_group(ds, group, top):
+        for group, keys in private_groups.items():
+            if self._private_group(ds, group, keys, top):
                 changed = True
         return changed
 
@@ -384,9 +384,10 @@ class _Remediator:
         self._count("X")
         return bool(tags)
 
-    def _private_group(self, ds: Dataset, group: int, top: bool) -> bool:
-        """Keep only safe private elements; renumber the kept creator blocks from 0x10."""
-        tags = sorted(t for t in ds.keys() if BaseTag(t).group == group)
+    def _private_group(self, ds: Dataset, group: int, keys: list[BaseTag], top: bool) -> bool:
+        """Keep only safe private elements; renumber the kept creator blocks from 0x10.
+        `keys`: the group's keys in the element store."""
+        tags = sorted(keys, key=int)
         creators = {t & 0xFF: "\\".join(text_values(ds, t)) for t in tags
                     if 0x0010 <= (t & 0xFFFF) <= 0x00FF and ds._dict[t].value is not None}
         kept: list[DataElement] = []
