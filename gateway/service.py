@@ -30,6 +30,7 @@ from gateway.statedir import StateDir
 from gateway.store import Store
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 CHILD_NICENESS = 5
 MAX_PROCESSING_ATTEMPTS = 3  # a job whose worker died this often is quarantined (poison)
 
@@ -59,8 +60,17 @@ def orphaned_check(parent: int) -> None:
         os._exit(1)
 
 
+def _name_process(name: str) -> None:
+    """The name `ps -o comm`, top and /proc/<pid>/comm show (at most 15 bytes)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_NAME, name.encode()[:15])
+    except (OSError, AttributeError):
+        pass
+
+
 def _child_setup(config: Config, role: str, parent: int) -> None:
     _die_with_parent(parent)
+    _name_process({"forwarder": "gantry-forward"}.get(role, f"gantry-{role}"))
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>`: stack dump on stderr
     # Receiving (the sender waits for our answer) comes first; de-identification and
     # forwarding drain the queue with the CPU left over.

@@ -232,6 +232,22 @@ def process_tree_rss(pid: int) -> tuple[int, int]:
     return cur, peak
 
 
+def process_tree_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of `pid` ("node") and its children, by process name
+    (gantry-worker, gantry-forward)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    used: dict[str, float] = {}
+    for p in [pid, *map(int, kids.split())]:
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            name = "node" if p == pid else Path(f"/proc/{p}/comm").read_text().strip()
+        except OSError:
+            continue
+        used[name] = used.get(name, 0.0) + (int(stat[11]) + int(stat[12])) / ticks
+    return used
+
+
 def gantry_config(root: Path, dest_port: int, port: int) -> Path:
     key = root / "site.key"
     if not key.exists():
@@ -336,9 +352,11 @@ def main() -> int:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
+        cpu0 = process_tree_cpu(gw.pid)
         t0 = time.perf_counter()
         elapsed, lat = send(port, files, logcfg, "GANTRY", k)
         total = wait_count(scp, len(files), t0)
+        cpu1 = process_tree_cpu(gw.pid)
     finally:
         stop.set()
         sampler.join()
@@ -368,6 +386,11 @@ def main() -> int:
     floor_rate = n / results["pynetdicom floor"]["send"]
     print(f"gantry / pynetdicom floor (Success): {n / g['send'] / floor_rate:.2f}x   "
           f"(naive relay / floor: {naive / floor_rate:.2f}x)")
+    used = {name: (cpu1[name] - cpu0.get(name, 0.0)) * 1000 / n for name in cpu1}
+    print("gantry CPU per object (until all delivered): "
+          + ", ".join(f"{name} {ms:.1f} ms" for name, ms in sorted(used.items())
+                      if ms >= 0.05)
+          + f"; total {sum(used.values()):.1f} ms on {os.cpu_count()} CPUs")
     if samples:
         peak = max(s[1] for s in samples)
         print(f"gantry RSS (node + workers + forwarder): peak {peak / 1024:.0f} MiB")

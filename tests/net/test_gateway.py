@@ -119,6 +119,11 @@ def test_storescu_to_storescp_every_transfer_syntax(tmp_path, storescp, gateway)
     assert counts == {DELIVERED: len(files)}, _reasons(gw)
     assert wait_for(lambda: len(scp.files()) == len(files))
     assert_deidentified(scp.files(), *originals(files))
+    kids = subprocess.run(["pgrep", "-P", str(gw.proc.pid)], capture_output=True,
+                          text=True).stdout.split()  # operators see each process's role
+    names = sorted(Path(f"/proc/{k}/comm").read_text().strip() for k in kids)
+    assert [n for n in names if n.startswith("gantry-")] == [
+        "gantry-forward", "gantry-worker", "gantry-worker"]
 
 
 def _reasons(gw) -> list[str]:
