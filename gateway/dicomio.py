@@ -194,6 +194,7 @@ def _trailing(fh: BinaryIO, pos: int, end: int, size: int, ts: str
         return None
     elements = {tag: after.get_item(tag) for tag in after.keys()}
     if not all(isinstance(e, RawDataElement) and int(tag) > PIXEL_DATA
+               and int(tag) >> 16 != 0xFFFE  # a stray item or delimiter: not an element
                and (e.VR is None or e.VR in KNOWN_VRS)
                and (e.length == 0xFFFFFFFF or e.value is not None and len(e.value) == e.length)
                for tag, e in elements.items()):
