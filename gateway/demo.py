@@ -21,6 +21,7 @@ from pydicom import dcmread
 from pynetdicom import AE, _config, evt
 
 from gateway.config import parse_config
+from gateway.net.reactor_pause import guard
 from gateway.net.receiver import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES, set_nodelay
 
 DEMO_CONFIG = "data/demo.yaml"
@@ -132,6 +133,7 @@ def send_files(paths: list[Path], port: int, called: str = "GANTRY",
                     result[path] = "association failed"
             continue
         set_nodelay(getattr(assoc.dul.socket, "socket", None))
+        guard(assoc)
         for key in chunk:
             for path in sendable[key]:
                 try:

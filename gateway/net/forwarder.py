@@ -29,6 +29,7 @@ from pynetdicom.status import code_to_category
 
 from gateway.config import DestinationConfig
 from gateway.logs import get_logger
+from gateway.net.reactor_pause import guard
 from gateway.net.receiver import set_nodelay
 from gateway.statedir import StateDir
 from gateway.store import Claim, Store
@@ -164,6 +165,7 @@ class Slot(threading.Thread):
                           "connection failed: no association")
             return False
         set_nodelay(getattr(assoc.dul.socket, "socket", None))
+        guard(assoc)  # else a response can be lost to pynetdicom's reactor (reactor_pause.py)
         self.assoc = assoc
         self.contexts = proposed
         self.last_used = time.monotonic()
