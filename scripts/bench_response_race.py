@@ -2,7 +2,7 @@
 """Lost C-STORE responses: pynetdicom → dcmtk storescp, with and without Gantry's reactor guard.
 
 Two threads, one association each (the forwarder's shape), send the same generated CT object
-N times to `storescp --fork --ignore` (receives, stores nothing) with a 20 s response timeout:
+N times to `storescp --fork +uf` (each copy stored, then deleted) with a 20 s response timeout:
 first with pynetdicom's own reactor pause, then with `gateway.net.reactor_pause.guard`. A send
 that gets no response is one whose response pynetdicom's reactor took off the queue (see
 reactor_pause.py). Prints the count and the time of each run.
@@ -35,14 +35,21 @@ from gateway.net.reactor_pause import guard  # noqa: E402
 _config.STORE_SEND_CHUNKED_DATASET = True  # as the forwarder sends
 
 
-def run(path: Path, sends: int, guarded: bool) -> tuple[int, float]:
+def run(path: Path, sends: int, guarded: bool, out: Path) -> tuple[int, float]:
     """(sends without a response, seconds)."""
+    out.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    scp = subprocess.Popen(["storescp", "--fork", "-aet", "PACS", "--ignore", str(port)],
-                           env=DCMTK_ENV, stdout=subprocess.DEVNULL,
+    scp = subprocess.Popen(["storescp", "--fork", "-aet", "PACS", "+uf", "--output-directory",
+                            str(out), str(port)], env=DCMTK_ENV, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, start_new_session=True)
     wait_port(port)
     lost: list[int] = []
+    done = threading.Event()
+
+    def clean() -> None:  # storescp stores every copy: keep the disk from filling
+        while not done.wait(1.0):
+            for f in list(out.iterdir()):
+                f.unlink(missing_ok=True)
 
     def connect() -> object:
         ae = AE("GANTRY")
@@ -65,10 +72,13 @@ def run(path: Path, sends: int, guarded: bool) -> tuple[int, float]:
 
     t0 = time.perf_counter()
     threads = [threading.Thread(target=slot, args=(k,)) for k in (0, 1)]
-    for t in threads:
+    cleaner = threading.Thread(target=clean)
+    for t in [*threads, cleaner]:
         t.start()
     for t in threads:
         t.join()
+    done.set()
+    cleaner.join()
     os.killpg(scp.pid, signal.SIGTERM)
     scp.wait(10)
     return len(lost), time.perf_counter() - t0
@@ -85,7 +95,7 @@ def main() -> int:
         root = Path(tmp)
         (path,) = generate(root / "in", 1)
         for guarded in (False, True):
-            n, secs = run(path, args.sends, guarded)
+            n, secs = run(path, args.sends, guarded, root / "out")
             name = "with Gantry's guard" if guarded else "pynetdicom's own pause"
             print(f"{name:24} {n:4d} of {args.sends} sends without a response "
                   f"({secs:.0f} s)", flush=True)

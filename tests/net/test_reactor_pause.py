@@ -63,16 +63,17 @@ def test_clear_returns_when_the_reactor_has_ended() -> None:
 
 def test_guard_installs_on_a_pynetdicom_association_and_sends_still_work(tmp_path) -> None:
     from pydicom.data import get_testdata_file
+    from pydicom.uid import ExplicitVRLittleEndian  # CT_small's own: sent as is or re-encoded
     from pynetdicom import AE, evt
 
     received = []
     scp = AE("PACS")
-    scp.add_supported_context("1.2.840.10008.5.1.4.1.1.2")
+    scp.add_supported_context("1.2.840.10008.5.1.4.1.1.2", ExplicitVRLittleEndian)
     server = scp.start_server(("127.0.0.1", 0), block=False, evt_handlers=[
         (evt.EVT_C_STORE, lambda event: received.append(1) or 0x0000)])
     try:
         ae = AE("GANTRY")
-        ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2")
+        ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", ExplicitVRLittleEndian)
         assoc = ae.associate("127.0.0.1", server.server_address[1], ae_title="PACS")
         assert assoc.is_established
         guard(assoc)
