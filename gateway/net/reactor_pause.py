@@ -44,6 +44,8 @@ class ReactorCheckpoint(threading.Event):
         if self.is_set():
             self._parked = False
             super().clear()
+        if threading.current_thread() is self._reactor:
+            return  # the reactor pausing itself (pynetdicom's release on a network timeout)
         deadline = time.monotonic() + PARK_TIMEOUT
         while (not self._parked and self._reactor.is_alive()
                and time.monotonic() < deadline):

@@ -84,3 +84,20 @@ def test_guard_installs_on_a_pynetdicom_association_and_sends_still_work(tmp_pat
     finally:
         server.shutdown()
     assert len(received) == 5
+
+
+def test_the_reactor_clearing_its_own_checkpoint_does_not_wait() -> None:
+    """pynetdicom's reactor calls release() itself on a network timeout (A-RELEASE mode)."""
+    outcome: list[float] = []
+
+    class SelfPausing(threading.Thread):
+        def run(self) -> None:
+            t0 = time.monotonic()
+            self.checkpoint.clear()
+            outcome.append(time.monotonic() - t0)
+
+    reactor = SelfPausing(daemon=True)
+    reactor.checkpoint = ReactorCheckpoint(reactor)
+    reactor.start()
+    reactor.join(10)
+    assert outcome and outcome[0] < 1
