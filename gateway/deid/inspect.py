@@ -83,8 +83,8 @@ def _already_clean(elem: DataElement, action: str, profile: Profile, shifted: bo
 def inspect(ds: Dataset, profile: Profile) -> Report:
     """Findings (element path, VR, action, weight) and a risk score for `ds`."""
     findings: list[Finding] = []
-    shifted = str(ds.get(LONGITUDINAL_MODIFIED, "") and ds[LONGITUDINAL_MODIFIED].value) == (
-        "MODIFIED")
+    modified = ds.get(LONGITUDINAL_MODIFIED)
+    shifted = modified is not None and str(modified.value) == "MODIFIED"
 
     def walk(item: Dataset, path: str) -> None:
         for elem in item:

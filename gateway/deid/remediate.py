@@ -198,12 +198,6 @@ class _Remediator:
             new = self.result.uid_map[uid] = keyed.new_uid(self.key, uid)
         return new
 
-    def _map_uid_elem(self, elem: DataElement) -> None:
-        if isinstance(elem.value, MultiValue | list):
-            elem.value = [self.map_uid(str(v)) for v in elem.value]
-        elif elem.value:
-            elem.value = self.map_uid(str(elem.value))
-
     def _shift(self, ds: Dataset, key: int, vr: str, top: bool) -> bool:
         """Shift a DA/DT element by the patient's offset; unparseable values are emptied."""
         values = text_values(ds, key)
@@ -391,6 +385,7 @@ class _Remediator:
         creators = {t & 0xFF: "\\".join(text_values(ds, t)) for t in tags
                     if 0x0010 <= (t & 0xFFFF) <= 0x00FF and ds._dict[t].value is not None}
         kept: list[DataElement] = []
+        remapped = False
         for t in tags:
             element = t & 0xFFFF
             if element < 0x1000:
@@ -401,10 +396,12 @@ class _Remediator:
             if override is not None and override.action == "keep":
                 kept.append(ds[t])
             elif self.profile.is_safe_private(group, creator, element):
+                # A kept UID is still a UID: remapped (and backed up) like any other.
+                if ds[t].VR == "UI" and self._uid(ds, t, top):
+                    remapped = True
+                else:
+                    self._count("C")
                 kept.append(ds[t])
-                self._count("C")
-                if ds[t].VR == "UI":  # a kept UID is still a UID: remap it like any other
-                    self._map_uid_elem(ds[t])
             else:
                 self._count("X")
         keep_blocks = sorted({(e.tag & 0xFFFF) >> 8 for e in kept})
@@ -414,7 +411,7 @@ class _Remediator:
                      and all(old == new for old, new in renumber.items())
                      and all(0x0010 <= (t & 0xFFFF) for t in tags))
         if unchanged:
-            return False
+            return remapped
         for t in tags:
             self._record(ds, t, top)
             del ds[t]

@@ -50,16 +50,14 @@ TRANSFER_SYNTAXES = [
 # Every storage SOP class in the standard's registry, retired ones included (old ultrasound
 # and nuclear medicine machines still send them); not Media Storage Directory, not the
 # Storage Commitment services. pynetdicom serves only the classes it has registered.
-for _uid, (_name, _kind, _, _, _keyword) in UID_dictionary.items():
-    if (_kind == "SOP Class" and "Storage" in _name and _keyword.isidentifier()
-            and not _name.startswith(("Storage Commitment", "Media Storage"))
-            and uid_to_service_class(_uid) is ServiceClass):
-        register_uid(_uid, _keyword, StorageServiceClass)
-STORAGE_SOP_CLASSES = sorted(
-    uid for uid, (name, kind, *_rest) in UID_dictionary.items()
-    if kind == "SOP Class" and "Storage" in name
-    and not name.startswith(("Storage Commitment", "Media Storage"))
-    and uid_to_service_class(uid) is not ServiceClass)
+_STORAGE = [uid for uid, (name, kind, *_rest) in UID_dictionary.items()
+            if kind == "SOP Class" and "Storage" in name
+            and not name.startswith(("Storage Commitment", "Media Storage"))]
+for _uid in _STORAGE:
+    if uid_to_service_class(_uid) is ServiceClass and UID_dictionary[_uid][4].isidentifier():
+        register_uid(_uid, UID_dictionary[_uid][4], StorageServiceClass)
+STORAGE_SOP_CLASSES = sorted(uid for uid in _STORAGE
+                             if uid_to_service_class(uid) is not ServiceClass)
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700

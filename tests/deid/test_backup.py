@@ -501,3 +501,21 @@ def test_openssl_decrypts_an_engine_output_file(engine, broker, tmp_path):
         assert item.PatientName == original.PatientName
         assert item.ReferencedStructureSetSequence == original.ReferencedStructureSetSequence
         assert output.SOPInstanceUID != original.SOPInstanceUID
+
+
+def test_kept_private_uids_are_remapped_and_backed_up(broker):
+    """Retain Safe Private keeps (0099,xx02) NQHeader Analyzed Series UID: as a UID it is
+    remapped, and the original comes back from the backup, also when nothing else in its
+    private group changed."""
+    from gateway.deid.profile import Profile
+    from gateway.deid.remediate import remediate
+
+    profile = Profile.from_config(ProfileConfig(options=("Retain Safe Private Option",)))
+    original = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    original.add_new(0x00990010, "LO", "NQHeader")
+    original.add_new(0x00991002, "UI", "1.2.826.0.1.3680043.99.1")
+    ds = copy.deepcopy(original)
+    remediation = remediate(ds, profile, b"0123456789abcdef0123456789abcdef")
+    assert ds[0x00991002].value.startswith("2.25.")
+    attach_backup(ds, remediation.originals, [broker[0][1]], 1 << 20)
+    assert recover(ds, broker[0][0])[0x00991002].value == "1.2.826.0.1.3680043.99.1"
