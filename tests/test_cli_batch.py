@@ -162,6 +162,23 @@ def test_audit_score_drops_after_deidentification(batch_folder: BatchFolder, gan
     assert planted_private_tag(src) not in found and "(0008,0050)" not in found
 
 
+def test_audit_reports_device_minted_2_25_uids_until_the_object_declares_deidentification(
+        batch_folder: BatchFolder, gantry_env: dict, tmp_path: Path) -> None:
+    # Many devices mint 2.25 (UUID) UIDs: in an original object they identify the study.
+    ds = pydicom.dcmread(batch_folder.root / "ct.dcm")
+    ds.StudyInstanceUID = "2.25.329800735698586629295641978511506172918"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "2.25.1" + "7" * 37
+    src = tmp_path / "uuid.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    _, before = _audit(gantry_env, src)
+    found = {f["path"]: f["action"] for f in before["objects"][0]["findings"]}
+    assert found.get("(0020,000D)") == "U" and found.get("(0008,0018)") == "U"
+    assert gantry(gantry_env, "deidentify", src, tmp_path / "OUT").returncode == 0
+    (out,) = list((tmp_path / "OUT").rglob("*.dcm"))
+    _, after = _audit(gantry_env, out)
+    assert not [f for f in after["objects"][0]["findings"] if f["vr"] == "UI"]
+
+
 def test_diff_lists_changes(batch_folder: BatchFolder, gantry_env: dict, tmp_path: Path) -> None:
     src = batch_folder.root / "ct.dcm"
     assert gantry(gantry_env, "deidentify", src, tmp_path / "OUT").returncode == 0

@@ -22,6 +22,7 @@ from gateway.deid.tags import tag_str
 
 BANDS = ((75, "CRITICAL"), (50, "HIGH"), (25, "MEDIUM"), (0, "LOW"))
 BURNED_IN = 0x00280301
+IDENTITY_REMOVED = 0x00120062
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,22 @@ def _weight(tag: BaseTag, vr: str, action: str) -> int:
     return 2
 
 
-def _already_clean(elem: DataElement, action: str, profile: Profile, shifted: bool) -> bool:
-    """A value that is already what remediation writes: a `2.25.` or well-known UID, a dummy,
-    a pseudonym, or a date of an object whose dates say they were modified."""
+def _says_yes(ds: Dataset, tag: int) -> bool:
+    elem = ds.get(tag)
+    return elem is not None and str(elem.value).strip().upper() == "YES"
+
+
+def _already_clean(elem: DataElement, action: str, profile: Profile, removed: bool,
+                   shifted: bool) -> bool:
+    """A value that is already what remediation writes: a well-known UID, or, in an object that
+    declares its identity removed, a `2.25.` UID, a pseudonym or a dummy; or a date of an object
+    whose dates say they were modified. (Many devices mint `2.25.` UIDs of their own: in an
+    object that does not declare itself de-identified they are original identifiers.)"""
     text = str(elem.value)
     if elem.VR == "UI":
-        return text.startswith("2.25.") or is_well_known_uid(text)
+        return is_well_known_uid(text) or (removed and text.startswith("2.25."))
+    if not removed:
+        return False
     if elem.tag in (PATIENT_ID, PATIENT_NAME):
         return text.startswith(profile.pseudonym_prefix)
     if action == "D":
@@ -83,8 +94,9 @@ def _already_clean(elem: DataElement, action: str, profile: Profile, shifted: bo
 def inspect(ds: Dataset, profile: Profile) -> Report:
     """Findings (element path, VR, action, weight) and a risk score for `ds`."""
     findings: list[Finding] = []
+    removed = _says_yes(ds, IDENTITY_REMOVED)
     modified = ds.get(LONGITUDINAL_MODIFIED)
-    shifted = modified is not None and str(modified.value) == "MODIFIED"
+    shifted = removed and modified is not None and str(modified.value) == "MODIFIED"
 
     def walk(item: Dataset, path: str) -> None:
         for elem in item:
@@ -111,13 +123,13 @@ def inspect(ds: Dataset, profile: Profile) -> Report:
                     walk(sub, f"{where}[{i}].")
                 continue
             if not action or action == "K" or empty or _already_clean(
-                    elem, action, profile, shifted):
+                    elem, action, profile, removed, shifted):
                 continue
             findings.append(Finding(where, vr, action, _weight(tag, vr, action)))
 
     walk(ds, "")
     score = sum(f.weight for f in findings)
-    if str(ds.get(BURNED_IN, "") and ds[BURNED_IN].value).upper() == "YES":
+    if _says_yes(ds, BURNED_IN):
         score += 50
         findings.append(Finding(tag_str(BURNED_IN), "CS", "pixels", 50))
     return Report(tuple(findings), min(100, score))
