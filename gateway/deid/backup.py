@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.serialization import pkcs7
 from pydicom.charset import convert_encodings
+from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
@@ -84,15 +85,39 @@ def _charset(ds: Dataset) -> list[str] | str | None:
     return None if value is None else value.value
 
 
-def _element(originals: Dataset, tag: int, context: Dataset, encoding) -> DataElement:
+def _element(originals: Dataset, tag: int, context: Dataset,
+             encodings: list[str] | None) -> DataElement:
+    """The element decoded (raw text in the Python `encodings` of its character set), with an
+    ambiguous VR resolved from `context`."""
     elem = originals.get_item(tag)
     if isinstance(elem, RawDataElement):
-        elem = convert_raw_data_element(elem, encoding=encoding, ds=originals)
+        elem = convert_raw_data_element(elem, encoding=encodings, ds=originals)
     if elem.VR and len(elem.VR) != 2:
         elem = correct_ambiguous_vr_element(elem, context, True)
     if elem.VR and len(elem.VR) != 2:
         raise ValueError("ambiguous VR")
     return elem
+
+
+def _encode_raw(elem: DataElement | RawDataElement) -> bytes | None:
+    """A little-endian element still undecoded, encoded Explicit VR Little Endian from the bytes
+    it was read as (text stays in its own character set); None when pydicom must encode it
+    (sequences, UN, ambiguous or unknown VRs, odd lengths)."""
+    if not isinstance(elem, RawDataElement) or not elem.is_little_endian:
+        return None
+    vr = elem.VR
+    if elem.is_implicit_VR or not vr:
+        entry = DicomDictionary.get(elem.tag)
+        vr = entry[0] if entry else None
+    value = elem.value or b""
+    if vr is None or len(vr) != 2 or vr in ("SQ", "UN") or len(value) % 2:
+        return None
+    tag = int(elem.tag)
+    if vr in LONG_LENGTH_VRS:
+        return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, vr.encode(), 0, len(value)) + value
+    if len(value) > 0xFFFF:
+        return None
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(value)) + value
 
 
 def _encode_element(elem: DataElement, encoding) -> bytes:
@@ -142,8 +167,14 @@ def encode_originals(
     skipped: list[str] = []
     for tag in sorted(tags):
         start = fp.tell()
+        source = originals if tag in backed else ds
+        raw = _encode_raw(source.get_item(tag))
+        if raw is not None:
+            fp.write(raw)
+            kept.append((tag, start, fp.tell()))
+            continue
         try:
-            elem = _element(originals if tag in backed else ds, tag, ds, encoding)
+            elem = _element(source, tag, ds, encodings)
             write_data_element(fp, elem, encodings)
         except Exception:  # an element pydicom cannot encode is reported, not fatal
             fp.seek(start)

@@ -243,7 +243,11 @@ class _Remediator:
         return changed
 
     def _record(self, ds: Dataset, tag: int, top: bool) -> None:
-        if top and self.keep_originals and tag not in self.result.originals:
+        if top and self.keep_originals and tag not in self.result.originals._dict:
+            raw = ds._dict[tag]
+            if isinstance(raw, RawDataElement):  # the bytes as read: immutable, kept undecoded
+                self.result.originals._dict[BaseTag(tag)] = raw
+                return
             elem = ds[tag]  # values are replaced, never changed in place: only items need a copy
             self.result.originals.add(copy.deepcopy(elem) if elem.VR == "SQ"
                                       else DataElement(elem.tag, elem.VR, elem.value))
