@@ -154,20 +154,24 @@ def read_for_deid(path: str | os.PathLike) -> Parsed:
     """The header, and the offset of raw pixel bytes that can be copied as they are."""
     src = Path(path)
     try:
-        ds, pos, size = scan_header(src)
-        _check_meta(ds, src)
-    except (Unusual, OSError):
-        ds, pos, size = _read(src, stop_before_pixels=True)
-    ts = ds.file_meta.TransferSyntaxUID
-    if ts == DeflatedExplicitVRLittleEndian:
-        return Parsed(read_full(src), src, None)
-    if pos >= size:  # no pixel data: the last element must end where the file does
-        last = ds.get_item(max(ds.keys())) if len(ds) else None
-        if (isinstance(last, RawDataElement) and last.length != 0xFFFFFFFF
-                and last.value_tell + last.length < size):
-            raise DicomReadError(src, "the file ends inside an element header")
-        return Parsed(ds, src, None)
-    with open(src, "rb") as fh:
+        fh = open(src, "rb")
+    except OSError as exc:
+        raise DicomReadError(src, f"cannot read: {exc.strerror}") from None
+    with fh:
+        try:
+            ds, pos, size = scan_header(fh)
+            _check_meta(ds, src)
+        except (Unusual, OSError):
+            ds, pos, size = _read(src, stop_before_pixels=True)
+        ts = ds.file_meta.TransferSyntaxUID
+        if ts == DeflatedExplicitVRLittleEndian:
+            return Parsed(read_full(src), src, None)
+        if pos >= size:  # no pixel data: the last element must end where the file does
+            last = ds.get_item(max(ds.keys())) if len(ds) else None
+            if (isinstance(last, RawDataElement) and last.length != 0xFFFFFFFF
+                    and last.value_tell + last.length < size):
+                raise DicomReadError(src, "the file ends inside an element header")
+            return Parsed(ds, src, None)
         end = _tail_end(fh, pos, size, ts)
         if end is None:
             raise DicomReadError(src, "pixel data element (7FE0,0010) is truncated or malformed")

@@ -131,26 +131,30 @@ def _elements(buf: _Bytes, pos: int, implicit: bool, group2: bool
     return found, pos
 
 
-def scan_header(path: str | os.PathLike) -> tuple[Dataset, int, int]:
-    """The dataset up to its pixel data (elements undecoded), where it stops and the file size."""
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        buf = _Bytes(fh, size)
-        if buf.need(144)[128:132] != b"DICM":
-            raise Unusual("no preamble")
-        meta, pos = _elements(buf, 132, False, True)
-        if 0x00020000 not in meta or 0x00020010 not in meta:
-            raise Unusual("meta incomplete")
-        if 132 + 12 + struct.unpack("<I", meta[BaseTag(0x00020000)].value)[0] != pos:
-            raise Unusual("meta group length")
-        ts = UID(meta[BaseTag(0x00020010)].value.decode("ascii", "replace").strip("\x00 "))
-        if (not ts.is_transfer_syntax or ts.is_private or not ts.is_little_endian
-                or ts == DeflatedExplicitVRLittleEndian):
-            raise Unusual("encoding")
-        implicit = ts == ImplicitVRLittleEndian
-        if implicit and pos + 6 <= size and buf.need(pos + 6)[pos + 4:pos + 6] in _VRS:
-            raise Unusual("explicit VR under an implicit transfer syntax")
-        found, pos = _elements(buf, pos, implicit, False)
+def scan_header(source: str | os.PathLike | BinaryIO) -> tuple[Dataset, int, int]:
+    """The dataset up to its pixel data (elements undecoded), where it stops and the file size.
+    `source` is a path or a binary file open at its start."""
+    if not hasattr(source, "read"):
+        with open(source, "rb") as fh:
+            return scan_header(fh)
+    fh = source
+    size = os.fstat(fh.fileno()).st_size
+    buf = _Bytes(fh, size)
+    if buf.need(144)[128:132] != b"DICM":
+        raise Unusual("no preamble")
+    meta, pos = _elements(buf, 132, False, True)
+    if 0x00020000 not in meta or 0x00020010 not in meta:
+        raise Unusual("meta incomplete")
+    if 132 + 12 + struct.unpack("<I", meta[BaseTag(0x00020000)].value)[0] != pos:
+        raise Unusual("meta group length")
+    ts = UID(meta[BaseTag(0x00020010)].value.decode("ascii", "replace").strip("\x00 "))
+    if (not ts.is_transfer_syntax or ts.is_private or not ts.is_little_endian
+            or ts == DeflatedExplicitVRLittleEndian):
+        raise Unusual("encoding")
+    implicit = ts == ImplicitVRLittleEndian
+    if implicit and pos + 6 <= size and buf.need(pos + 6)[pos + 4:pos + 6] in _VRS:
+        raise Unusual("explicit VR under an implicit transfer syntax")
+    found, pos = _elements(buf, pos, implicit, False)
     ds = Dataset(found)
     ds.file_meta = FileMetaDataset(meta)
     charset = found.get(BaseTag(0x00080005))
