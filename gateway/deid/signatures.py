@@ -39,6 +39,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from gateway.deid.ctp_script import (
+    METHODS,
     And,
     Expr,
     Signature,
@@ -107,15 +108,13 @@ def _str_arg(arg: Any, key: str, op: str) -> str:
     return str(arg)
 
 
+# The YAML rule's text tests are CTP's methods under shorter names.
 _TEXT_OPS: dict[str, Callable[[str, str], bool]] = {
-    "equals": lambda v, a: v == a,
-    "iequals": lambda v, a: v.casefold() == a.casefold(),
-    "contains": lambda v, a: a in v,
-    "icontains": lambda v, a: a.casefold() in v.casefold(),
-    "startswith": lambda v, a: v.startswith(a),
-    "istartswith": lambda v, a: v.casefold().startswith(a.casefold()),
-    "endswith": lambda v, a: v.endswith(a),
-    "iendswith": lambda v, a: v.casefold().endswith(a.casefold()),
+    name: METHODS[method] for name, method in (
+        ("equals", "equals"), ("iequals", "equalsIgnoreCase"),
+        ("contains", "contains"), ("icontains", "containsIgnoreCase"),
+        ("startswith", "startsWith"), ("istartswith", "startsWithIgnoreCase"),
+        ("endswith", "endsWith"), ("iendswith", "endsWithIgnoreCase"))
 }
 _NUM_OPS: dict[str, Callable[[float, float], bool]] = {
     "lt": lambda v, a: v < a,
