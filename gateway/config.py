@@ -208,7 +208,7 @@ class RouteConfig:
     profile: str = "default"
     calling_ae: tuple[str, ...] = ()
     called_ae: tuple[str, ...] = ()
-    # keyword -> value | [values] | {"regex": pattern}
+    # keyword or tag -> value | [values] | {test: argument} (gateway.deid.signatures' language)
     tags: dict[str, Any] = field(default_factory=dict)
     backup: BackupConfig | None = None
     burned_in: Literal["quarantine", "pass"] | None = None

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
 
 from gateway.config import ConfigError, parse_config
 from gateway.routing import Router, RoutingError
@@ -49,16 +52,38 @@ def test_equals_and_regex(ct, mr):
     assert r.route(mr).name == "mr"
 
 
-def test_regex_is_a_full_match(ct):
-    r = router([{"name": "part", "tags": {"StationName": {"regex": "CT01"}},
-                 "destinations": ["pacs"]}])
-    assert r.route(ct) is None
+def test_regex_searches_and_matches_is_whole(ct):
+    def route(test: dict):
+        return router([{"name": "r", "tags": {"StationName": test},
+                        "destinations": ["pacs"]}]).route(ct)
+
+    assert route({"regex": "^CT01"}).name == "r"  # station CT01_OC0
+    assert route({"regex": "OC0$"}).name == "r"
+    assert route({"matches": "CT01"}) is None
+    assert route({"matches": "CT01_.*"}).name == "r"
+    assert route({"istartswith": "ct01"}).name == "r"
 
 
-def test_multi_valued_element_any_value(ct, mr):
-    r = router([{"name": "axial", "tags": {"ImageType": "AXIAL"}, "destinations": ["pacs"]}])
-    assert r.route(ct).name == "axial"
-    assert r.route(mr) is None
+def test_multi_valued_element_is_its_values_joined_by_backslashes(ct, mr):
+    axial = router([{"name": "axial", "tags": {"ImageType": {"contains": "AXIAL"}},
+                     "destinations": ["pacs"]}])
+    assert axial.route(ct).name == "axial" and axial.route(mr) is None
+    whole = router([{"name": "w", "tags": {"ImageType": "ORIGINAL\\PRIMARY\\AXIAL"},
+                     "destinations": ["pacs"]}])
+    assert whole.route(ct).name == "w"
+    part = router([{"name": "p", "tags": {"ImageType": "AXIAL"}, "destinations": ["pacs"]}])
+    assert part.route(ct) is None
+
+
+def test_the_shipped_ultrasound_route_takes_a_us_station():
+    from gateway.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "config" / "gantry.yaml")
+    ds = Dataset()
+    ds.Modality, ds.StationName = "US", "US-ROOM2"
+    assert Router(config).route(ds, "US_ROOM_2").name == "ultrasound"
+    ds.StationName = "CARDIO-US"
+    assert Router(config).route(ds, "US_ROOM_2") is None
 
 
 def test_calling_and_called_ae(ct):
@@ -78,9 +103,12 @@ def test_all_conditions_must_hold(ct):
 
 
 def test_missing_element_does_not_match(ct):
-    r = router([{"name": "x", "tags": {"BodyPartExamined": {"regex": ".*"}},
-                 "destinations": ["pacs"]}])
-    assert r.route(ct) is None
+    for test in ({"present": True}, {"regex": ".+"}, "CHEST"):
+        r = router([{"name": "x", "tags": {"BodyPartExamined": test}, "destinations": ["pacs"]}])
+        assert r.route(ct) is None
+    absent = router([{"name": "x", "tags": {"BodyPartExamined": {"present": False}},
+                      "destinations": ["pacs"]}])
+    assert absent.route(ct).name == "x"
 
 
 def test_default_route_when_nothing_matches(ct):
@@ -94,7 +122,7 @@ def test_default_route_when_nothing_matches(ct):
 def test_bad_conditions_are_named():
     with pytest.raises(RoutingError, match="route 'r1': tags.NoSuchKeyword"):
         router([{"name": "r1", "tags": {"NoSuchKeyword": "x"}, "destinations": ["pacs"]}])
-    with pytest.raises(RoutingError, match="route 'r2': tags.Modality: bad regex"):
+    with pytest.raises(RoutingError, match="route 'r2': tags.Modality.regex: bad regular"):
         router([{"name": "r2", "tags": {"Modality": {"regex": "("}}, "destinations": ["pacs"]}])
 
 
