@@ -48,8 +48,12 @@ def load_site_key(config: Config) -> bytes:
         return _decode(value, f"environment variable {secret.env}")
     path = config.base_dir / Path(secret.file)  # type: ignore[arg-type]
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="ascii")
     except OSError as exc:
         problem = f"cannot read {path}: {exc.strerror}"
+        raise ConfigError(config.source, "site_key.file", problem) from None
+    except UnicodeDecodeError:
+        problem = (f"{path} is not a site key file: it must hold the key as hex text "
+                   "(make one with `gantry keys init PATH`)")
         raise ConfigError(config.source, "site_key.file", problem) from None
     return _decode(text, str(path))

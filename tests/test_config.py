@@ -151,3 +151,11 @@ def test_missing_key_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("GANTRY_TEST_NO_SUCH_KEY", "abcd")
     with pytest.raises(SiteKeyError, match="16 bytes"):
         load_site_key(config)
+
+
+def test_a_binary_key_file_is_refused_by_name(tmp_path: Path) -> None:
+    (tmp_path / "raw.key").write_bytes(bytes(range(160, 192)))  # 32 random-looking bytes
+    config = load_config(write(tmp_path, {"site_key": {"file": "raw.key"}}))
+    with pytest.raises(ConfigError, match=r"site_key\.file.*raw\.key.*hex text") as info:
+        load_site_key(config)
+    assert "codec" not in str(info.value)
