@@ -80,6 +80,10 @@ def _child_setup(config: Config, role: str, parent: int) -> None:
     logs.configure(config.log_level, role=role, pid=os.getpid())
 
 
+# A worker with nothing to do polls the job table after 20 ms, then doubling up to 250 ms.
+MIN_IDLE_POLL, MAX_IDLE_POLL = 0.02, 0.25
+
+
 class StopFlag:
     """A stop flag shared with child processes: one byte of shared memory, polled.
     (multiprocessing.Event's notify_all can block the setter when waiters time out.)"""
@@ -100,7 +104,7 @@ class StopFlag:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            time.sleep(min(left, 0.01))
+            time.sleep(min(left, 0.05))
         return True
 
 
@@ -182,10 +186,14 @@ def worker_main(config: Config, site_key: bytes, root: str, stop: Any) -> None:
     """Entry point of a worker process."""
     _child_setup(config, "worker", stop.node_pid)
     worker = Worker(config, site_key, StateDir(root))
+    wait = MIN_IDLE_POLL
     while not stop.is_set():
         orphaned_check(stop.node_pid)
-        if not worker.run_once():
-            stop.wait(0.02)
+        if worker.run_once():
+            wait = MIN_IDLE_POLL
+        else:  # idle: ask the database less and less often
+            stop.wait(wait)
+            wait = min(wait * 2, MAX_IDLE_POLL)
 
 
 def forwarder_main(config: Config, name: str, root: str, stop: Any) -> None:

@@ -38,6 +38,7 @@ _config.STORE_SEND_CHUNKED_DATASET = True  # stream files: no decode, flat memor
 
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 MAX_CONTEXTS = 128
+MAX_IDLE_POLL = 0.25  # seconds: an idle slot polls its outbox from `poll` doubling up to this
 
 
 def is_transient(status: int) -> bool:
@@ -80,6 +81,7 @@ class Slot(threading.Thread):
     def run(self) -> None:
         box = self.outbox
         store = Store(box.state.db, durable=False)
+        wait = box.poll
         try:
             while not box.stop.is_set():
                 claims: list[Claim] = []
@@ -88,8 +90,10 @@ class Slot(threading.Thread):
                     if not claims:
                         if self.assoc is not None and time.monotonic() - self.last_used > box.idle:
                             self._release()
-                        box.stop.wait(box.poll)
+                        box.stop.wait(wait)  # idle: ask the database less and less often
+                        wait = min(wait * 2, MAX_IDLE_POLL)
                         continue
+                    wait = box.poll
                     self._send_batch(store, claims)
                 except Exception as exc:  # noqa: BLE001 - a slot must not die holding claims
                     box.log.error("outbox.error", destination=box.name,
