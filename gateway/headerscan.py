@@ -31,7 +31,9 @@ _LONG = frozenset(vr.encode() for vr in LONG_LENGTH_VRS)
 _EXPLICIT = struct.Struct("<HH2sH").unpack_from
 _IMPLICIT = struct.Struct("<HHI").unpack_from
 _LENGTH = struct.Struct("<I").unpack_from
-_GROUP = struct.Struct("<H").unpack_from
+_TAG = struct.Struct("<HH").unpack_from
+_SHORT = struct.Struct("<H").unpack_from
+_VR_NAMES = {vr: vr.decode() for vr in _VRS}
 
 
 class Unusual(Exception):
@@ -100,32 +102,54 @@ def _sequence_end(buf: _Bytes, pos: int, implicit: bool) -> tuple[int, int]:
 def _elements(buf: _Bytes, pos: int, implicit: bool, group2: bool
               ) -> tuple[dict[BaseTag, RawDataElement], int]:
     """The elements from `pos`: the file meta group (`group2`), or the dataset up to its pixel
-    data. Returns them and where they stop."""
+    data. Returns them and where they stop. (The loop reads headers straight from the buffer:
+    it runs for every element of every object.)"""
     found: dict[BaseTag, RawDataElement] = {}
     last = -1
-    while pos < buf.size:
-        is_meta = _GROUP(buf.need(pos + 2), pos)[0] == 0x0002
-        if group2 != is_meta:
+    size = buf.size
+    data = buf.data
+    while pos < size:
+        if pos + 12 > len(data):
+            data = buf.need(min(pos + 12, size))
+            if pos + 8 > len(data):
+                raise Unusual("past the end of the file")
+        group, element = _TAG(data, pos)
+        if group2 != (group == 0x0002):
             if group2:
                 break
             raise Unusual("file meta element in the dataset")
-        tag, vr, length, size = _header(buf, pos, implicit)
+        tag = group << 16 | element
         if not group2 and tag in PIXEL_TAGS:
             break
-        if tag <= last or tag >> 16 == 0xFFFE:
+        if tag <= last or group == 0xFFFE:
             raise Unusual("elements out of order")
         last = tag
-        start = pos + size
+        if implicit:
+            vr, length, start = None, _LENGTH(data, pos + 4)[0], pos + 8
+        else:
+            raw_vr = data[pos + 4:pos + 6]
+            vr = _VR_NAMES.get(raw_vr)
+            if vr is None:
+                raise Unusual("unknown VR")
+            if raw_vr in _LONG:
+                if pos + 12 > len(data):
+                    raise Unusual("past the end of the file")
+                length, start = _LENGTH(data, pos + 8)[0], pos + 12
+            else:
+                length, start = _SHORT(data, pos + 6)[0], pos + 8
         if length == UNDEFINED:
             if vr not in (None, "SQ"):
                 raise Unusual("undefined length")
             if vr is None and _IMPLICIT(buf.need(start + 8), start)[:2] != (0xFFFE, 0xE000):
                 raise Unusual("undefined length")
             end, pos = _sequence_end(buf, start, implicit)  # the value: its items
+            data = buf.data
             vr = "SQ"
         else:
             end = pos = start + length
-        value = buf.need(end)[start:end] if length else empty_value_for_VR(vr, raw=True)
+        if end > len(data):
+            data = buf.need(end)
+        value = data[start:end] if length else empty_value_for_VR(vr, raw=True)
         key = BaseTag(tag)
         found[key] = RawDataElement(key, vr, length, value, start, implicit, True)
     return found, pos
