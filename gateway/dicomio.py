@@ -42,16 +42,26 @@ warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
 
 PIXEL_TAGS = {0x7FE00008, 0x7FE00009, 0x7FE00010}
 PIXEL_DATA = 0x7FE00010
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 KNOWN_VRS = frozenset(vr.value for vr in VR)
 _LONG_VRS = {vr.encode() for vr in LONG_LENGTH_VRS}
 
 
 class DicomReadError(ValueError):
-    """A file that is not a readable DICOM object; the message names the file and the problem."""
+    """A file that is not a readable DICOM object; the message names the file and the problem.
+    `kind` heads the quarantine reason."""
+
+    kind = "unreadable"
 
     def __init__(self, path: str | os.PathLike, problem: str) -> None:
         self.path, self.problem = str(path), problem
         super().__init__(f"{path}: {problem}")
+
+
+class NotAnObject(DicomReadError):
+    """A readable DICOM file that is not a composite object (a DICOMDIR)."""
+
+    kind = "not an object"
 
 
 @dataclass
@@ -69,6 +79,10 @@ def _check_meta(ds: Dataset, path: str | os.PathLike) -> None:
     meta = getattr(ds, "file_meta", None)
     if meta is None or "TransferSyntaxUID" not in meta:
         raise DicomReadError(path, "no file meta information (0002,0010) Transfer Syntax UID")
+    if str(meta.get("MediaStorageSOPClassUID", "")).strip("\0 ") == MEDIA_STORAGE_DIRECTORY:
+        raise NotAnObject(path, "a DICOMDIR (Media Storage Directory): the index of a medium, "
+                                "whose records name its patients; there is no object to "
+                                "de-identify in it")
     for tag, name in ((0x00080016, "(0008,0016) SOP Class UID"),
                       (0x00080018, "(0008,0018) SOP Instance UID")):
         if tag not in ds:  # Type 1 in every IOD: without it no receiver can store the object

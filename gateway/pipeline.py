@@ -90,7 +90,7 @@ class Pipeline:
         try:
             parsed = read_for_deid(src)
         except DicomReadError as exc:
-            return Quarantined(f"unreadable: {exc.problem}")
+            return Quarantined(f"{exc.kind}: {exc.problem}")
         return self.run(parsed, dst, **options)
 
     def run(self, parsed: Parsed, dst: Destination, *, profile: str = "default",
@@ -126,7 +126,7 @@ class Pipeline:
                 extra = (CLEAN_PIXEL_DATA,)
             stamp(ds, prof, extra)
         except DicomReadError as exc:
-            return Quarantined(f"unreadable: {exc.problem}")
+            return Quarantined(f"{exc.kind}: {exc.problem}")
         except Exception as exc:  # one bad object must never stop the run
             return Quarantined(f"de-identification failed: {safe_message(exc)}")
         problems = verify(ds, remediation, prof)

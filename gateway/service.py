@@ -149,7 +149,7 @@ class Worker:
         try:
             parsed = read_for_deid(src)  # read once: routed on its header, then processed
         except DicomReadError as exc:
-            return self._quarantine(job_id, f"unreadable: {exc.problem}")
+            return self._quarantine(job_id, f"{exc.kind}: {exc.problem}")
         header = parsed.ds
         decision = self.pipeline.redactor.decide(header)
         machine = asdict(machine_record(header, decision))

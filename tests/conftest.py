@@ -9,6 +9,7 @@ parametrized over it, one test per file (so pytest-xdist spreads the files over 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -153,7 +154,7 @@ def _planted(src: str) -> Dataset:
 def build_batch_folder(root: Path) -> BatchFolder:
     """Good files (planted CT, MR, two CTs of one study in a sub-folder) and malformed ones:
     truncated in a value, truncated in the pixel data, a bad VR, not DICOM, no file meta,
-    no SOP Class UID, an empty file."""
+    no SOP Class UID, an empty file, a DICOMDIR."""
     folder = BatchFolder(root)
     (root / "study").mkdir(parents=True)
     (root / "bad").mkdir()
@@ -188,6 +189,9 @@ def build_batch_folder(root: Path) -> BatchFolder:
     folder.bad[bad / "no_sop_class.dcm"] = ("missing", "(0008,0016)")
     (bad / "empty.dcm").write_bytes(b"")
     folder.bad[bad / "empty.dcm"] = ("dicom",)
+    # A medium's index, as on every CD: it names the patients, and there is no object in it.
+    shutil.copyfile(pydicom.data.get_testdata_file("DICOMDIR"), bad / "DICOMDIR")
+    folder.bad[bad / "DICOMDIR"] = ("not an object", "dicomdir")
     return folder
 
 
