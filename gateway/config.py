@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-from gateway.deid.signatures import rule_from_config
+from gateway.deid.signatures import compile_match, rule_from_config
 from gateway.deid.tags import parse_tag_key
 
 
@@ -212,6 +212,13 @@ class RouteConfig:
     tags: dict[str, Any] = field(default_factory=dict)
     backup: BackupConfig | None = None
     burned_in: Literal["quarantine", "pass"] | None = None
+
+    def __post_init__(self) -> None:
+        if self.tags:
+            try:
+                compile_match(self.tags)
+            except ValueError as exc:
+                raise ValueError(f"tags.{exc}") from None
 
 
 @dataclass(frozen=True)

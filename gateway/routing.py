@@ -20,10 +20,6 @@ from gateway.deid.signatures import compile_match
 NO_ROUTE = "no route"
 
 
-class RoutingError(ValueError):
-    """A route condition that cannot be used (names the route and the key)."""
-
-
 @dataclass(frozen=True)
 class _Rule:
     route: RouteConfig
@@ -40,14 +36,10 @@ class _Rule:
 
 
 def _rule(route: RouteConfig) -> _Rule:
-    tags = None
-    if route.tags:
-        try:
-            tags = compile_match(route.tags)
-        except ValueError as exc:
-            raise RoutingError(f"route {route.name!r}: tags.{exc}") from None
+    """The compiled rule (RouteConfig has already checked its conditions)."""
     return _Rule(route, frozenset(a.strip() for a in route.calling_ae),
-                 frozenset(a.strip() for a in route.called_ae), tags)
+                 frozenset(a.strip() for a in route.called_ae),
+                 compile_match(route.tags) if route.tags else None)
 
 
 class Router:

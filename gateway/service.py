@@ -233,7 +233,12 @@ class Service:
 
     def __init__(self, config: Config, site_key: bytes) -> None:
         from gateway.net.receiver import Receiver
+        from gateway.pipeline import Pipeline
 
+        # What every worker compiles at its start (profiles, redaction rules and scripts,
+        # recipient certificates), compiled once here: a configuration the workers could not
+        # start with stops the node before it accepts an object, instead of a restart loop.
+        Pipeline(config, site_key)
         self.config = config
         self.key = site_key
         self.state = StateDir(state_root(config))

@@ -10,7 +10,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
 from gateway.config import ConfigError, parse_config
-from gateway.routing import Router, RoutingError
+from gateway.routing import Router
 
 DESTS = {"pacs": {"ae_title": "PACS", "host": "127.0.0.1", "port": 104},
          "other": {"ae_title": "OTHER", "host": "127.0.0.1", "port": 105}}
@@ -119,11 +119,14 @@ def test_default_route_when_nothing_matches(ct):
     assert r.route(ct).name == "catch"
 
 
-def test_bad_conditions_are_named():
-    with pytest.raises(RoutingError, match="route 'r1': tags.NoSuchKeyword"):
+def test_bad_conditions_fail_at_load_naming_the_route_and_key():
+    with pytest.raises(ConfigError, match=r"routes\[0\]: tags.NoSuchKeyword"):
         router([{"name": "r1", "tags": {"NoSuchKeyword": "x"}, "destinations": ["pacs"]}])
-    with pytest.raises(RoutingError, match="route 'r2': tags.Modality.regex: bad regular"):
-        router([{"name": "r2", "tags": {"Modality": {"regex": "("}}, "destinations": ["pacs"]}])
+    with pytest.raises(ConfigError, match=r"routes\[1\]: tags.Modality.regex: bad regular"):
+        router([{"name": "ok", "destinations": ["pacs"]},
+                {"name": "r2", "tags": {"Modality": {"regex": "("}}, "destinations": ["pacs"]}])
+    with pytest.raises(ConfigError, match=r"tags.Modality: unknown test 'regexx'"):
+        router([{"name": "r3", "tags": {"Modality": {"regexx": "CT"}}, "destinations": ["pacs"]}])
 
 
 def test_unknown_destination_is_a_config_error():

@@ -403,3 +403,18 @@ def test_sigterm_finishes_the_receive_in_flight(tmp_path, storescp, gateway):
     store.close()
     gw.start()  # the rest is finished after the restart
     assert wait_settled(gw, 60) == {DELIVERED: 60}
+
+
+def test_a_configuration_the_workers_cannot_start_with_stops_the_node_before_it_listens(
+        tmp_path):
+    """A recipient certificate that is not there: `gantry serve` says so and exits, instead of
+    answering Success while its workers fail to start."""
+    port = free_port()
+    config = write_config(tmp_path, {"pacs": ("PACS", free_port())}, port=port,
+                          backup={"enabled": True, "recipients": ["nowhere.cert.pem"]})
+    run = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert "nowhere.cert.pem" in run.stderr and "Traceback" not in run.stderr
+    with pytest.raises(TimeoutError):
+        wait_port(port, 1)
