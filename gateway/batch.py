@@ -75,6 +75,9 @@ def run_batch(source: Path, output: Path, config: Config, key: bytes, workers: i
               on_result: Callable[[Path, Outcome], None] | None = None) -> BatchSummary:
     """De-identify everything under `source` into `output`; never drop an input silently."""
     source, output = Path(source), Path(output)
+    # Compiled here first, so that a configuration the workers cannot start with (a missing
+    # recipient certificate, say) fails once, by name, before any output or worker exists.
+    _init(config, key, output)
     files = list(iter_inputs(source))
     summary = BatchSummary(output, quarantine_dir(output))
     output.mkdir(parents=True, exist_ok=True)
@@ -94,7 +97,6 @@ def run_batch(source: Path, output: Path, config: Config, key: bytes, workers: i
             on_result(src, outcome)
 
     if workers == 1 or len(files) < 2:
-        _init(config, key, output)
         for src in files:
             record(*_process(src))
         return summary

@@ -107,6 +107,18 @@ def test_deidentify_missing_input(gantry_env: dict, tmp_path: Path) -> None:
     assert str(tmp_path / "nowhere") in run.stderr
 
 
+def test_deidentify_with_a_missing_certificate_fails_once_by_name(
+        batch_folder: BatchFolder, gantry_env: dict, tmp_path: Path) -> None:
+    config = tmp_path / "gantry.yaml"
+    config.write_text("site_key: {env: GANTRY_SITE_KEY}\n"
+                      "backup: {enabled: true, recipients: [nowhere.cert.pem]}\n")
+    run = gantry(gantry_env, "deidentify", batch_folder.root, tmp_path / "OUT", "--config",
+                 config, "--workers", "2")
+    assert run.returncode != 0
+    assert "nowhere.cert.pem" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "OUT").exists()
+
+
 def _audit(env: dict, path: Path) -> tuple[subprocess.CompletedProcess, dict]:
     run = gantry(env, "audit", path, "--json")
     return run, json.loads(run.stdout)
