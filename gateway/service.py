@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import logs
-from gateway.config import Config
+from gateway.config import Config, ConfigError
 from gateway.examine import machine_record
 from gateway.statedir import StateDir
 from gateway.store import Store
@@ -242,6 +242,12 @@ class Service:
         self.config = config
         self.key = site_key
         self.state = StateDir(state_root(config))
+        self._lock = self.state.lock()
+        if self._lock is None:
+            raise ConfigError(config.source, "state_dir",
+                              f"{self.state.root.resolve()} is in use by another `gantry "
+                              f"serve` (pid {self.state.lock_holder()}); one node per state "
+                              "directory")
         self.store = Store(self.state.db)
         self.log = logs.get_logger("gateway.service")
         self.ctx = mp.get_context("spawn")
@@ -314,6 +320,7 @@ class Service:
                                exitcode=child.process.exitcode)
         self.log.info("service.stopped", pending=self.store.pending_jobs())
         self.store.close()
+        self._lock.close()
 
     def serve(self) -> int:
         """Run in the foreground until SIGTERM or SIGINT."""

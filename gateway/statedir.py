@@ -3,8 +3,10 @@ the de-identified outbox files and quarantined originals. Paths derive from the 
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
+from typing import TextIO
 
 from gateway.store import DELIVERED, FORWARDING, PURGED, Store
 
@@ -20,6 +22,30 @@ class StateDir:
         self.quarantine = self.root / "quarantine"
         for d in (self.spool, self.out, self.quarantine):
             d.mkdir(parents=True, exist_ok=True)
+
+    def lock(self) -> TextIO | None:
+        """Take the node's exclusive lock on this directory, or None when another process holds
+        it: one `gantry serve` per state directory (a second one's recovery would requeue the
+        first one's work and sweep its files). Held until the file is closed or the process
+        exits, kill -9 included; the holder's pid is written in it."""
+        fh = open(self.root / "node.lock", "a+")  # noqa: SIM115 - held for the node's life
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            return None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        return fh
+
+    def lock_holder(self) -> str:
+        """The pid written by the process holding the lock ('?' when unknown)."""
+        try:
+            return (self.root / "node.lock").read_text().strip() or "?"
+        except OSError:
+            return "?"
 
     def spooled(self, job_id: str) -> Path:
         return self.spool / f"{job_id}.dcm"

@@ -418,3 +418,25 @@ def test_a_configuration_the_workers_cannot_start_with_stops_the_node_before_it_
     assert "nowhere.cert.pem" in run.stderr and "Traceback" not in run.stderr
     with pytest.raises(TimeoutError):
         wait_port(port, 1)
+
+
+def test_a_second_node_on_the_same_state_directory_is_refused(tmp_path, storescp, gateway):
+    """Its recovery would requeue the first node's work and sweep its spool: it must not start.
+    The first node goes on receiving and delivering."""
+    scp = storescp()
+    config = write_config(tmp_path, {"pacs": ("PACS", scp.port)})
+    gw = gateway(config, tmp_path / "gantry.log")
+    second = tmp_path / "second.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["network"]["port"] = free_port()
+    second.write_text(yaml.safe_dump(data))
+    run = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--config", str(second)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert "in use by another `gantry serve`" in run.stderr and "state_dir" in run.stderr
+    files = [path for path, _uid in make_objects(tmp_path / "in", 3)]
+    assert storescu(gw.port, files).returncode == 0
+    assert wait_settled(gw, 3)[DELIVERED] == 3
+    recoveries = [line for line in (tmp_path / "gantry.log").read_text().splitlines()
+                  if "service.recovered" in line]
+    assert len(recoveries) == 1  # the refused node never ran its recovery
