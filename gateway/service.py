@@ -21,7 +21,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from gateway import logs
 from gateway.config import Config, ConfigError
@@ -228,6 +228,23 @@ class _Child:
         return f"worker-{self.process.pid}-"
 
 
+def _take_state_dir(config: Config) -> tuple[StateDir, TextIO]:
+    """The node's state directory, created if needed, and its lock (ConfigError if another
+    node holds it or it cannot be created)."""
+    path = state_root(config)
+    try:
+        state = StateDir(path)
+    except OSError as exc:
+        raise ConfigError(config.source, "state_dir",
+                          f"cannot use {path}: {exc.strerror or exc}") from None
+    lock = state.lock()
+    if lock is None:
+        raise ConfigError(config.source, "state_dir",
+                          f"{state.root.resolve()} is in use by another `gantry serve` (pid "
+                          f"{state.lock_holder()}); one node per state directory")
+    return state, lock
+
+
 class Service:
     """One gateway node over one state directory."""
 
@@ -241,13 +258,7 @@ class Service:
         Pipeline(config, site_key)
         self.config = config
         self.key = site_key
-        self.state = StateDir(state_root(config))
-        self._lock = self.state.lock()
-        if self._lock is None:
-            raise ConfigError(config.source, "state_dir",
-                              f"{self.state.root.resolve()} is in use by another `gantry "
-                              f"serve` (pid {self.state.lock_holder()}); one node per state "
-                              "directory")
+        self.state, self._lock = _take_state_dir(config)
         self.store = Store(self.state.db)
         self.log = logs.get_logger("gateway.service")
         self.ctx = mp.get_context("spawn")
