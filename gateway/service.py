@@ -285,6 +285,11 @@ class Service:
         swept = self.state.sweep(self.store)
         self.log.info("service.recovered", requeued=requeued, files_swept=swept,
                       pending=self.store.pending_jobs())
+        for dest in self.store.destination_status():
+            if dest["backlog"] and dest["destination"] not in self.config.destinations:
+                # No outbox serves it: its deliveries wait until it is configured again.
+                self.log.warning("deliveries.unconfigured_destination",
+                                 destination=dest["destination"], backlog=dest["backlog"])
         for child in self.children:
             self._spawn(child)
         self.receiver.start()

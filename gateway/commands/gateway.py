@@ -77,7 +77,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         "jobs": store.counts(),
         "pending": store.pending_jobs(),
         "oldest_pending_s": None if age is None else round(age, 1),
-        "destinations": store.destination_status(),
+        "destinations": [{**d, "configured": d["destination"] in config.destinations}
+                         for d in store.destination_status()],
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -90,7 +91,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     for d in report["destinations"]:
         age_s = "" if d["oldest_pending_s"] is None else f", oldest {d['oldest_pending_s']} s"
         err = f", last error: {d['last_error']}" if d["last_error"] else ""
-        print(f"  {d['destination']}: backlog {d['backlog']}{age_s}, delivered "
+        gone = "" if d["configured"] else " (not in the configuration: its backlog waits " \
+            "until it is configured again)"
+        print(f"  {d['destination']}{gone}: backlog {d['backlog']}{age_s}, delivered "
               f"{d['delivered']}, failed {d['failed']}{err}")
     return 0
 

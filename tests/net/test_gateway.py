@@ -440,3 +440,32 @@ def test_a_second_node_on_the_same_state_directory_is_refused(tmp_path, storescp
     recoveries = [line for line in (tmp_path / "gantry.log").read_text().splitlines()
                   if "service.recovered" in line]
     assert len(recoveries) == 1  # the refused node never ran its recovery
+
+
+def test_a_backlog_for_a_destination_taken_out_of_the_configuration_is_reported(
+        tmp_path, gateway):
+    """The deliveries wait (nothing is dropped), and the operator is told at start and by
+    `gantry status`."""
+    objs = make_objects(tmp_path / "in", 2)
+    config = write_config(tmp_path, {"old_pacs": ("OLD", free_port())})
+    gw = gateway(config, tmp_path / "log.jsonl")
+    assert storescu(gw.port, [p for p, _ in objs]).returncode == 0
+    store = gw.store()
+    try:
+        assert wait_for(lambda: store.counts().get(FORWARDING) == 2)
+    finally:
+        store.close()
+    assert gw.stop() == 0
+    data = yaml.safe_load(config.read_text())
+    data["destinations"] = {"new_pacs": {**data["destinations"]["old_pacs"], "ae_title": "NEW"}}
+    data["routes"] = [{"name": "all", "destinations": ["new_pacs"]}]
+    config.write_text(yaml.safe_dump(data))
+    gw.start()
+    log = tmp_path / "log.jsonl"
+    assert wait_for(lambda: "deliveries.unconfigured_destination" in log.read_text())
+    warning = next(json.loads(line) for line in log.read_text().splitlines()
+                   if "deliveries.unconfigured_destination" in line)
+    assert (warning["destination"], warning["backlog"]) == ("old_pacs", 2)
+    status = subprocess.run([sys.executable, "-m", "gateway.cli", "status", "--config",
+                             str(config)], capture_output=True, text=True, timeout=60)
+    assert "old_pacs (not in the configuration" in status.stdout
