@@ -75,6 +75,11 @@ def run_batch(source: Path, output: Path, config: Config, key: bytes, workers: i
               on_result: Callable[[Path, Outcome], None] | None = None) -> BatchSummary:
     """De-identify everything under `source` into `output`; never drop an input silently."""
     source, output = Path(source), Path(output)
+    if source.is_dir():
+        for folder in (output, quarantine_dir(output)):
+            if folder.resolve().is_relative_to(source.resolve()):
+                raise ValueError(f"{folder} is inside the input folder {source}: the next run "
+                                 "would read its files as input; choose a folder outside it")
     # Compiled here first, so that a configuration the workers cannot start with (a missing
     # recipient certificate, say) fails once, by name, before any output or worker exists.
     _init(config, key, output)

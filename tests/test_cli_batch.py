@@ -119,6 +119,15 @@ def test_deidentify_with_a_missing_certificate_fails_once_by_name(
     assert not (tmp_path / "OUT").exists()
 
 
+def test_deidentify_refuses_an_output_inside_the_input(batch_folder: BatchFolder,
+                                                       gantry_env: dict) -> None:
+    out = batch_folder.root / "OUT"
+    run = gantry(gantry_env, "deidentify", batch_folder.root, out)
+    assert run.returncode != 0
+    assert "inside the input folder" in run.stderr and "Traceback" not in run.stderr
+    assert not out.exists()
+
+
 def _audit(env: dict, path: Path) -> tuple[subprocess.CompletedProcess, dict]:
     run = gantry(env, "audit", path, "--json")
     return run, json.loads(run.stdout)
