@@ -91,8 +91,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for d in report["destinations"]:
         age_s = "" if d["oldest_pending_s"] is None else f", oldest {d['oldest_pending_s']} s"
         err = f", last error: {d['last_error']}" if d["last_error"] else ""
-        gone = "" if d["configured"] else " (not in the configuration: its backlog waits " \
-            "until it is configured again)"
+        gone = ("" if d["configured"] else
+                " (not in the configuration: its backlog waits until it is configured again)")
         print(f"  {d['destination']}{gone}: backlog {d['backlog']}{age_s}, delivered "
               f"{d['delivered']}, failed {d['failed']}{err}")
     return 0
