@@ -101,6 +101,15 @@ def test_deidentify_only_good_files_exits_zero(batch_folder: BatchFolder, gantry
     assert_nothing_planted(batch_folder, printed(run))
 
 
+def test_deidentify_refuses_a_worker_count_below_one(batch_folder: BatchFolder,
+                                                     gantry_env: dict, tmp_path: Path) -> None:
+    for count in ("0", "-2", "many"):
+        run = gantry(gantry_env, "deidentify", batch_folder.root, tmp_path / "OUT",
+                     "--workers", count)
+        assert run.returncode == 2 and "--workers" in run.stderr, count
+        assert "Traceback" not in run.stderr and not (tmp_path / "OUT").exists()
+
+
 def test_deidentify_missing_input(gantry_env: dict, tmp_path: Path) -> None:
     run = gantry(gantry_env, "deidentify", tmp_path / "nowhere", tmp_path / "OUT")
     assert run.returncode != 0

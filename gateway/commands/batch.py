@@ -19,12 +19,23 @@ from gateway.safetext import safe_message
 from gateway.sitekey import load_site_key
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of processes (1 or more)")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("deidentify", help="de-identify a file or folder tree into OUTPUT")
     p.add_argument("input", type=Path)
     p.add_argument("output", type=Path)
     p.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--workers", type=_positive, default=None,
+                   help="processes (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_deidentify)
 
