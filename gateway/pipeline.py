@@ -19,7 +19,7 @@ from gateway.deid.backup import attach_backup
 from gateway.deid.keyed import keyed_hash
 from gateway.deid.profile import Profile
 from gateway.deid.redact import Decision, Redactor
-from gateway.deid.remediate import remediate
+from gateway.deid.remediate import remediate, text_values
 from gateway.deid.stamp import stamp
 from gateway.deid.verify import verify
 from gateway.dicomio import DicomReadError, Parsed, load_pixels, read_for_deid, write
@@ -27,6 +27,8 @@ from gateway.recipients import load_certificates
 from gateway.safetext import safe_message
 
 CLEAN_PIXEL_DATA = "113101"
+SOP_CLASS_UID, SOP_INSTANCE_UID = 0x00080016, 0x00080018
+STUDY_INSTANCE_UID, SERIES_INSTANCE_UID = 0x0020000D, 0x0020000E
 
 
 @dataclass(frozen=True)
@@ -56,13 +58,22 @@ Outcome = Forwarded | Quarantined
 Destination = Path | Callable[[Dataset], Path]
 
 
+def _uid(ds: Dataset, tag: int) -> str:
+    """A UID's text as stored (raw values are not decoded), '' when absent or empty."""
+    values = text_values(ds, tag) if tag in ds._dict else []
+    return values[0] if values else ""
+
+
 def layout_path(root: Path) -> Callable[[Dataset], Path]:
     """Output laid out by new study / series UID: ROOT/study/series/sop.dcm."""
 
     def place(ds: Dataset) -> Path:
-        study = str(ds.get("StudyInstanceUID", "") or "no-study")
-        series = str(ds.get("SeriesInstanceUID", "") or "no-series")
-        return root / study / series / f"{ds.SOPInstanceUID}.dcm"
+        sop = _uid(ds, SOP_INSTANCE_UID)
+        if not sop:
+            raise ValueError("no (0008,0018) SOP Instance UID to name the file by")
+        study = _uid(ds, STUDY_INSTANCE_UID) or "no-study"
+        series = _uid(ds, SERIES_INSTANCE_UID) or "no-series"
+        return root / study / series / f"{sop}.dcm"
 
     return place
 
@@ -112,7 +123,7 @@ class Pipeline:
             if decision.regions:
                 load_pixels(parsed)
             ds = parsed.ds
-            original_sop = str(ds.SOPInstanceUID)
+            original_sop = _uid(ds, SOP_INSTANCE_UID)
             remediation = remediate(ds, prof, self.key, keep_originals=backup.enabled)
             not_backed_up: tuple[str, ...] = ()
             if backup.enabled:
@@ -139,10 +150,10 @@ class Pipeline:
             return Quarantined(f"cannot write the de-identified object: {safe_message(exc)}")
         return Forwarded(
             path=target,
-            study_uid=str(ds.get("StudyInstanceUID", "")),
-            series_uid=str(ds.get("SeriesInstanceUID", "")),
-            sop_uid=str(ds.SOPInstanceUID),
-            sop_class_uid=str(ds.get("SOPClassUID", "")),
+            study_uid=_uid(ds, STUDY_INSTANCE_UID),
+            series_uid=_uid(ds, SERIES_INSTANCE_UID),
+            sop_uid=_uid(ds, SOP_INSTANCE_UID),
+            sop_class_uid=_uid(ds, SOP_CLASS_UID),
             transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
             original_sop_hash=keyed_hash(self.key, original_sop, 32),
             counts=dict(remediation.counts),
