@@ -101,7 +101,8 @@ def test_failure_status_quarantines_with_that_status(box, tmp_path):
         start(pacs.port)
         assert wait_for(lambda: states(store, ids) == {QUARANTINED})
         assert store.job(ids[0])["reason"] == "pacs answered status 0xA900"
-        assert state.original(ids[0]) == state.quarantined(ids[0])
+        # The state is committed first, then the original moves to the quarantine folder.
+        assert wait_for(lambda: state.original(ids[0]) == state.quarantined(ids[0]))
     finally:
         pacs.stop()
 
