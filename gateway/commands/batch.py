@@ -90,6 +90,9 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if not args.path.exists():
+        print(f"gantry: {args.path}: no such file or folder", file=sys.stderr)
+        return 2
     profile = Profile.from_config(config.profile_named(args.profile))
     reports, unreadable = [], []
     for path in iter_inputs(args.path):
