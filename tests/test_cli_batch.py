@@ -110,12 +110,16 @@ def test_deidentify_refuses_a_worker_count_below_one(batch_folder: BatchFolder,
         assert "Traceback" not in run.stderr and not (tmp_path / "OUT").exists()
 
 
-def test_deidentify_and_audit_name_a_missing_input(gantry_env: dict, tmp_path: Path) -> None:
+def test_deidentify_and_audit_name_a_missing_input_or_profile(gantry_env: dict,
+                                                              tmp_path: Path) -> None:
     for args in (("deidentify", tmp_path / "nowhere", tmp_path / "OUT"),
                  ("audit", tmp_path / "nowhere")):
         run = gantry(gantry_env, *args)
         assert run.returncode != 0, args
         assert str(tmp_path / "nowhere") in run.stderr
+    run = gantry(gantry_env, "audit", tmp_path, "--profile", "nosuch")
+    assert run.returncode == 2 and "no profile 'nosuch'" in run.stderr
+    assert "Traceback" not in run.stderr
 
 
 def test_deidentify_with_a_missing_certificate_fails_once_by_name(

@@ -93,6 +93,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if not args.path.exists():
         print(f"gantry: {args.path}: no such file or folder", file=sys.stderr)
         return 2
+    if args.profile != "default" and args.profile not in config.profiles:
+        known = ", ".join(["default", *config.profiles])
+        print(f"gantry audit: no profile {args.profile!r} in {config.source} (known: {known})",
+              file=sys.stderr)
+        return 2
     profile = Profile.from_config(config.profile_named(args.profile))
     reports, unreadable = [], []
     for path in iter_inputs(args.path):
