@@ -31,8 +31,10 @@ def _positive(text: str) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("deidentify", help="de-identify a file or folder tree into OUTPUT")
-    p.add_argument("input", type=Path)
-    p.add_argument("output", type=Path)
+    p.add_argument("input", type=Path, help="a DICOM file, or a folder tree of them")
+    p.add_argument("output", type=Path,
+                   help="folder outside INPUT for the de-identified objects (by new study and "
+                        "series UID); refused inputs go to OUTPUT-quarantine with their reasons")
     p.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
     p.add_argument("--workers", type=_positive, default=None,
                    help="processes (default: all cores)")
@@ -40,15 +42,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_deidentify)
 
     p = sub.add_parser("audit", help="the inspector's findings and risk scores")
-    p.add_argument("path", type=Path)
-    p.add_argument("--config", type=Path)
+    p.add_argument("path", type=Path, help="a DICOM file, or a folder tree of them")
+    p.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
     p.add_argument("--profile", default="default", help="profile name from the config")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("diff", help="what changed between two objects, element by element")
-    p.add_argument("a", type=Path)
-    p.add_argument("b", type=Path)
+    p.add_argument("a", type=Path, help="a DICOM file (e.g. the original)")
+    p.add_argument("b", type=Path, help="another (e.g. its de-identified copy)")
     p.set_defaults(func=cmd_diff)
 
 
