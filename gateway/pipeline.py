@@ -19,7 +19,7 @@ from gateway.deid.backup import attach_backup
 from gateway.deid.keyed import keyed_hash
 from gateway.deid.profile import Profile
 from gateway.deid.redact import Decision, Redactor
-from gateway.deid.remediate import remediate, text_values
+from gateway.deid.remediate import remediate, stored_text
 from gateway.deid.stamp import stamp
 from gateway.deid.verify import verify
 from gateway.dicomio import DicomReadError, Parsed, load_pixels, read_for_deid, write
@@ -58,21 +58,15 @@ Outcome = Forwarded | Quarantined
 Destination = Path | Callable[[Dataset], Path]
 
 
-def _uid(ds: Dataset, tag: int) -> str:
-    """A UID's text as stored (raw values are not decoded), '' when absent or empty."""
-    values = text_values(ds, tag) if tag in ds._dict else []
-    return values[0] if values else ""
-
-
 def layout_path(root: Path) -> Callable[[Dataset], Path]:
     """Output laid out by new study / series UID: ROOT/study/series/sop.dcm."""
 
     def place(ds: Dataset) -> Path:
-        sop = _uid(ds, SOP_INSTANCE_UID)
+        sop = stored_text(ds, SOP_INSTANCE_UID)
         if not sop:
             raise ValueError("no (0008,0018) SOP Instance UID to name the file by")
-        study = _uid(ds, STUDY_INSTANCE_UID) or "no-study"
-        series = _uid(ds, SERIES_INSTANCE_UID) or "no-series"
+        study = stored_text(ds, STUDY_INSTANCE_UID) or "no-study"
+        series = stored_text(ds, SERIES_INSTANCE_UID) or "no-series"
         return root / study / series / f"{sop}.dcm"
 
     return place
@@ -123,7 +117,7 @@ class Pipeline:
             if decision.regions:
                 load_pixels(parsed)
             ds = parsed.ds
-            original_sop = _uid(ds, SOP_INSTANCE_UID)
+            original_sop = stored_text(ds, SOP_INSTANCE_UID)
             remediation = remediate(ds, prof, self.key, keep_originals=backup.enabled)
             not_backed_up: tuple[str, ...] = ()
             if backup.enabled:
@@ -150,10 +144,10 @@ class Pipeline:
             return Quarantined(f"cannot write the de-identified object: {safe_message(exc)}")
         return Forwarded(
             path=target,
-            study_uid=_uid(ds, STUDY_INSTANCE_UID),
-            series_uid=_uid(ds, SERIES_INSTANCE_UID),
-            sop_uid=_uid(ds, SOP_INSTANCE_UID),
-            sop_class_uid=_uid(ds, SOP_CLASS_UID),
+            study_uid=stored_text(ds, STUDY_INSTANCE_UID),
+            series_uid=stored_text(ds, SERIES_INSTANCE_UID),
+            sop_uid=stored_text(ds, SOP_INSTANCE_UID),
+            sop_class_uid=stored_text(ds, SOP_CLASS_UID),
             transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
             original_sop_hash=keyed_hash(self.key, original_sop, 32),
             counts=dict(remediation.counts),

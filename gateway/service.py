@@ -27,7 +27,7 @@ from gateway import logs
 from gateway.config import Config, ConfigError
 from gateway.examine import machine_record
 from gateway.statedir import StateDir
-from gateway.store import Store
+from gateway.store import IdlePoll, Store
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
@@ -78,10 +78,6 @@ def _child_setup(config: Config, role: str, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the parent decides when we stop
     logs.configure(config.log_level, role=role, pid=os.getpid())
-
-
-# A worker with nothing to do polls the job table after 20 ms, then doubling up to 250 ms.
-MIN_IDLE_POLL, MAX_IDLE_POLL = 0.02, 0.25
 
 
 class StopFlag:
@@ -186,14 +182,13 @@ def worker_main(config: Config, site_key: bytes, root: str, stop: Any) -> None:
     """Entry point of a worker process."""
     _child_setup(config, "worker", stop.node_pid)
     worker = Worker(config, site_key, StateDir(root))
-    wait = MIN_IDLE_POLL
+    poll = IdlePoll()
     while not stop.is_set():
         orphaned_check(stop.node_pid)
         if worker.run_once():
-            wait = MIN_IDLE_POLL
-        else:  # idle: ask the database less and less often
-            stop.wait(wait)
-            wait = min(wait * 2, MAX_IDLE_POLL)
+            poll.found_work()
+        else:
+            stop.wait(poll.wait_time())
 
 
 def forwarder_main(config: Config, name: str, root: str, stop: Any) -> None:

@@ -47,6 +47,24 @@ PENDING, SENDING, SENT, FAILED = "pending", "sending", "delivered", "failed"
 SCHEMA_VERSION = 1
 
 
+class IdlePoll:
+    """How long a poller of the job tables waits before asking again: `first` after it found
+    work, doubling up to `longest` while there is none (an idle node barely touches the disk)."""
+
+    def __init__(self, first: float = 0.02, longest: float = 0.25) -> None:
+        self.first, self.longest = first, max(first, longest)
+        self._next = first
+
+    def found_work(self) -> None:
+        self._next = self.first
+
+    def wait_time(self) -> float:
+        """The next idle wait; each call doubles the one after it."""
+        wait = self._next
+        self._next = min(wait * 2, self.longest)
+        return wait
+
+
 class StoreError(RuntimeError):
     """A refused state change or a missing row (names the job id, never an identifier)."""
 

@@ -192,3 +192,12 @@ def test_only_the_receivers_connection_skips_checkpoints(tmp_path):
     assert node.counts() == {RECEIVED: 300}
     for s in (node, worker, receiver):
         s.close()
+
+
+def test_idle_poll_doubles_to_its_cap_and_restarts_after_work() -> None:
+    from gateway.store import IdlePoll
+
+    poll = IdlePoll(first=0.02, longest=0.25)
+    assert [poll.wait_time() for _ in range(6)] == [0.02, 0.04, 0.08, 0.16, 0.25, 0.25]
+    poll.found_work()
+    assert poll.wait_time() == 0.02

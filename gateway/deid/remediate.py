@@ -90,8 +90,9 @@ def text_values(ds: Dataset, key: int) -> list[str]:
     return [v.strip() for v in _values(elem.value)]
 
 
-def _text(ds: Dataset, tag: int) -> str:
-    """An element's values joined as in the file ("" when absent), not decoded if ASCII."""
+def stored_text(ds: Dataset, tag: int) -> str:
+    """An element's values joined as in the file ("" when absent), not decoded if ASCII (the
+    UIDs the pipeline names files by are read this way too)."""
     return "\\".join(text_values(ds, tag)) if tag in ds._dict else ""
 
 
@@ -140,17 +141,17 @@ class _Remediator:
         self.keep_originals = keep_originals
         self.result = Remediation()
         self._candidates = self._identifiers(ds)
-        patient = _text(ds, PATIENT_ID).strip()
-        seed = patient or _text(ds, PATIENT_NAME) + "|" + _text(ds, 0x00100030)
+        patient = stored_text(ds, PATIENT_ID).strip()
+        seed = patient or stored_text(ds, PATIENT_NAME) + "|" + stored_text(ds, 0x00100030)
         if seed == "|":
-            seed = "study:" + _text(ds, 0x0020000D)
+            seed = "study:" + stored_text(ds, 0x0020000D)
         self.result.pseudonym = keyed.pseudonym(key, seed, profile.pseudonym_prefix)
         self.days = (keyed.date_offset_days(key, seed, profile.date_shift_days)
                      if profile.modified_dates else 0)
         if profile.modified_dates:
             self.result.date_offset_days = self.days
         self._scrub: re.Pattern[str] | None = None
-        self.sop_class = _text(ds, 0x00080016)
+        self.sop_class = stored_text(ds, 0x00080016)
 
     # ------------------------------------------------------------------ identifiers
 
@@ -173,7 +174,7 @@ class _Remediator:
         for value, tag in self._candidates.items():
             if tag in INSTITUTION_TAGS:
                 continue
-            if tag not in ds._dict or value not in _text(ds, tag):
+            if tag not in ds._dict or value not in stored_text(ds, tag):
                 gone.add(value)
         return gone
 
@@ -436,7 +437,7 @@ def remediate_file_meta(ds: Dataset, state: _Remediator) -> None:
         return
     for key in list(meta._dict):
         if key == MEDIA_STORAGE_SOP_INSTANCE:
-            _set(meta, key, "UI", state.map_uid(_text(meta, key)))
+            _set(meta, key, "UI", state.map_uid(stored_text(meta, key)))
         elif (key & 0xFFFF) >= 0x0016:
             del meta._dict[key]
     for tag, vr, value in ((IMPLEMENTATION_CLASS, "UI", GANTRY_IMPLEMENTATION_UID),

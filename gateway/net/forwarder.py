@@ -32,13 +32,12 @@ from gateway.logs import get_logger
 from gateway.net.reactor_pause import guard
 from gateway.net.receiver import set_nodelay
 from gateway.statedir import StateDir
-from gateway.store import Claim, Store
+from gateway.store import Claim, IdlePoll, Store
 
 _config.STORE_SEND_CHUNKED_DATASET = True  # stream files: no decode, flat memory
 
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 MAX_CONTEXTS = 128
-MAX_IDLE_POLL = 0.25  # seconds: an idle slot polls its outbox from `poll` doubling up to this
 
 
 def is_transient(status: int) -> bool:
@@ -81,7 +80,7 @@ class Slot(threading.Thread):
     def run(self) -> None:
         box = self.outbox
         store = Store(box.state.db, durable=False)
-        wait = box.poll
+        poll = IdlePoll(first=box.poll)
         try:
             while not box.stop.is_set():
                 claims: list[Claim] = []
@@ -90,10 +89,9 @@ class Slot(threading.Thread):
                     if not claims:
                         if self.assoc is not None and time.monotonic() - self.last_used > box.idle:
                             self._release()
-                        box.stop.wait(wait)  # idle: ask the database less and less often
-                        wait = min(wait * 2, MAX_IDLE_POLL)
+                        box.stop.wait(poll.wait_time())
                         continue
-                    wait = box.poll
+                    poll.found_work()
                     self._send_batch(store, claims)
                 except Exception as exc:  # noqa: BLE001 - a slot must not die holding claims
                     box.log.error("outbox.error", destination=box.name,
