@@ -18,11 +18,12 @@ from typing import Any
 
 import yaml
 from pydicom import dcmread
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, evt
 
 from gateway.config import parse_config
+from gateway.net import set_nodelay
 from gateway.net.reactor_pause import guard
-from gateway.net.receiver import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES, set_nodelay
+from gateway.net.receiver import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 
 DEMO_CONFIG = "data/demo.yaml"
 
@@ -98,7 +99,6 @@ def send_files(paths: list[Path], port: int, called: str = "GANTRY",
                calling: str = "DEMO-MODALITY") -> dict[Path, int | str]:
     """C-STORE each file as a modality would, its bytes as they are (one association per ≤ 120
     presentation contexts); the status of each, or why it was not sent."""
-    _config.STORE_SEND_CHUNKED_DATASET = True  # a path is sent as its bytes, not re-encoded
     sendable: dict[tuple[str, str], list[Path]] = {}
     result: dict[Path, int | str] = {}
     decode: set[Path] = set()  # no Media Storage UIDs in the file meta: send the data set

@@ -24,17 +24,15 @@ from typing import Any
 
 from pydicom import dcmread
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, _config
+from pynetdicom import AE
 from pynetdicom.status import code_to_category
 
 from gateway.config import DestinationConfig
 from gateway.logs import get_logger
+from gateway.net import set_nodelay
 from gateway.net.reactor_pause import guard
-from gateway.net.receiver import set_nodelay
 from gateway.statedir import StateDir
 from gateway.store import Claim, IdlePoll, Store
-
-_config.STORE_SEND_CHUNKED_DATASET = True  # stream files: no decode, flat memory
 
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 MAX_CONTEXTS = 128

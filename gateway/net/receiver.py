@@ -9,7 +9,6 @@ Resources), bytes that are not a data set 0xC210 (Cannot understand) — never a
 from __future__ import annotations
 
 import os
-import socket
 import struct
 import threading
 import uuid
@@ -39,6 +38,7 @@ from gateway.config import Config, NetworkConfig
 from gateway.deid.keyed import keyed_hash
 from gateway.dicomio import encode_file_meta
 from gateway.logs import get_logger
+from gateway.net import set_nodelay
 from gateway.store import Store
 
 TRANSFER_SYNTAXES = [
@@ -53,9 +53,15 @@ TRANSFER_SYNTAXES = [
 _STORAGE = [uid for uid, (name, kind, *_rest) in UID_dictionary.items()
             if kind == "SOP Class" and "Storage" in name
             and not name.startswith(("Storage Commitment", "Media Storage"))]
-for _uid in _STORAGE:
-    if uid_to_service_class(_uid) is ServiceClass and UID_dictionary[_uid][4].isidentifier():
-        register_uid(_uid, UID_dictionary[_uid][4], StorageServiceClass)
+
+
+def _register_storage_classes() -> None:
+    for uid in _STORAGE:
+        if uid_to_service_class(uid) is ServiceClass and UID_dictionary[uid][4].isidentifier():
+            register_uid(uid, UID_dictionary[uid][4], StorageServiceClass)
+
+
+_register_storage_classes()
 STORAGE_SOP_CLASSES = sorted(uid for uid in _STORAGE
                              if uid_to_service_class(uid) is not ServiceClass)
 
@@ -63,15 +69,6 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC210
 IMPLEMENTATION_VERSION = "GANTRY_01"
-
-
-def set_nodelay(sock: socket.socket | None) -> None:
-    """Turn Nagle's algorithm off (else each small PDU waits for the peer's delayed ACK)."""
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
 
 
 def sop_hash(key: bytes, sop_instance_uid: str) -> str:

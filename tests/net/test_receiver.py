@@ -13,7 +13,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.filereader import read_file_meta_info
 from pydicom.filewriter import write_file_meta_info
-from pynetdicom import AE, _config
+from pynetdicom import AE
 
 from gateway.config import parse_config
 from gateway.net.receiver import Receiver
@@ -112,11 +112,9 @@ def send_raw(port: int, path: Path) -> int:
     ae.add_requested_context(meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID)
     assoc = ae.associate("127.0.0.1", port, ae_title="GANTRY")
     assert assoc.is_established
-    _config.STORE_SEND_CHUNKED_DATASET = True
     try:
-        rsp = assoc.send_c_store(path)
+        rsp = assoc.send_c_store(path)  # a path is sent as its bytes (gateway.net's setting)
     finally:
-        _config.STORE_SEND_CHUNKED_DATASET = False
         assoc.release()
     return int(rsp.Status)
 
