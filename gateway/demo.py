@@ -23,7 +23,7 @@ from pynetdicom import AE, evt
 from gateway.config import parse_config
 from gateway.net import set_nodelay
 from gateway.net.reactor_pause import guard
-from gateway.net.receiver import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+from gateway.net.receiver import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES, unlisted_storage_class
 
 DEMO_CONFIG = "data/demo.yaml"
 
@@ -111,7 +111,7 @@ def send_files(paths: list[Path], port: int, called: str = "GANTRY",
         except Exception:  # noqa: BLE001 - not every test file is a storable object
             result[path] = "not a storable DICOM file"
             continue
-        if key[0] not in STORAGE_SOP_CLASSES:
+        if key[0] not in STORAGE_SOP_CLASSES and not unlisted_storage_class(key[0]):
             result[path] = "not a storage SOP class"
             continue
         if key[1] not in TRANSFER_SYNTAXES:

@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
 from gateway.deid.dummies import TEXT, dummy_for
-from gateway.deid.keyed import is_well_known_uid
+from gateway.deid.keyed import CLASS_UID_TAGS, is_well_known_uid
 from gateway.deid.profile import Profile
 from gateway.deid.remediate import (
     IDENTIFYING_TAGS,
@@ -114,7 +114,8 @@ def inspect(ds: Dataset, profile: Profile) -> Report:
                     tag.group, str(creator.value) if creator is not None else None, tag.element)
                 action = "K" if kept else "X"
             else:
-                action = profile.code_for(tag) or ("U" if vr == "UI" else "")
+                action = profile.code_for(tag) or (
+                    "U" if vr == "UI" and tag not in CLASS_UID_TAGS else "")
             if vr == "SQ":
                 if action == "X" or action == "Z":
                     findings.append(Finding(where, vr, action, 5))

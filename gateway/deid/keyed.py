@@ -5,12 +5,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from pydicom.datadict import DicomDictionary
 from pydicom.uid import UID_dictionary
 
 DICOM_ROOT = "1.2.840.10008."
 # Roots of registries whose UIDs name things, not patients: DICOM, HL7 (coding schemes).
 WELL_KNOWN_ROOTS = (DICOM_ROOT, "2.16.840.1.113883.")
 _WELL_KNOWN = frozenset(UID_dictionary)
+# Attributes whose UIDs name a class or an encoding, never an instance (SOP Class UID,
+# Referenced SOP Class UID, Transfer Syntax UID, …): kept as they are, a vendor's private
+# SOP class included, or the object would no longer say what it is.
+CLASS_UID_TAGS = frozenset(
+    tag for tag, (vr, _vm, _name, _retired, keyword) in DicomDictionary.items()
+    if vr == "UI" and ("SOPClass" in keyword or "TransferSyntax" in keyword))
 
 
 def _mac(key: bytes, domain: str, value: str) -> bytes:

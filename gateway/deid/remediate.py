@@ -275,7 +275,7 @@ class _Remediator:
                 return self._sequence(ds, ds[key], top, clean)
             if code is None and clean and vr in FREE_TEXT_VRS:
                 return self._clean(ds, ds[key], top)
-            if code is None and vr == "UI":
+            if code is None and vr == "UI" and tag not in keyed.CLASS_UID_TAGS:
                 return self._uid(ds, key, top)
             if code is None and vr in ("DA", "DT") and profile.modified_dates:
                 return self._shift(ds, key, vr, top)

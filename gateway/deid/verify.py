@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydicom.dataset import Dataset
 
+from gateway.deid.keyed import CLASS_UID_TAGS
 from gateway.deid.profile import Profile
 from gateway.deid.remediate import ENCRYPTED_ATTRIBUTES, Remediation, element_vr, text_values
 from gateway.deid.tags import tag_str
@@ -46,7 +47,7 @@ def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]
                 for i, sub in enumerate(item[key].value or ()):
                     check(sub, f"{path}{tag_str(tag)}[{i}].", False)
                 continue
-            if vr not in STRING_VRS:
+            if vr not in STRING_VRS or tag in CLASS_UID_TAGS:  # a class is no identifier
                 continue
             for value in text_values(item, key):
                 if value in exact or (len(value) >= LONG_IDENTIFIER

@@ -68,6 +68,7 @@ class Slot(threading.Thread):
         self.owner = f"{outbox.owner}:{index}"
         self.assoc: Any = None
         self.contexts: set[tuple[str, str]] = set()
+        self.refused_classes: set[str] = set()  # by a peer that accepted none proposed
         self.last_used = 0.0
         self.connect_failures = 0
         self.error = ""
@@ -106,7 +107,14 @@ class Slot(threading.Thread):
 
     def _send_batch(self, store: Store, claims: list[Claim]) -> None:
         box = self.outbox
-        if not self._ensure(store, claims):
+        connected = self._ensure(store, claims)
+        if not connected and self.refused_classes:
+            # The peer took the association and refused every class proposed (the claims'
+            # own come first, each with the uncompressed syntaxes too): a permanent refusal.
+            for c in claims:
+                self._refuse(store, c, f"{box.name} does not accept this SOP class")
+            return
+        if not connected:
             self.connect_failures += 1
             for c in claims:
                 store.retry_later(c.job_id, box.name, error=self.error,
@@ -134,6 +142,7 @@ class Slot(threading.Thread):
         if self.assoc is not None and self.assoc.is_established and wanted <= self.contexts:
             return True
         self._release()
+        self.refused_classes = set()
         pairs = list(dict.fromkeys(
             [(c.sop_class_uid, c.transfer_syntax) for c in claims]
             + self.outbox.outbox_pairs(store)))
@@ -163,6 +172,9 @@ class Slot(threading.Thread):
         if not assoc.is_established:
             self.error = ("association rejected" if assoc.is_rejected else
                           "connection failed: no association")
+            if not assoc.is_rejected:  # accepted with every presentation context refused
+                self.refused_classes = {str(cx.abstract_syntax)
+                                        for cx in assoc.rejected_contexts}
             return False
         set_nodelay(getattr(assoc.dul.socket, "socket", None))
         guard(assoc)  # else a response can be lost to pynetdicom's reactor (reactor_pause.py)
@@ -189,9 +201,7 @@ class Slot(threading.Thread):
         box = self.outbox
         path = box.state.output(claim.job_id)
         if not path.exists():
-            store.delivery_failed(claim.job_id, box.name, status=None,
-                                  reason="de-identified file missing from the outbox")
-            box.state.move_to_quarantine(claim.job_id)
+            self._refuse(store, claim, "de-identified file missing from the outbox")
             return
         accepted = [cx for cx in self.assoc.accepted_contexts
                     if cx.abstract_syntax == claim.sop_class_uid]
@@ -205,17 +215,15 @@ class Slot(threading.Thread):
                 box.log.info("delivery.transcoded", job=claim.job_id, destination=box.name,
                              to_syntax=str(payload.file_meta.TransferSyntaxUID))
             else:
-                reason = f"{box.name} accepts no transfer syntax for this SOP class"
-                store.delivery_failed(claim.job_id, box.name, status=None, reason=reason)
-                box.state.move_to_quarantine(claim.job_id)
+                self._refuse(store, claim, (
+                    f"{box.name} accepts no transfer syntax for this SOP class" if accepted
+                    else f"{box.name} does not accept this SOP class"))
                 return
         except (RuntimeError, OSError, ConnectionError) as exc:
             self._lost(store, claim, f"send failed: {type(exc).__name__}")
             return
         except Exception as exc:  # noqa: BLE001 - cannot encode: fail closed
-            reason = f"cannot send to {box.name}: {type(exc).__name__}"
-            store.delivery_failed(claim.job_id, box.name, status=None, reason=reason)
-            box.state.move_to_quarantine(claim.job_id)
+            self._refuse(store, claim, f"cannot send to {box.name}: {type(exc).__name__}")
             return
         self.last_used = time.monotonic()
         status = getattr(rsp, "Status", None) if rsp else None
@@ -236,8 +244,12 @@ class Slot(threading.Thread):
             reason = f"{box.name} answered status 0x{status:04X}"
             if is_transient(status):
                 reason += f" {claim.refusals + 1} times"
-            store.delivery_failed(claim.job_id, box.name, status=status, reason=reason)
-            box.state.move_to_quarantine(claim.job_id)
+            self._refuse(store, claim, reason, status)
+
+    def _refuse(self, store: Store, claim: Claim, reason: str, status: int | None = None) -> None:
+        """A permanent failure: the delivery fails and the job's original goes to quarantine."""
+        store.delivery_failed(claim.job_id, self.outbox.name, status=status, reason=reason)
+        self.outbox.state.move_to_quarantine(claim.job_id)
 
     def _lost(self, store: Store, claim: Claim, error: str) -> None:
         store.retry_later(claim.job_id, self.outbox.name, error=error,

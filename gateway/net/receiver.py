@@ -30,7 +30,8 @@ from pydicom.uid import (
     RLELossless,
     UID_dictionary,
 )
-from pynetdicom import AE, evt, register_uid
+from pynetdicom import AE, build_context, evt, register_uid
+from pynetdicom.pdu_primitives import SOPClassCommonExtendedNegotiation
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.sop_class import Verification, uid_to_service_class
 
@@ -64,6 +65,19 @@ def _register_storage_classes() -> None:
 _register_storage_classes()
 STORAGE_SOP_CLASSES = sorted(uid for uid in _STORAGE
                              if uid_to_service_class(uid) is not ServiceClass)
+
+DICOM_ROOT = "1.2.840.10008."
+STORAGE_ROOT = "1.2.840.10008.5.1.4.1.1."
+STORAGE_SERVICE_CLASS = "1.2.840.10008.4.2"
+
+
+def unlisted_storage_class(uid: str) -> bool:
+    """A SOP class served as storage although pynetdicom does not know it: a vendor's private
+    class (Siemens CSA Non-Image, …) or a public storage class newer than pydicom."""
+    if uid in UID_dictionary:  # known: a listed storage class, or some other service
+        return False
+    return not uid.startswith(DICOM_ROOT) or uid.startswith(STORAGE_ROOT)
+
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
@@ -146,6 +160,7 @@ class Receiver:
             (evt.EVT_CONN_OPEN, self._on_open),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_SOP_COMMON, self._on_sop_common),
         ]
         self._server = self.ae.start_server((self.net.host, self.net.port), block=False,
                                             evt_handlers=handlers)
@@ -206,6 +221,30 @@ class Receiver:
             negotiate()
 
         acse._negotiate_as_acceptor = checked
+
+    def _on_sop_common(self, event: Any) -> dict[str, SOPClassCommonExtendedNegotiation]:
+        """Accept storage SOP classes that pynetdicom does not list (nothing a modality sends is
+        refused for its class; the pipeline decides). This runs during negotiation, before the
+        presentation contexts: it adds a supported context for each such class proposed, and
+        maps the class to the Storage Service Class, the SOP Class Common Extended Negotiation
+        answer that pynetdicom consults to serve a C-STORE (PS3.7 D.3.3.6). The caller's own
+        items get pynetdicom's default answer: none accepted."""
+        acceptor = event.assoc.acceptor
+        proposed = event.assoc.requestor.primitive.presentation_context_definition_list
+        contexts, items = list(acceptor.supported_contexts), {}
+        for uid in dict.fromkeys(str(cx.abstract_syntax) for cx in proposed):
+            if not unlisted_storage_class(uid):
+                continue
+            try:
+                contexts.append(build_context(uid, TRANSFER_SYNTAXES))
+            except ValueError:  # not a valid UID: the context is refused as before
+                continue
+            item = SOPClassCommonExtendedNegotiation()
+            item.sop_class_uid, item.service_class_uid = uid, STORAGE_SERVICE_CLASS
+            items[uid] = item
+        if items:
+            acceptor.supported_contexts = contexts
+        return items
 
     def _on_echo(self, event: Any) -> int:
         return SUCCESS

@@ -29,6 +29,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import DeflatedExplicitVRLittleEndian, UID_dictionary
 
 from gateway.config import OPTION_NAMES, ProfileConfig, load_config
+from gateway.deid.keyed import CLASS_UID_TAGS
 from gateway.pipeline import Forwarded, Pipeline, layout_path
 
 NAME = "Quixote^Zebedaeus"
@@ -59,7 +60,8 @@ def well_known(uid: str) -> bool:
 
 
 def uids_in(ds: Dataset) -> set[str]:
-    """Every UI value of a dataset at any depth, and of its file meta."""
+    """Every UI value of a dataset at any depth, and of its file meta, except those of the
+    attributes that name a class or an encoding (SOP Class UID, …: kept as they are)."""
     found: set[str] = set()
 
     def walk(item: Dataset) -> None:
@@ -67,7 +69,7 @@ def uids_in(ds: Dataset) -> set[str]:
             if elem.VR == "SQ":
                 for sub in elem.value or ():
                     walk(sub)
-            elif elem.VR == "UI" and elem.value:
+            elif elem.VR == "UI" and elem.value and elem.tag not in CLASS_UID_TAGS:
                 values = elem.value if isinstance(elem.value, list | tuple) else [elem.value]
                 found.update(str(v).strip("\x00 ") for v in values if v)
 

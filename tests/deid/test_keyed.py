@@ -14,8 +14,10 @@ from pydicom.uid import UID_dictionary
 
 from gateway.config import ProfileConfig
 from gateway.deid import keyed
+from gateway.deid.inspect import inspect
 from gateway.deid.profile import Profile
 from gateway.deid.remediate import remediate
+from gateway.deid.verify import verify
 
 MODIFIED = "Retain Longitudinal Temporal Information with Modified Dates Option"
 INSTANCE_UIDS = (
@@ -94,6 +96,24 @@ def test_remediate_keeps_well_known_and_maps_every_occurrence_alike(site_key: by
     assert str(ds.file_meta.MediaStorageSOPClassUID) == sop_class
     assert str(ds.file_meta.TransferSyntaxUID) == ts
     assert ref.PurposeOfReferenceCodeSequence[0].CodingSchemeUID == "1.2.840.10008.2.16.4"
+
+
+def test_a_vendor_private_sop_class_is_kept_wherever_it_names_a_class(site_key: bytes) -> None:
+    """Siemens' CSA Non-Image class is not under the DICOM root, yet it names a class: the
+    object and its references keep it, and the inspector does not count it."""
+    csa = "1.3.12.2.1107.5.9.1"
+    ds = _object("1.2.826.0.1.3680043.2.1143.70", "P-3", "1.2.826.0.1.3680043.2.1143.71")
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = csa
+    ds.ReferencedImageSequence[0].ReferencedSOPClassUID = csa
+    profile = Profile.basic()
+    assert not [f for f in inspect(ds, profile).findings
+                if f.path in ("(0008,0016)", "(0008,1140)[0].(0008,1150)")]
+    result = remediate(ds, profile, site_key)
+    ref = ds.ReferencedImageSequence[0]
+    assert ds.SOPClassUID == ref.ReferencedSOPClassUID == csa
+    assert ds.file_meta.MediaStorageSOPClassUID == csa
+    assert is_valid_new_uid(str(ref.ReferencedSOPInstanceUID))
+    assert csa not in result.uid_map and not verify(ds, result, profile)
 
 
 def test_same_input_same_output_and_keys_differ(site_key: bytes, other_key: bytes) -> None:

@@ -31,7 +31,7 @@ from nethelpers import (
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from gateway.demo import StandInPacs
+from gateway.demo import StandInPacs, send_files
 from gateway.net.receiver import sop_hash
 from gateway.sitekey import _decode
 from gateway.store import DELIVERED, FORWARDING, QUARANTINED
@@ -57,6 +57,7 @@ PYDICOM_FILES = [
 
 
 # These tests are about transport: objects of at-risk modalities are not held back here.
+CSA_NON_IMAGE = "1.3.12.2.1107.5.9.1"
 PASS_BURNED_IN = {"redaction": {"on_risk": "pass"}}
 
 
@@ -124,6 +125,36 @@ def test_storescu_to_storescp_every_transfer_syntax(tmp_path, storescp, gateway)
     names = sorted(Path(f"/proc/{k}/comm").read_text().strip() for k in kids)
     assert [n for n in names if n.startswith("gantry-")] == [
         "gantry-forward", "gantry-worker", "gantry-worker"]
+
+
+def test_a_vendor_private_storage_class_is_de_identified_and_forwarded(tmp_path, storescp,
+                                                                       gateway):
+    """Siemens' CSA Non-Image class (which dcmtk's storescu will not send: pynetdicom is the
+    modality here): delivered de-identified where the PACS takes unknown classes, quarantined
+    with a reason that says so where it does not."""
+    files = []
+    for station in ("OPEN", "STRICT"):
+        ds = dcmread(get_testdata_file("CT_small.dcm"))
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = CSA_NON_IMAGE
+        ds.StationName = station
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"1.2.3.4.{len(files)}"
+        files.append(tmp_path / f"{station}.dcm")
+        ds.save_as(files[-1])
+    open_pacs, strict = storescp(promiscuous=True), storescp()
+    routes = [{"name": "open", "tags": {"StationName": "OPEN"}, "destinations": ["open"]},
+              {"name": "strict", "destinations": ["strict"]}]
+    gw = gateway(write_config(tmp_path, {"open": ("PACS", open_pacs.port),
+                                         "strict": ("PACS", strict.port)}, routes=routes),
+                 tmp_path / "log.jsonl")
+    assert send_files(files, gw.port) == {f: 0x0000 for f in files}
+    assert wait_settled(gw, 2) == {DELIVERED: 1, QUARANTINED: 1}
+    assert _reasons(gw) == ["strict does not accept this SOP class"]
+    (got,) = open_pacs.files()
+    assert_deidentified([got], *originals(files[:1]))
+    ds = dcmread(got)
+    assert ds.SOPClassUID == CSA_NON_IMAGE
+    assert not [e.tag for e in ds.iterall() if e.tag.is_private]
+    assert not strict.files()
 
 
 def _reasons(gw) -> list[str]:

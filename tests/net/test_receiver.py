@@ -14,6 +14,7 @@ from pydicom.data import get_testdata_file
 from pydicom.filereader import read_file_meta_info
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE
+from pynetdicom.sop_class import PatientRootQueryRetrieveInformationModelFind, Verification
 
 from gateway.config import parse_config
 from gateway.net.receiver import Receiver
@@ -117,6 +118,36 @@ def send_raw(port: int, path: Path) -> int:
     finally:
         assoc.release()
     return int(rsp.Status)
+
+
+CSA_NON_IMAGE = "1.3.12.2.1107.5.9.1"  # Siemens' private storage class, sent with MR studies
+NEWER_STORAGE = "1.2.840.10008.5.1.4.1.1.999"  # a public storage class newer than pydicom
+
+
+def with_sop_class(src: Path, uid: str, folder: Path) -> Path:
+    ds = dcmread(src)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = uid
+    path = folder / f"{uid}.dcm"
+    ds.save_as(path)
+    return path
+
+
+def test_storage_classes_pynetdicom_does_not_list_are_received(receiver, tmp_path):
+    rx, state = receiver()
+    ct = Path(get_testdata_file("CT_small.dcm"))
+    for uid in (CSA_NON_IMAGE, NEWER_STORAGE):
+        assert send_raw(rx.port, with_sop_class(ct, uid, tmp_path)) == 0x0000
+    rows = Store(state.db).conn.execute("SELECT sop_class_uid FROM jobs").fetchall()
+    assert sorted(r[0] for r in rows) == sorted([CSA_NON_IMAGE, NEWER_STORAGE])
+    # A service that is not storage is still refused: only its presentation context.
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(PatientRootQueryRetrieveInformationModelFind)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", rx.port, ae_title="GANTRY")
+    try:
+        assert [cx.abstract_syntax for cx in assoc.accepted_contexts] == [Verification]
+    finally:
+        assoc.release()
 
 
 def test_disk_failure_answers_out_of_resources(receiver):
