@@ -143,9 +143,13 @@ class Receiver:
         self.ae.acse_timeout = 15
         self.ae.dimse_timeout = 120
         self.ae.implementation_version_name = IMPLEMENTATION_VERSION
-        for sop_class in STORAGE_SOP_CLASSES:
-            self.ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
+        # pynetdicom deep-copies the AE's supported contexts into every association (0.25 ms
+        # a context: 50 ms of CPU for all storage classes, per association). The AE supports
+        # Verification; each association gets the storage classes its caller proposes
+        # (`_offer`), from contexts built once here and only read by the negotiation.
         self.ae.add_supported_context(Verification)
+        self._storage_contexts = {uid: build_context(uid, TRANSFER_SYNTAXES)
+                                  for uid in STORAGE_SOP_CLASSES}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -218,32 +222,40 @@ class Receiver:
                 evt.trigger(assoc, evt.EVT_REJECTED, {})
                 assoc.kill()
                 return
+            self._offer(assoc)
             negotiate()
 
         acse._negotiate_as_acceptor = checked
 
-    def _on_sop_common(self, event: Any) -> dict[str, SOPClassCommonExtendedNegotiation]:
-        """Accept storage SOP classes that pynetdicom does not list (nothing a modality sends is
-        refused for its class; the pipeline decides). This runs during negotiation, before the
-        presentation contexts: it adds a supported context for each such class proposed, and
-        maps the class to the Storage Service Class, the SOP Class Common Extended Negotiation
-        answer that pynetdicom consults to serve a C-STORE (PS3.7 D.3.3.6). The caller's own
-        items get pynetdicom's default answer: none accepted."""
-        acceptor = event.assoc.acceptor
-        proposed = event.assoc.requestor.primitive.presentation_context_definition_list
-        contexts, items = list(acceptor.supported_contexts), {}
+    def _offer(self, assoc: Any) -> None:
+        """Support, on this association, every storage class its caller proposes: the listed
+        ones, and those pynetdicom does not list (a vendor's private class, a public one newer
+        than pydicom: nothing a modality sends is refused for its class; the pipeline decides)."""
+        proposed = assoc.requestor.primitive.presentation_context_definition_list
+        contexts = list(assoc.acceptor.supported_contexts)  # Verification
         for uid in dict.fromkeys(str(cx.abstract_syntax) for cx in proposed):
-            if not unlisted_storage_class(uid):
-                continue
-            try:
-                contexts.append(build_context(uid, TRANSFER_SYNTAXES))
-            except ValueError:  # not a valid UID: the context is refused as before
-                continue
-            item = SOPClassCommonExtendedNegotiation()
-            item.sop_class_uid, item.service_class_uid = uid, STORAGE_SERVICE_CLASS
-            items[uid] = item
-        if items:
-            acceptor.supported_contexts = contexts
+            context = self._storage_contexts.get(uid)
+            if context is None and unlisted_storage_class(uid):
+                try:
+                    context = build_context(uid, TRANSFER_SYNTAXES)
+                except ValueError:  # not a valid UID: its context is refused
+                    continue
+            if context is not None:
+                contexts.append(context)
+        assoc.acceptor.supported_contexts = contexts
+
+    def _on_sop_common(self, event: Any) -> dict[str, SOPClassCommonExtendedNegotiation]:
+        """Map each proposed storage class that pynetdicom does not list to the Storage Service
+        Class: the SOP Class Common Extended Negotiation answer pynetdicom consults to serve a
+        C-STORE (PS3.7 D.3.3.6). The caller's own items get pynetdicom's default answer: none
+        accepted."""
+        proposed = event.assoc.requestor.primitive.presentation_context_definition_list
+        items = {}
+        for uid in dict.fromkeys(str(cx.abstract_syntax) for cx in proposed):
+            if unlisted_storage_class(uid):
+                item = SOPClassCommonExtendedNegotiation()
+                item.sop_class_uid, item.service_class_uid = uid, STORAGE_SERVICE_CLASS
+                items[uid] = item
         return items
 
     def _on_echo(self, event: Any) -> int:
