@@ -17,7 +17,8 @@ files at storescp), Success latency p50/p99 (from storescu's millisecond log tim
 for Gantry the peak RSS of its processes (node + workers + forwarder) sampled during the run,
 at each quarter of the run (flat memory means no growth with the object count).
 
-Usage: python scripts/bench_gateway.py [--count N] [--keep DIR]
+Usage: python scripts/bench_gateway.py [--count N] [--senders K] [--association-per-object]
+       [--keep DIR]
 Needs dcmtk (storescu, storescp) on PATH. Sets TCP_NODELAY=1 for dcmtk (see DESIGN.md).
 """
 
@@ -119,22 +120,38 @@ class StoreSCP:
         self.proc.wait(10)
 
 
-def send(port: int, files: list[Path], logcfg: Path, called: str,
-         senders: int) -> tuple[float, list[float]]:
-    """`senders` storescu processes at once, one association each, the files split between
-    them; (seconds until the last one finished, Success latencies in ms)."""
+def send(port: int, files: list[Path], logcfg: Path, called: str, senders: int,
+         per_object: bool = False) -> tuple[float, list[float]]:
+    """`senders` storescu at once, the files split between them: one association each, or
+    with `per_object` one storescu run (and association, proposing only the file's class) per
+    file, as modalities that associate for every image do; (seconds until the last one
+    finished, Success latencies in ms)."""
+
+    def storescu(i: int, batch: list[Path]) -> tuple[int, str]:
+        run = subprocess.run(
+            ["storescu", *(["-R"] if per_object else []), "-lc", str(logcfg),
+             "-aet", f"MODALITY{i}", "-aec", called, "127.0.0.1", str(port), *map(str, batch)],
+            env=DCMTK_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return run.returncode, run.stdout
+
+    def sender(i: int, runs: list) -> None:
+        share = files[i::senders]
+        for batch in ([[f] for f in share] if per_object else [share]):
+            runs.append(storescu(i, batch))
+
     t0 = time.perf_counter()
-    procs = [subprocess.Popen(
-        ["storescu", "-lc", str(logcfg), "-aet", f"MODALITY{i}", "-aec", called, "127.0.0.1",
-         str(port), *map(str, files[i::senders])], env=DCMTK_ENV, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True) for i in range(senders)]
-    outputs = [p.communicate()[0] for p in procs]
+    runs: list[tuple[int, str]] = []
+    threads = [threading.Thread(target=sender, args=(i, runs)) for i in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     elapsed = time.perf_counter() - t0
     latencies: list[float] = []
     ok = 0
-    for proc, out in zip(procs, outputs, strict=True):
-        if proc.returncode != 0:
-            raise RuntimeError(f"storescu: exit {proc.returncode}")
+    for code, out in runs:
+        if code != 0:
+            raise RuntimeError(f"storescu: exit {code}")
         ok += out.count("Received Store Response (Success)")
         latencies += _latencies(out)
     if ok != len(files):
@@ -277,6 +294,9 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--senders", type=int, default=1,
                         help="storescu processes sending at once (default 1)")
+    parser.add_argument("--association-per-object", action="store_true",
+                        help="one storescu run, and association, per file (use a smaller "
+                             "--count: each run starts a process)")
     parser.add_argument("--keep", metavar="DIR", help="work here and keep the files")
     args = parser.parse_args()
     for tool in ("storescu", "storescp", "pgrep"):
@@ -298,9 +318,9 @@ def main() -> int:
 
     # 1. direct
     fork = args.senders > 1
-    k = args.senders
+    k, per_object = args.senders, args.association_per_object
     scp = StoreSCP(root / "direct-out", fork)
-    elapsed, lat = send(scp.port, files, logcfg, "PACS", k)
+    elapsed, lat = send(scp.port, files, logcfg, "PACS", k, per_object)
     total = wait_count(scp, len(files), time.perf_counter() - elapsed)
     scp.stop()
     results["dcmtk direct"] = dict(send=elapsed, total=total, lat=lat)
@@ -312,7 +332,7 @@ def main() -> int:
                               str(MAX_PDU)])
     wait_port(port)
     try:
-        elapsed, lat = send(port, files, logcfg, "RELAY", k)
+        elapsed, lat = send(port, files, logcfg, "RELAY", k, per_object)
         total = wait_count(scp, len(files), time.perf_counter() - elapsed)
     finally:
         relay.terminate()
@@ -325,7 +345,7 @@ def main() -> int:
     floor = subprocess.Popen([sys.executable, "-c", FLOOR, str(port), str(MAX_PDU)])
     wait_port(port)
     try:
-        elapsed, lat = send(port, files, logcfg, "FLOOR", k)
+        elapsed, lat = send(port, files, logcfg, "FLOOR", k, per_object)
     finally:
         floor.terminate()
         floor.wait(10)
@@ -354,7 +374,7 @@ def main() -> int:
     try:
         cpu0 = process_tree_cpu(gw.pid)
         t0 = time.perf_counter()
-        elapsed, lat = send(port, files, logcfg, "GANTRY", k)
+        elapsed, lat = send(port, files, logcfg, "GANTRY", k, per_object)
         total = wait_count(scp, len(files), t0)
         cpu1 = process_tree_cpu(gw.pid)
     finally:
@@ -367,7 +387,8 @@ def main() -> int:
 
     # report
     n = len(files)
-    print(f"\n{n} objects, {k} sender(s) at once; maximum PDU {MAX_PDU} for the relay, the "
+    how = "one association per object" if per_object else "one association per sender"
+    print(f"\n{n} objects, {k} sender(s) at once, {how}; maximum PDU {MAX_PDU} for the relay, the "
           f"no-op SCP and Gantry; load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs")
     direct = n / results["dcmtk direct"]["send"]
