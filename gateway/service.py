@@ -31,7 +31,7 @@ from gateway.store import IdlePoll, Store
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
-CHILD_NICENESS = 5
+CHILD_NICENESS = 19
 MAX_PROCESSING_ATTEMPTS = 3  # a job whose worker died this often is quarantined (poison)
 
 
@@ -73,7 +73,8 @@ def _child_setup(config: Config, role: str, parent: int) -> None:
     _name_process({"forwarder": "gantry-forward"}.get(role, f"gantry-{role}"))
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>`: stack dump on stderr
     # Receiving (the sender waits for our answer) comes first; de-identification and
-    # forwarding drain the queue with the CPU left over.
+    # forwarding drain the queue with the CPU left over (at 19 rather than 5, a single sender
+    # got Success at 97 instead of 74 objects/s, and the last object arrived sooner too).
     os.nice(CHILD_NICENESS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the parent decides when we stop

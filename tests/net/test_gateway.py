@@ -5,6 +5,7 @@ SIGTERM, eight senders, and no planted identifier in anything forwarded, logged 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import subprocess
@@ -125,6 +126,10 @@ def test_storescu_to_storescp_every_transfer_syntax(tmp_path, storescp, gateway)
     names = sorted(Path(f"/proc/{k}/comm").read_text().strip() for k in kids)
     assert [n for n in names if n.startswith("gantry-")] == [
         "gantry-forward", "gantry-worker", "gantry-worker"]
+    # Receiving comes first: the children run at a lower priority than the node.
+    node_nice = os.getpriority(os.PRIO_PROCESS, gw.proc.pid)
+    assert all(os.getpriority(os.PRIO_PROCESS, int(k)) > node_nice for k in kids
+               if Path(f"/proc/{k}/comm").read_text().startswith("gantry-"))
 
 
 def test_a_vendor_private_storage_class_is_de_identified_and_forwarded(tmp_path, storescp,
