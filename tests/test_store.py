@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -201,3 +202,48 @@ def test_idle_poll_doubles_to_its_cap_and_restarts_after_work() -> None:
     assert [poll.wait_time() for _ in range(6)] == [0.02, 0.04, 0.08, 0.16, 0.25, 0.25]
     poll.found_work()
     assert poll.wait_time() == 0.02
+
+
+def test_prune_forgets_only_what_finished_before_the_cutoff(store):
+    now = time.time()
+    for job in ("old", "recent", "purged", "held", "stuck"):
+        add(store, job)
+    store.claim_jobs("w", limit=5)
+    for job in ("old", "recent", "stuck"):
+        finish(store, job)
+    store.claim_deliveries("pacs", "f", limit=3)
+    for job in ("old", "recent"):
+        store.delivered(job, "pacs", 0)
+    for job in ("purged", "held"):
+        store.quarantine(job, "no route", machine={"signature": "CT|X", "refused": 0})
+    store.purge("purged")
+    store.conn.execute("UPDATE jobs SET updated_at = ?, received_at = ? WHERE id != 'recent'",
+                       (now - 10 * 86400, now - 10 * 86400))
+    assert store.prune(now - 5 * 86400, batch=1) == 2  # batches of one: the loop ends
+    assert {r["id"]: r["state"] for r in store.conn.execute("SELECT id, state FROM jobs")} == {
+        "recent": DELIVERED, "held": QUARANTINED, "stuck": "forwarding"}
+    for table in ("events", "deliveries", "machines"):
+        left = {r[0] for r in store.conn.execute(f"SELECT DISTINCT job_id FROM {table}")}
+        assert not left & {"old", "purged"}, table
+    assert len(store.events("held")) == 3 and len(store.deliveries("stuck")) == 1
+    assert [m["job_id"] for m in store.machines()] == ["held"]
+    assert store.prune(now - 5 * 86400) == 0
+
+
+def test_gantry_prune_names_its_cutoff_and_refuses_a_negative_age(tmp_path):
+    from gateway.cli import main
+
+    config = tmp_path / "gantry.yaml"
+    config.write_text(f"site_key: {{env: UNUSED}}\nstate_dir: {tmp_path / 'state'}\n")
+    s = Store(StateDir(tmp_path / "state").db)
+    add(s, "j1")
+    s.claim_jobs("w")
+    finish(s, "j1", dests=())
+    s.close()
+    with pytest.raises(SystemExit) as refused:
+        main(["prune", "--config", str(config), "--older-than", "-1"])
+    assert refused.value.code == 2
+    assert main(["prune", "--config", str(config), "--older-than", "0"]) == 0
+    s = Store(StateDir(tmp_path / "state").db)
+    assert s.counts() == {}
+    s.close()

@@ -1,4 +1,5 @@
-"""`gantry serve`, `gantry status`, `gantry quarantine list|show|release|purge`, `gantry demo`."""
+"""`gantry serve`, `gantry status`, `gantry quarantine list|show|release|purge`, `gantry prune`,
+`gantry demo`."""
 
 from __future__ import annotations
 
@@ -36,6 +37,14 @@ def register(sub: Any) -> None:
             if name != "show":
                 target.add_argument("--all", action="store_true", help="every quarantined job")
         a.set_defaults(func=cmd_quarantine)
+
+    p = sub.add_parser("prune", help="forget objects delivered or purged more than DAYS ago "
+                                     "(their audit rows, deliveries and history), so the "
+                                     "database stops growing; quarantined objects stay")
+    p.add_argument("--config", metavar="FILE", help="YAML configuration")
+    p.add_argument("--older-than", required=True, type=_days, metavar="DAYS",
+                   help="keep what finished within the last DAYS days")
+    p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("demo", help="run the gateway on loopback with a stand-in research PACS "
                                     "and send it pydicom's sample studies")
@@ -95,6 +104,24 @@ def cmd_status(args: argparse.Namespace) -> int:
                 " (not in the configuration: its backlog waits until it is configured again)")
         print(f"  {d['destination']}{gone}: backlog {d['backlog']}{age_s}, delivered "
               f"{d['delivered']}, failed {d['failed']}{err}")
+    return 0
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if not days >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days (0 or more)")
+    return days
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    _config, _state, store = _open(args.config)
+    before = time.time() - args.older_than * 86400
+    pruned = store.prune(before)
+    print(f"pruned {pruned} objects delivered or purged before {_when(before)}")
     return 0
 
 
