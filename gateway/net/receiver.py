@@ -74,7 +74,7 @@ STORAGE_SERVICE_CLASS = "1.2.840.10008.4.2"
 def unlisted_storage_class(uid: str) -> bool:
     """A SOP class served as storage although pynetdicom does not know it: a vendor's private
     class (Siemens CSA Non-Image, …) or a public storage class newer than pydicom."""
-    if uid in UID_dictionary:  # known: a listed storage class, or some other service
+    if uid in UID_dictionary or len(uid) > 64:  # known (storage or not), or no UID at all
         return False
     return not uid.startswith(DICOM_ROOT) or uid.startswith(STORAGE_ROOT)
 
@@ -236,10 +236,7 @@ class Receiver:
         for uid in dict.fromkeys(str(cx.abstract_syntax) for cx in proposed):
             context = self._storage_contexts.get(uid)
             if context is None and unlisted_storage_class(uid):
-                try:
-                    context = build_context(uid, TRANSFER_SYNTAXES)
-                except ValueError:  # not a valid UID: its context is refused
-                    continue
+                context = build_context(uid, TRANSFER_SYNTAXES)
             if context is not None:
                 contexts.append(context)
         assoc.acceptor.supported_contexts = contexts
