@@ -153,6 +153,9 @@ class RedactionConfig:
         "1.2.840.10008.5.1.4.1.1.7.3",
         "1.2.840.10008.5.1.4.1.1.7.4",
         "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
+        "1.2.840.10008.5.1.4.1.1.77.1.1.1",  # Video Endoscopic
+        "1.2.840.10008.5.1.4.1.1.77.1.2.1",  # Video Microscopic
+        "1.2.840.10008.5.1.4.1.1.77.1.4.1",  # Video Photographic
     )
     on_risk: Literal["quarantine", "pass"] = "quarantine"
     output_encoding: Literal["native", "rle", "jpeg2000"] = "native"

@@ -27,6 +27,7 @@ from pydicom.uid import (
     JPEG2000TransferSyntaxes,
     JPEGLSTransferSyntaxes,
     JPEGTransferSyntaxes,
+    MPEGTransferSyntaxes,
     RLELossless,
     UID_dictionary,
 )
@@ -46,6 +47,7 @@ TRANSFER_SYNTAXES = [
     ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian, *JPEGTransferSyntaxes, *JPEGLSTransferSyntaxes,
     *JPEG2000TransferSyntaxes, RLELossless,
+    *MPEGTransferSyntaxes,  # video: de-identified header-only; no decoder, so no redaction
 ]
 
 # Every storage SOP class in the standard's registry, retired ones included (old ultrasound

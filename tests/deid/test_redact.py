@@ -307,6 +307,7 @@ def test_burned_in_yes_without_rule_is_refused():
     (dict(Modality="CT", SOPClassUID="1.2.840.10008.5.1.4.1.1.2"), False),
     (dict(Modality="MR", BurnedInAnnotation="yes"), True),
     (dict(Modality="MR"), False),
+    (dict(Modality="GM", SOPClassUID="1.2.840.10008.5.1.4.1.1.77.1.2.1"), True),  # video
 ])
 def test_at_risk_lists(attrs, at_risk):
     decision = Redactor(RedactionConfig()).decide(header(**attrs))

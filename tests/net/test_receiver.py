@@ -122,6 +122,7 @@ def send_raw(port: int, path: Path) -> int:
 
 CSA_NON_IMAGE = "1.3.12.2.1107.5.9.1"  # Siemens' private storage class, sent with MR studies
 NEWER_STORAGE = "1.2.840.10008.5.1.4.1.1.999"  # a public storage class newer than pydicom
+MPEG4_AVC = "1.2.840.10008.1.2.4.102"  # MPEG-4 AVC/H.264 High Profile
 
 
 def with_sop_class(src: Path, uid: str, folder: Path) -> Path:
@@ -148,6 +149,17 @@ def test_storage_classes_pynetdicom_does_not_list_are_received(receiver, tmp_pat
         assert [cx.abstract_syntax for cx in assoc.accepted_contexts] == [Verification]
     finally:
         assoc.release()
+
+
+def test_video_is_received_in_its_mpeg_syntax(receiver, tmp_path):
+    rx, state = receiver()
+    ds = dcmread(get_testdata_file("JPEG-LL.dcm"))  # encapsulated frames stand in for video
+    ds.file_meta.TransferSyntaxUID = MPEG4_AVC
+    path = tmp_path / "video.dcm"
+    ds.save_as(path)
+    assert send_raw(rx.port, path) == 0x0000
+    (row,) = Store(state.db).conn.execute("SELECT transfer_syntax FROM jobs").fetchall()
+    assert row[0] == MPEG4_AVC
 
 
 def test_disk_failure_answers_out_of_resources(receiver):
