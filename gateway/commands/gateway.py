@@ -39,8 +39,8 @@ def register(sub: Any) -> None:
         a.set_defaults(func=cmd_quarantine)
 
     p = sub.add_parser("prune", help="forget objects delivered or purged more than DAYS ago "
-                                     "(their audit rows, deliveries and history), so the "
-                                     "database stops growing; quarantined objects stay")
+                                     "(audit rows, deliveries, history, machine records), so "
+                                     "the database stops growing; quarantined objects stay")
     p.add_argument("--config", metavar="FILE", help="YAML configuration")
     p.add_argument("--older-than", required=True, type=_days, metavar="DAYS",
                    help="keep what finished within the last DAYS days")
