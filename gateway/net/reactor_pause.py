@@ -29,27 +29,27 @@ class ReactorCheckpoint(threading.Event):
         super().__init__()
         self.set()  # the reactor runs
         self._reactor = reactor
-        self._parked = False
+        self._parked = threading.Event()  # set while the reactor waits on a cleared checkpoint
 
     def wait(self, timeout: float | None = None) -> bool:
         if not self.is_set() and threading.current_thread() is self._reactor:
-            self._parked = True
+            self._parked.set()
         try:
             return super().wait(timeout)
         finally:
             if threading.current_thread() is self._reactor:
-                self._parked = False
+                self._parked.clear()
 
     def clear(self) -> None:
         if self.is_set():
-            self._parked = False
+            self._parked.clear()
             super().clear()
         if threading.current_thread() is self._reactor:
             return  # the reactor pausing itself (pynetdicom's release on a network timeout)
         deadline = time.monotonic() + PARK_TIMEOUT
-        while (not self._parked and self._reactor.is_alive()
-               and time.monotonic() < deadline):
-            time.sleep(0.0001)
+        while not self._parked.wait(0.01):  # woken the moment the reactor parks
+            if not self._reactor.is_alive() or time.monotonic() >= deadline:
+                return
 
 
 def guard(assoc: Any) -> None:
