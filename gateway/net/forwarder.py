@@ -59,6 +59,16 @@ def transcode(path: Path, accepted: list[str]) -> Any:
     return ds
 
 
+def _rejection(answer: Any) -> str:
+    """The peer's A-ASSOCIATE-RJ in the standard's words, e.g. "association rejected
+    (Rejected Permanent, Service User): Called AE title not recognised"."""
+    try:
+        return (f"association rejected ({answer.result_str}, {answer.source_str}): "
+                f"{answer.reason_str}")
+    except (AttributeError, KeyError, ValueError):
+        return "association rejected"
+
+
 class Slot(threading.Thread):
     """One association to the destination, held across objects."""
 
@@ -170,7 +180,7 @@ class Slot(threading.Thread):
             self.error = f"connection failed: {type(exc).__name__}"
             return False
         if not assoc.is_established:
-            self.error = ("association rejected" if assoc.is_rejected else
+            self.error = (_rejection(assoc.acceptor.primitive) if assoc.is_rejected else
                           "connection failed: no association")
             if not assoc.is_rejected:  # accepted with every presentation context refused
                 self.refused_classes = {str(cx.abstract_syntax)

@@ -151,6 +151,23 @@ def test_destination_down_then_back_loses_nothing(box, tmp_path):
         pacs.stop()
 
 
+def test_a_rejected_association_is_retried_and_its_reason_reported(box, tmp_path):
+    state, store, start = box
+    pacs = StandInPacs(tmp_path / "pacs", ae_title="PACS")
+    pacs.ae.require_calling_aet = ["SOMEONE_ELSE"]  # Gantry calls as GANTRY
+    pacs.start()
+    try:
+        ids = queue(state, store, [Path(get_testdata_file("CT_small.dcm"))])
+        start(pacs.port)
+        assert wait_for(lambda: store.destination_status()[0]["last_error"])
+        assert store.destination_status()[0]["last_error"] == (
+            "association rejected (Rejected Permanent, Service User): "
+            "Calling AE title not recognised")
+        assert states(store, ids) == {FORWARDING}  # waits for the configuration to be fixed
+    finally:
+        pacs.stop()
+
+
 def test_backoff_grows_is_capped_and_jittered():
     import random
 
