@@ -216,19 +216,24 @@ class Slot(threading.Thread):
         accepted = [cx for cx in self.assoc.accepted_contexts
                     if cx.abstract_syntax == claim.sop_class_uid]
         syntaxes = [str(cx.transfer_syntax[0]) for cx in accepted]
-        try:
-            if claim.transfer_syntax in syntaxes:
-                rsp = self.assoc.send_c_store(path)
-            elif any(ts in UNCOMPRESSED for ts in syntaxes):
-                payload = transcode(path, [ts for ts in syntaxes if ts in UNCOMPRESSED])
-                rsp = self.assoc.send_c_store(payload)
-                box.log.info("delivery.transcoded", job=claim.job_id, destination=box.name,
-                             to_syntax=str(payload.file_meta.TransferSyntaxUID))
-            else:
+        payload: Any = path
+        if claim.transfer_syntax not in syntaxes:
+            uncompressed = [ts for ts in syntaxes if ts in UNCOMPRESSED]
+            if not uncompressed:
                 self._refuse(store, claim, (
                     f"{box.name} accepts no transfer syntax for this SOP class" if accepted
                     else f"{box.name} does not accept this SOP class"))
                 return
+            try:  # a failure here is the object's, not the connection's: it never goes away
+                payload = transcode(path, uncompressed)
+            except Exception as exc:  # noqa: BLE001 - no decoder, or bad pixel data
+                self._refuse(store, claim, f"{box.name} does not accept this transfer syntax "
+                             f"and the object cannot be decompressed: {type(exc).__name__}")
+                return
+            box.log.info("delivery.transcoded", job=claim.job_id, destination=box.name,
+                         to_syntax=str(payload.file_meta.TransferSyntaxUID))
+        try:
+            rsp = self.assoc.send_c_store(payload)
         except (RuntimeError, OSError, ConnectionError) as exc:
             self._lost(store, claim, f"send failed: {type(exc).__name__}")
             return

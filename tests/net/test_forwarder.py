@@ -93,6 +93,23 @@ def test_refused_transfer_syntax_is_transcoded(box, storescp):
     assert np.array_equal(received.pixel_array, dcmread(src).pixel_array)
 
 
+def test_an_object_that_cannot_be_decompressed_for_the_peer_is_quarantined(box, storescp,
+                                                                         tmp_path):
+    state, store, start = box
+    scp = storescp()  # uncompressed only: an MPEG-4 video has to be decompressed, and cannot
+    video = dcmread(get_testdata_file("JPEG-LL.dcm"))
+    video.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.102"  # MPEG-4 AVC/H.264
+    src = tmp_path / "video.dcm"
+    video.save_as(src)
+    ids = queue(state, store, [src])
+    start(scp.port)
+    assert wait_for(lambda: states(store, ids) == {QUARANTINED})
+    assert store.job(ids[0])["reason"] == (
+        "pacs does not accept this transfer syntax and the object cannot be decompressed: "
+        "NotImplementedError")
+    assert not scp.files()
+
+
 def test_failure_status_quarantines_with_that_status(box, tmp_path):
     state, store, start = box
     pacs = StandInPacs(tmp_path / "pacs", ae_title="PACS", status=0xA900).start()
