@@ -22,34 +22,50 @@ from typing import Any
 PARK_TIMEOUT = 5.0  # a reactor loop sleeps 1 ms; this bounds a wait on a dying thread
 
 
-class ReactorCheckpoint(threading.Event):
-    """pynetdicom's `_reactor_checkpoint`, with a clear() that waits for the reactor to park."""
+class ReactorCheckpoint:
+    """pynetdicom's `_reactor_checkpoint` (set, clear, is_set, wait), with a clear() that returns
+    once the reactor is parked. The reactor decides to park and says so under one lock, and
+    clear() changes the flag under the same lock, so there is no moment at which the reactor has
+    seen the checkpoint open but not yet stopped; and a parked reactor goes on only once the
+    checkpoint is open when it wakes (a set() quickly undone by the next clear() keeps it)."""
 
     def __init__(self, reactor: threading.Thread) -> None:
-        super().__init__()
-        self.set()  # the reactor runs
         self._reactor = reactor
-        self._parked = threading.Event()  # set while the reactor waits on a cleared checkpoint
+        self._cond = threading.Condition()
+        self._open = True  # the reactor runs
+        self._parked = False
+
+    def is_set(self) -> bool:
+        return self._open
+
+    def set(self) -> None:
+        with self._cond:
+            self._open = True
+            self._cond.notify_all()
 
     def wait(self, timeout: float | None = None) -> bool:
-        if not self.is_set() and threading.current_thread() is self._reactor:
-            self._parked.set()
-        try:
-            return super().wait(timeout)
-        finally:
-            if threading.current_thread() is self._reactor:
-                self._parked.clear()
+        reactor = threading.current_thread() is self._reactor
+        with self._cond:
+            if reactor and not self._open:
+                self._parked = True
+                self._cond.notify_all()
+            try:
+                return self._cond.wait_for(lambda: self._open, timeout)
+            finally:
+                if reactor:
+                    self._parked = False
 
     def clear(self) -> None:
-        if self.is_set():
-            self._parked.clear()
-            super().clear()
-        if threading.current_thread() is self._reactor:
-            return  # the reactor pausing itself (pynetdicom's release on a network timeout)
-        deadline = time.monotonic() + PARK_TIMEOUT
-        while not self._parked.wait(0.01):  # woken the moment the reactor parks
-            if not self._reactor.is_alive() or time.monotonic() >= deadline:
-                return
+        with self._cond:
+            self._open = False
+            if threading.current_thread() is self._reactor:
+                return  # the reactor pausing itself (pynetdicom's release on a network timeout)
+            deadline = time.monotonic() + PARK_TIMEOUT
+            while not self._parked and self._reactor.is_alive():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(min(left, 0.05))  # woken the moment the reactor parks
 
 
 def guard(assoc: Any) -> None:
