@@ -7,7 +7,7 @@ import random
 import threading
 import time
 
-from gateway.net.reactor_pause import ReactorCheckpoint, guard
+from gateway.net.reactor_pause import IDLE_POLL, ReactorCheckpoint, guard
 
 
 class LoopLikePynetdicom(threading.Thread):
@@ -101,3 +101,26 @@ def test_the_reactor_clearing_its_own_checkpoint_does_not_wait() -> None:
     reactor.start()
     reactor.join(10)
     assert outcome and outcome[0] < 1
+
+
+def test_an_idle_reactor_slows_down_and_a_pdu_wakes_it() -> None:
+    told: list[bool] = []
+    reactor = LoopLikePynetdicom()
+    reactor.checkpoint = ReactorCheckpoint(reactor, idle_after=0.05, on_idle=told.append)
+    reactor.start()
+    try:
+        time.sleep(0.1)  # past idle_after: from here on it looks around every IDLE_POLL
+        before = reactor.loops
+        time.sleep(0.5)
+        assert reactor.loops - before < 0.5 / IDLE_POLL + 5  # at full pace: hundreds
+        assert told == [True]
+        reactor.checkpoint.wake()  # what the receiver does for each PDU
+        assert told == [True, False]
+        reactor.checkpoint.clear()  # and the pause still parks it
+        assert reactor._is_paused
+        reactor.checkpoint.set()
+    finally:
+        reactor.stop = True
+        reactor.checkpoint.set()
+        reactor.join(5)
+    assert not reactor.is_alive()

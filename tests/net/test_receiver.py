@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -160,6 +161,24 @@ def test_video_is_received_in_its_mpeg_syntax(receiver, tmp_path):
     assert send_raw(rx.port, path) == 0x0000
     (row,) = Store(state.db).conn.execute("SELECT transfer_syntax FROM jobs").fetchall()
     assert row[0] == MPEG4_AVC
+
+
+def test_an_association_held_idle_still_serves_echo_and_store(receiver, monkeypatch):
+    monkeypatch.setattr("gateway.net.receiver.IDLE_AFTER", 0.2)
+    rx, state = receiver()
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(Verification)
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1")
+    assoc = ae.associate("127.0.0.1", rx.port, ae_title="GANTRY")
+    try:
+        time.sleep(0.5)  # idle: its reactor and DUL now poll slowly
+        assert assoc.send_c_echo().Status == 0x0000
+        time.sleep(0.5)
+        rsp = assoc.send_c_store(dcmread(get_testdata_file("CT_small.dcm")))
+        assert rsp.Status == 0x0000
+    finally:
+        assoc.release()
+    assert Store(state.db).counts() == {RECEIVED: 1}
 
 
 def test_disk_failure_answers_out_of_resources(receiver):
