@@ -20,8 +20,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pynetdicom import evt
+
 PARK_TIMEOUT = 5.0  # a reactor loop sleeps 1 ms; this bounds a wait on a dying thread
 IDLE_POLL = 0.05  # how often an idle reactor looks around (network timeout, release, abort)
+IDLE_AFTER = 1.0  # s without a PDU after which an association polls slowly
+BUSY_DUL_DELAY, IDLE_DUL_DELAY = 0.001, 0.02  # pynetdicom's DUL loop sleep: its default, idle
 
 
 class ReactorCheckpoint:
@@ -59,13 +63,16 @@ class ReactorCheckpoint:
     def wake(self) -> None:
         """A PDU arrived (called from the DUL thread): back to full pace."""
         with self._cond:
-            self._last_pdu = time.monotonic()
-            self._woken = True
-            self._cond.notify_all()
-            if self._idle:
-                self._idle = False
-                if self._on_idle is not None:
-                    self._on_idle(False)
+            self._busy()
+
+    def _busy(self) -> None:
+        self._last_pdu = time.monotonic()
+        self._woken = True
+        self._cond.notify_all()
+        if self._idle:
+            self._idle = False
+            if self._on_idle is not None:
+                self._on_idle(False)
 
     def wait(self, timeout: float | None = None) -> bool:
         reactor = threading.current_thread() is self._reactor
@@ -90,7 +97,7 @@ class ReactorCheckpoint:
     def clear(self) -> None:
         with self._cond:
             self._open = False
-            self._cond.notify_all()  # an idle reactor re-checks at once, and parks
+            self._busy()  # whoever pauses the reactor is about to send: full pace
             if threading.current_thread() is self._reactor:
                 return  # the reactor pausing itself (pynetdicom's release on a network timeout)
             deadline = time.monotonic() + PARK_TIMEOUT
@@ -101,8 +108,29 @@ class ReactorCheckpoint:
                 self._cond.wait(min(left, 0.05))  # woken the moment the reactor parks
 
 
+def idle_checkpoint(assoc: Any) -> ReactorCheckpoint:
+    """The checkpoint for `assoc`, slowing it when idle: after IDLE_AFTER s without a PDU its
+    reactor looks around every IDLE_POLL s and its DUL sleeps IDLE_DUL_DELAY between loops
+    (`_run_loop_delay`, pynetdicom's knob for idle CPU against latency), until `wake` or a
+    pause. An idle association cost 8 % of a core in 1 ms polling."""
+    dul = assoc.dul
+
+    def idle(now_idle: bool) -> None:
+        dul._run_loop_delay = IDLE_DUL_DELAY if now_idle else BUSY_DUL_DELAY
+
+    return ReactorCheckpoint(assoc, idle_after=IDLE_AFTER, on_idle=idle)
+
+
+def wake(event: Any) -> None:
+    """EVT_PDU_RECV handler: a PDU arrived, the association goes back to full pace."""
+    checkpoint = event.assoc._reactor_checkpoint
+    if isinstance(checkpoint, ReactorCheckpoint):
+        checkpoint.wake()
+
+
 def guard(assoc: Any) -> None:
-    """Install the safe checkpoint on an established requestor association (a no-op for a
-    pynetdicom that has no such checkpoint)."""
+    """Install the safe (and idle-aware) checkpoint on an established requestor association (a
+    no-op for a pynetdicom that has no such checkpoint)."""
     if isinstance(getattr(assoc, "_reactor_checkpoint", None), threading.Event):
-        assoc._reactor_checkpoint = ReactorCheckpoint(assoc)
+        assoc._reactor_checkpoint = idle_checkpoint(assoc)
+        assoc.bind(evt.EVT_PDU_RECV, wake)

@@ -41,7 +41,7 @@ from gateway.deid.keyed import keyed_hash
 from gateway.dicomio import encode_file_meta
 from gateway.logs import get_logger
 from gateway.net import set_nodelay
-from gateway.net.reactor_pause import ReactorCheckpoint
+from gateway.net.reactor_pause import idle_checkpoint, wake
 from gateway.store import Store
 
 TRANSFER_SYNTAXES = [
@@ -86,8 +86,6 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC210
 IMPLEMENTATION_VERSION = "GANTRY_01"
-IDLE_AFTER = 1.0  # s without a PDU after which an inbound association polls slowly
-BUSY_DUL_DELAY, IDLE_DUL_DELAY = 0.001, 0.02  # pynetdicom's DUL loop sleep: its default, idle
 
 
 def sop_hash(key: bytes, sop_instance_uid: str) -> str:
@@ -170,7 +168,7 @@ class Receiver:
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_SOP_COMMON, self._on_sop_common),
-            (evt.EVT_PDU_RECV, self._on_pdu),
+            (evt.EVT_PDU_RECV, wake),
         ]
         self._server = self.ae.start_server((self.net.host, self.net.port), block=False,
                                             evt_handlers=handlers)
@@ -213,17 +211,10 @@ class Receiver:
     def _on_open(self, event: Any) -> None:
         assoc = event.assoc
         set_nodelay(getattr(assoc.dul.socket, "socket", None))
-        # An association a modality holds open without sending polls slowly, both its reactor
-        # and its DUL (whose loop sleeps `_run_loop_delay` when it found nothing: pynetdicom's
-        # knob for idle CPU against latency); `_on_pdu` wakes them. pynetdicom's own
-        # checkpoint is set (open) here, so the swap is seamless.
-        dul = assoc.dul
-
-        def idle(now_idle: bool) -> None:
-            dul._run_loop_delay = IDLE_DUL_DELAY if now_idle else BUSY_DUL_DELAY
-
-        assoc._reactor_checkpoint = ReactorCheckpoint(assoc, idle_after=IDLE_AFTER,
-                                                      on_idle=idle)
+        # An association a modality holds open without sending polls slowly (reactor_pause:
+        # `wake` brings it back); pynetdicom's own checkpoint is set (open) here, so the swap
+        # is seamless.
+        assoc._reactor_checkpoint = idle_checkpoint(assoc)
         address = event.address[0]
         acse = assoc.acse
         negotiate = acse._negotiate_as_acceptor
@@ -271,12 +262,6 @@ class Receiver:
                 item.sop_class_uid, item.service_class_uid = uid, STORAGE_SERVICE_CLASS
                 items[uid] = item
         return items
-
-    @staticmethod
-    def _on_pdu(event: Any) -> None:
-        checkpoint = event.assoc._reactor_checkpoint
-        if isinstance(checkpoint, ReactorCheckpoint):
-            checkpoint.wake()
 
     def _on_echo(self, event: Any) -> int:
         return SUCCESS

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,11 @@ from gateway.statedir import StateDir
 from gateway.store import DELIVERED, FORWARDING, QUARANTINED, Store
 
 
-def queue(state: StateDir, store: Store, files: list[Path], dests=("pacs",)) -> list[str]:
+def queue(state: StateDir, store: Store, files: list[Path], dests=("pacs",),
+          first: int = 0) -> list[str]:
     """Put files in the outbox as if the worker had de-identified them."""
     ids = []
-    for i, src in enumerate(files):
+    for i, src in enumerate(files, start=first):
         job = f"job{i:04}"
         meta = dcmread(src, stop_before_pixels=True)
         ts = str(meta.file_meta.TransferSyntaxUID)
@@ -78,6 +80,19 @@ def test_delivers_to_storescp_over_held_associations(box, storescp):
     assert wait_for(lambda: states(store, ids) == {DELIVERED})
     assert len(scp.files()) == 3
     assert not any(state.spool.iterdir()) and not any(state.out.iterdir())  # cleaned up
+
+
+def test_a_held_association_gone_idle_sends_again(box, storescp, monkeypatch):
+    monkeypatch.setattr("gateway.net.reactor_pause.IDLE_AFTER", 0.2)
+    state, store, start = box
+    scp = storescp()
+    first = queue(state, store, [Path(get_testdata_file("CT_small.dcm"))])
+    start(scp.port)  # one association, held for 10 s after its last object
+    assert wait_for(lambda: states(store, first) == {DELIVERED})
+    time.sleep(0.6)  # idle: its reactor and DUL poll slowly now
+    later = queue(state, store, [Path(get_testdata_file("MR_small.dcm"))], first=1)
+    assert wait_for(lambda: states(store, later) == {DELIVERED})
+    assert len(scp.files()) == 2
 
 
 def test_refused_transfer_syntax_is_transcoded(box, storescp):

@@ -119,6 +119,10 @@ def test_an_idle_reactor_slows_down_and_a_pdu_wakes_it() -> None:
         reactor.checkpoint.clear()  # and the pause still parks it
         assert reactor._is_paused
         reactor.checkpoint.set()
+        time.sleep(0.2)  # idle again; a sender's pause also brings it back to full pace
+        reactor.checkpoint.clear()
+        assert told == [True, False, True, False] and reactor._is_paused
+        reactor.checkpoint.set()
     finally:
         reactor.stop = True
         reactor.checkpoint.set()

@@ -164,7 +164,7 @@ def test_video_is_received_in_its_mpeg_syntax(receiver, tmp_path):
 
 
 def test_an_association_held_idle_still_serves_echo_and_store(receiver, monkeypatch):
-    monkeypatch.setattr("gateway.net.receiver.IDLE_AFTER", 0.2)
+    monkeypatch.setattr("gateway.net.reactor_pause.IDLE_AFTER", 0.2)
     rx, state = receiver()
     ae = AE(ae_title="MODALITY")
     ae.add_requested_context(Verification)
