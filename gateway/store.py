@@ -472,7 +472,8 @@ class Store:
                 marks = ", ".join("?" * len(ids))
                 for table, column in (("events", "job_id"), ("deliveries", "job_id"),
                                       ("machines", "job_id"), ("jobs", "id")):
-                    tx.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
+                    if ids:
+                        tx.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
             pruned += len(ids)
             if len(ids) < batch:
                 self.log.info("store.pruned", jobs=pruned, before=before)

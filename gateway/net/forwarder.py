@@ -36,6 +36,7 @@ from gateway.store import Claim, IdlePoll, Store
 
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 MAX_CONTEXTS = 128
+OPEN, DOWN, REFUSED = "open", "down", "refused"  # what Slot._ensure found
 
 
 def is_transient(status: int) -> bool:
@@ -59,16 +60,6 @@ def transcode(path: Path, accepted: list[str]) -> Any:
     return ds
 
 
-def _rejection(answer: Any) -> str:
-    """The peer's A-ASSOCIATE-RJ in the standard's words, e.g. "association rejected
-    (Rejected Permanent, Service User): Called AE title not recognised"."""
-    try:
-        return (f"association rejected ({answer.result_str}, {answer.source_str}): "
-                f"{answer.reason_str}")
-    except (AttributeError, KeyError, ValueError):
-        return "association rejected"
-
-
 class Slot(threading.Thread):
     """One association to the destination, held across objects."""
 
@@ -78,7 +69,6 @@ class Slot(threading.Thread):
         self.owner = f"{outbox.owner}:{index}"
         self.assoc: Any = None
         self.contexts: set[tuple[str, str]] = set()
-        self.refused_classes: set[str] = set()  # by a peer that accepted none proposed
         self.last_used = 0.0
         self.connect_failures = 0
         self.error = ""
@@ -117,14 +107,14 @@ class Slot(threading.Thread):
 
     def _send_batch(self, store: Store, claims: list[Claim]) -> None:
         box = self.outbox
-        connected = self._ensure(store, claims)
-        if not connected and self.refused_classes:
+        link = self._ensure(store, claims)
+        if link == REFUSED:
             # The peer took the association and refused every class proposed (the claims'
             # own come first, each with the uncompressed syntaxes too): a permanent refusal.
             for c in claims:
                 self._refuse(store, c, f"{box.name} does not accept this SOP class")
             return
-        if not connected:
+        if link == DOWN:
             self.connect_failures += 1
             for c in claims:
                 store.retry_later(c.job_id, box.name, error=self.error,
@@ -147,12 +137,13 @@ class Slot(threading.Thread):
 
     # ------------------------------------------------------------------ association
 
-    def _ensure(self, store: Store, claims: list[Claim]) -> bool:
+    def _ensure(self, store: Store, claims: list[Claim]) -> str:
+        """OPEN (an association that can carry the claims), DOWN (none: `error` says why) or
+        REFUSED (the peer accepted none of the presentation contexts proposed)."""
         wanted = {(c.sop_class_uid, c.transfer_syntax) for c in claims}
         if self.assoc is not None and self.assoc.is_established and wanted <= self.contexts:
-            return True
+            return OPEN
         self._release()
-        self.refused_classes = set()
         pairs = list(dict.fromkeys(
             [(c.sop_class_uid, c.transfer_syntax) for c in claims]
             + self.outbox.outbox_pairs(store)))
@@ -178,14 +169,17 @@ class Slot(threading.Thread):
                                  max_pdu=self.outbox.max_pdu)
         except Exception as exc:  # noqa: BLE001 - any socket error is a connection failure
             self.error = f"connection failed: {type(exc).__name__}"
-            return False
+            return DOWN
+        if assoc.is_rejected:
+            answer = assoc.acceptor.primitive
+            self.error = (f"association rejected ({answer.result_str}, {answer.source_str}): "
+                          f"{answer.reason_str}")
+            return DOWN
         if not assoc.is_established:
-            self.error = (_rejection(assoc.acceptor.primitive) if assoc.is_rejected else
-                          "connection failed: no association")
-            if not assoc.is_rejected:  # accepted with every presentation context refused
-                self.refused_classes = {str(cx.abstract_syntax)
-                                        for cx in assoc.rejected_contexts}
-            return False
+            if assoc.rejected_contexts:  # pynetdicom aborts when the peer accepted none
+                return REFUSED
+            self.error = "connection failed: no association"
+            return DOWN
         set_nodelay(getattr(assoc.dul.socket, "socket", None))
         guard(assoc)  # else a response can be lost to pynetdicom's reactor (reactor_pause.py)
         self.assoc = assoc
@@ -193,7 +187,7 @@ class Slot(threading.Thread):
         self.last_used = time.monotonic()
         self.outbox.log.info("association.open", destination=self.outbox.name,
                              contexts=len(assoc.accepted_contexts))
-        return True
+        return OPEN
 
     def _release(self) -> None:
         if self.assoc is not None:

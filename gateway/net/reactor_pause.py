@@ -71,11 +71,12 @@ class ReactorCheckpoint:
             self._busy()
 
     def _busy(self) -> None:
+        """Called for every PDU: only an idle reactor, waiting in wait(), needs waking."""
         self._last_pdu = time.monotonic()
-        self._woken = True
-        self._cond.notify_all()
         if self._idle:
             self._idle = False
+            self._woken = True
+            self._cond.notify_all()
             if self._on_idle is not None:
                 self._on_idle(False)
 

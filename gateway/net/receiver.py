@@ -82,6 +82,12 @@ def unlisted_storage_class(uid: str) -> bool:
     return not uid.startswith(DICOM_ROOT) or uid.startswith(STORAGE_ROOT)
 
 
+def _proposed_classes(assoc: Any) -> list[str]:
+    """The abstract syntaxes the caller proposes, each once (one context per syntax is usual)."""
+    proposed = assoc.requestor.primitive.presentation_context_definition_list
+    return list(dict.fromkeys(str(cx.abstract_syntax) for cx in proposed))
+
+
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC210
@@ -239,9 +245,8 @@ class Receiver:
         """Support, on this association, every storage class its caller proposes: the listed
         ones, and those pynetdicom does not list (a vendor's private class, a public one newer
         than pydicom: nothing a modality sends is refused for its class; the pipeline decides)."""
-        proposed = assoc.requestor.primitive.presentation_context_definition_list
         contexts = list(assoc.acceptor.supported_contexts)  # Verification
-        for uid in dict.fromkeys(str(cx.abstract_syntax) for cx in proposed):
+        for uid in _proposed_classes(assoc):
             context = self._storage_contexts.get(uid)
             if context is None and unlisted_storage_class(uid):
                 context = build_context(uid, TRANSFER_SYNTAXES)
@@ -254,9 +259,8 @@ class Receiver:
         Class: the SOP Class Common Extended Negotiation answer pynetdicom consults to serve a
         C-STORE (PS3.7 D.3.3.6). The caller's own items get pynetdicom's default answer: none
         accepted."""
-        proposed = event.assoc.requestor.primitive.presentation_context_definition_list
         items = {}
-        for uid in dict.fromkeys(str(cx.abstract_syntax) for cx in proposed):
+        for uid in _proposed_classes(event.assoc):
             if unlisted_storage_class(uid):
                 item = SOPClassCommonExtendedNegotiation()
                 item.sop_class_uid, item.service_class_uid = uid, STORAGE_SERVICE_CLASS
