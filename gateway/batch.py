@@ -10,14 +10,12 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.config import Config
+from gateway.fanout import fan_out
 from gateway.pipeline import Forwarded, Outcome, Pipeline, Quarantined, layout_path
-
-_worker: tuple[Pipeline, Path] | None = None
 
 
 @dataclass
@@ -52,17 +50,6 @@ def quarantine_dir(output: Path) -> Path:
     return output.parent / f"{output.name}-quarantine"
 
 
-def _init(config: Config, key: bytes, output: Path) -> None:
-    global _worker
-    _worker = (Pipeline(config, key), output)
-
-
-def _process(src: Path) -> tuple[Path, Outcome]:
-    assert _worker is not None
-    pipeline, output = _worker
-    return src, pipeline.process(src, layout_path(output))
-
-
 def _quarantine(src: Path, root: Path, qdir: Path, reason: str) -> None:
     rel = src.relative_to(root) if src != root and root in src.parents else Path(src.name)
     target = qdir / rel
@@ -80,9 +67,9 @@ def run_batch(source: Path, output: Path, config: Config, key: bytes, workers: i
             if folder.resolve().is_relative_to(source.resolve()):
                 raise ValueError(f"{folder} is inside the input folder {source}: the next run "
                                  "would read its files as input; choose a folder outside it")
-    # Compiled here first, so that a configuration the workers cannot start with (a missing
-    # recipient certificate, say) fails once, by name, before any output or worker exists.
-    _init(config, key, output)
+    # Compiled before any output or worker exists, so that a configuration it cannot start with
+    # (a missing recipient certificate, say) fails once, by name; forked workers inherit it.
+    pipeline, place = Pipeline(config, key), layout_path(output)
     files = list(iter_inputs(source))
     summary = BatchSummary(output, quarantine_dir(output))
     output.mkdir(parents=True, exist_ok=True)
@@ -101,11 +88,12 @@ def run_batch(source: Path, output: Path, config: Config, key: bytes, workers: i
         if on_result:
             on_result(src, outcome)
 
-    if workers == 1 or len(files) < 2:
+    if workers == 1 or len(files) < 2 or not hasattr(os, "fork"):
         for src in files:
-            record(*_process(src))
+            record(src, pipeline.process(src, place))
         return summary
-    with ProcessPoolExecutor(workers, initializer=_init, initargs=(config, key, output)) as pool:
-        for src, outcome in pool.map(_process, files, chunksize=8):
-            record(src, outcome)
+    fan_out(files, lambda src: pipeline.process(src, place), workers,
+            lambda i, outcome: record(files[i], outcome),
+            lambda i, how: record(files[i], Quarantined(
+                f"worker died: the process de-identifying this file was {how}")))
     return summary

@@ -130,11 +130,11 @@ class Pipeline:
                 self.redactor.redact(ds, decision)
                 extra = (CLEAN_PIXEL_DATA,)
             stamp(ds, prof, extra)
+            problems = verify(ds, remediation, prof)
         except DicomReadError as exc:
             return Quarantined(f"{exc.kind}: {exc.problem}")
         except Exception as exc:  # one bad object must never stop the run
             return Quarantined(f"de-identification failed: {safe_message(exc)}")
-        problems = verify(ds, remediation, prof)
         if problems:
             return Quarantined("verify refused: " + "; ".join(problems[:5]))
         try:
