@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from typing import Any
 
 #: Deaths that no input is to blame for (killed between inputs), beyond which the run stops.
 MAX_UNEXPLAINED_DEATHS = 3
+#: When the parent stops early, how long workers get to unwind (remove a half-written file).
+STOP_GRACE_SECONDS = 5.0
 
 
 class WorkersDying(RuntimeError):
@@ -47,12 +50,17 @@ def exit_description(status: int) -> str:
     return f"exit status {code}"
 
 
+def _unwind(_signum: int, _frame: object) -> None:
+    raise SystemExit(1)
+
+
 def _serve(conn: Connection, slot: int, current: Any, items: Sequence[Any],
            work: Callable[[Any], Any]) -> None:
     """A worker's life: chunks in, results out, until told to stop. Never returns."""
     code = 0
     try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop ...
+        signal.signal(signal.SIGTERM, _unwind)  # ... and then the work's cleanup runs
         while (chunk := conn.recv()) is not None:
             results = []
             for i in chunk:
@@ -147,6 +155,19 @@ def fan_out(items: Sequence[Any], work: Callable[[Any], Any], workers: int,
                     done[i] = 1
                     on_result(i, result)
     finally:
-        for worker in live.values():
-            os.kill(worker.pid, signal.SIGKILL)
-            os.waitpid(worker.pid, 0)
+        _stop([worker.pid for worker in live.values()])
+
+
+def _stop(pids: list[int]) -> None:
+    """End workers the parent no longer waits for: SIGTERM, so that the work unwinds (a file
+    being written is removed), then SIGKILL for any still there after the grace period."""
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for pid in pids:
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.01)

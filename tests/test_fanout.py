@@ -7,6 +7,7 @@ import ctypes
 import faulthandler
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,32 @@ def test_no_worker_outlives_an_error_in_the_parent() -> None:
     for pid in pids:
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # reaped: no zombie, no orphan still working
+
+
+def test_a_stopped_run_lets_the_item_in_hand_clean_up(tmp_path: Path) -> None:
+    marker = tmp_path / "half-written"
+
+    def work(x: int) -> int:
+        if x == 1:  # the other worker's only item: it is in hand when the parent stops
+            marker.touch()
+            try:
+                time.sleep(60)
+            finally:
+                marker.unlink()  # what write() does with its temporary file
+        return x
+
+    def on_result(_i: int, _result: int) -> None:
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert marker.exists(), "the other worker never started its item"
+        raise KeyboardInterrupt
+
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        fan_out([0, 1], work, 2, on_result, lambda i, how: None)
+    assert not marker.exists(), "the worker was killed without unwinding"
+    assert time.monotonic() - start < 30, "the parent waited for the item to finish"
 
 
 def test_batch_quarantines_the_file_a_worker_died_on(batch_folder, tmp_path: Path,
