@@ -50,8 +50,12 @@ def exit_description(status: int) -> str:
     return f"exit status {code}"
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where the worker is, so that the work in hand unwinds."""
+
+
 def _unwind(_signum: int, _frame: object) -> None:
-    raise SystemExit(1)
+    raise _Terminated
 
 
 def _serve(conn: Connection, slot: int, current: Any, items: Sequence[Any],
@@ -67,6 +71,9 @@ def _serve(conn: Connection, slot: int, current: Any, items: Sequence[Any],
                 current[slot] = i
                 results.append((i, work(items[i])))
             conn.send(results)
+    except _Terminated:  # unwound: now die of the signal, so the exit status says so
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
     except BaseException:  # noqa: BLE001 - the parent sees the exit status and says what died
         code = 1
     os._exit(code)  # no atexit handlers or flushing of stdio inherited from the parent

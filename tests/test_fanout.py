@@ -65,13 +65,16 @@ def crash_on(bad: set[int], how: str):
         if x in bad:
             if how == "segfault":
                 segfault()
+            if how == "term":  # an operator's kill: the worker unwinds, then dies of it
+                os.kill(os.getpid(), signal.SIGTERM)
             os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does
         return x + 1000
     return work
 
 
 @pytest.mark.parametrize("how, words", [("segfault", "killed by SIGSEGV"),
-                                        ("kill", "killed by SIGKILL")])
+                                        ("kill", "killed by SIGKILL"),
+                                        ("term", "killed by SIGTERM")])
 def test_a_worker_that_dies_is_blamed_for_its_item_alone(how: str, words: str) -> None:
     bad = {7, 50, 51, 99}
     results, deaths = run(list(range(100)), crash_on(bad, how))
