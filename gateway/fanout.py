@@ -20,7 +20,8 @@ from multiprocessing import Pipe, RawArray
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-#: Deaths that no input is to blame for (killed between inputs), beyond which the run stops.
+#: Deaths of workers holding work but on no input (killed between inputs, or at their
+#: start), beyond which the run stops.
 MAX_UNEXPLAINED_DEATHS = 3
 #: When the parent stops early, how long workers get to unwind (remove a half-written file).
 STOP_GRACE_SECONDS = 5.0
@@ -136,7 +137,7 @@ def fan_out(items: Sequence[Any], work: Callable[[Any], Any], workers: int,
             left.remove(culprit)
             done[culprit] = 1
             on_death(culprit, how)
-        else:
+        elif left:  # it died holding work, on none of it: between inputs, or at its start
             unexplained += 1
             if unexplained > MAX_UNEXPLAINED_DEATHS:
                 raise WorkersDying(f"worker processes keep dying between inputs (last: {how})")
