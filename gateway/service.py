@@ -320,6 +320,7 @@ class Service:
         if not self.receiver.wait_idle(grace):
             self.log.warning("service.abort_in_flight", associations=self.receiver.active())
         self.receiver.abort_all()  # whatever is left: unfinished or never negotiated
+        self.receiver.close()
         self.stop_children.set()
         for child in self.children:
             if child.process is not None:

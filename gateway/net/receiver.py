@@ -206,6 +206,17 @@ class Receiver:
         for assoc in list(self.ae.active_associations):
             assoc.abort()
 
+    def close(self) -> None:
+        """Release the fsync threads and the database (after abort_all: a handler still
+        running answers Out of Resources)."""
+        self._fsyncer.shutdown()
+        with self._commit:
+            while self._committing:
+                self._commit.wait()
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
     # ------------------------------------------------------------------ handlers
 
     def _allowed_caller(self, calling: str, address: str) -> bool:
@@ -328,7 +339,14 @@ class Receiver:
         # The file's fsync and the job's commit (the WAL's fsync) run at the same time: the
         # answer waits for both. (A job seen before its file is on disk is harmless: workers
         # read the page cache; a crash before the answer means the sender sends it again.)
-        synced = self._fsyncer.submit(os.fsync, fd)
+        try:
+            synced = self._fsyncer.submit(os.fsync, fd)
+        except RuntimeError:  # closed under a handler still running
+            os.close(fd)
+            self._discard(path)
+            self.log.error("store.failed", job=job_id, status=OUT_OF_RESOURCES,
+                           reason="the receiver is closing")
+            return OUT_OF_RESOURCES
         try:
             try:
                 self._add_job(job_id, calling_ae=calling, called_ae=called, peer=peer,

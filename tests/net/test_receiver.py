@@ -39,6 +39,8 @@ def receiver(tmp_path):
     yield start
     for rx in started:
         rx.stop_accepting()
+        rx.abort_all()
+        rx.close()
 
 
 def dataset_bytes(path: Path) -> bytes:
