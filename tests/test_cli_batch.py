@@ -254,3 +254,32 @@ def test_deidentify_with_a_config_and_a_key_file(batch_folder: BatchFolder, gant
         (out,) = list((tmp_path / run_dir).rglob("*.dcm"))
         names.append(out.relative_to(tmp_path / run_dir))
     assert names[0] == names[1] != names[2]
+
+
+def test_workers_are_forked_from_a_process_without_threads(
+        batch_folder: BatchFolder, gantry_env: dict[str, str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With its progress bar on a terminal, the command still forks no process that has
+    threads (a lock another thread held at the fork stays held in the child for ever)."""
+    import os
+    import threading
+
+    from rich.console import Console
+
+    from gateway import fanout
+    from gateway.cli import main
+
+    threads_at_fork: list[int] = []
+    fork = os.fork
+
+    def counting_fork() -> int:
+        threads_at_fork.append(threading.active_count())
+        return fork()
+
+    monkeypatch.setattr(fanout.os, "fork", counting_fork)
+    monkeypatch.setattr(Console, "is_terminal", property(lambda self: True))
+    monkeypatch.setenv("GANTRY_SITE_KEY", gantry_env["GANTRY_SITE_KEY"])
+    before = threading.active_count()
+    status = main(["deidentify", str(batch_folder.root), str(tmp_path / "OUT"), "--workers", "2"])
+    assert status == 1  # the batch folder holds malformed files
+    assert threads_at_fork and set(threads_at_fork) == {before}

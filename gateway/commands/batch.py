@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -65,16 +66,23 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     console = Console(stderr=True)
+    # Redrawn from on_result, not by rich's refresh thread: the workers are forked, and a
+    # process with threads is not safe to fork.
     progress = Progress("[progress.description]{task.description}", BarColumn(),
                         MofNCompleteColumn(), TimeRemainingColumn(), console=console,
-                        disable=args.quiet or not console.is_terminal)
+                        disable=args.quiet or not console.is_terminal, auto_refresh=False)
     with progress:
         task = progress.add_task("de-identifying", total=total)
+        drawn = 0.0
 
         def on_result(src: Path, outcome: Outcome) -> None:
+            nonlocal drawn
             progress.advance(task)
             if not isinstance(outcome, Forwarded):
                 console.print(f"quarantined {src}: {outcome.reason}", highlight=False)
+            if time.monotonic() - drawn > 0.1:
+                drawn = time.monotonic()
+                progress.refresh()
 
         summary = run_batch(args.input, args.output, config, key, args.workers, on_result)
     print(f"{summary.total} objects: {summary.written} de-identified, "
