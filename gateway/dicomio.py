@@ -75,17 +75,28 @@ class Parsed:
     tail_stop: int | None = None
 
 
+def _uid_text(ds: Dataset, tag: int) -> str:
+    """A UID element's value as stored, without pydicom decoding it ("" when absent)."""
+    elem = ds._dict.get(tag)  # type: ignore[call-overload]
+    if elem is None or elem.value is None:
+        return ""
+    value = elem.value
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return str(value).strip("\0 ")
+
+
 def _check_meta(ds: Dataset, path: str | os.PathLike) -> None:
     meta = getattr(ds, "file_meta", None)
-    if meta is None or "TransferSyntaxUID" not in meta:
+    if meta is None or 0x00020010 not in meta._dict:
         raise DicomReadError(path, "no file meta information (0002,0010) Transfer Syntax UID")
-    if str(meta.get("MediaStorageSOPClassUID", "")).strip("\0 ") == MEDIA_STORAGE_DIRECTORY:
+    if _uid_text(meta, 0x00020002) == MEDIA_STORAGE_DIRECTORY:
         raise NotAnObject(path, "a DICOMDIR (Media Storage Directory): the index of a medium, "
                                 "whose records name its patients; there is no object to "
                                 "de-identify in it")
     for tag, name in ((0x00080016, "(0008,0016) SOP Class UID"),
                       (0x00080018, "(0008,0018) SOP Instance UID")):
-        if tag not in ds:  # Type 1 in every IOD: without it no receiver can store the object
+        if tag not in ds._dict:  # Type 1 in every IOD: no receiver can store the object
             raise DicomReadError(path, f"missing {name}")
 
 

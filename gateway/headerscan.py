@@ -14,7 +14,12 @@ import struct
 from typing import BinaryIO
 
 from pydicom.charset import convert_encodings
-from pydicom.dataelem import RawDataElement, convert_raw_data_element, empty_value_for_VR
+from pydicom.dataelem import (
+    DataElement,
+    RawDataElement,
+    convert_raw_data_element,
+    empty_value_for_VR,
+)
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -180,6 +185,7 @@ def scan_header(source: str | os.PathLike | BinaryIO) -> tuple[Dataset, int, int
         raise Unusual("explicit VR under an implicit transfer syntax")
     found, pos = _elements(buf, pos, implicit, False)
     ds = Dataset(found)
+    meta[BaseTag(0x00020010)] = DataElement(BaseTag(0x00020010), "UI", ts)  # decoded already
     ds.file_meta = FileMetaDataset(meta)
     charset = found.get(BaseTag(0x00080005))
     encoding = convert_encodings(convert_raw_data_element(charset).value) if charset else "iso8859"
