@@ -36,6 +36,8 @@ from gateway.batch import run_batch  # noqa: E402
 from gateway.config import parse_config  # noqa: E402
 from gateway.recipients import create_recipient  # noqa: E402
 
+SETTLE_SECONDS = 10  # after deleting a round's outputs (two ext4 journal commit intervals)
+
 
 def make_ct(i: int, study: str, series: str, pixels: bytes) -> Dataset:
     """One synthetic CT object with identifiers where real ones have them."""
@@ -156,12 +158,6 @@ def main() -> int:
         config = parse_config({"site_key": {"env": "UNUSED"}}, "<bench>")
         results: dict[str, float] = {}
 
-        def fresh(name: str) -> Path:
-            out = work / name
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir()
-            return out
-
         _, cert = create_recipient("bench", work / "keys")
         backup = parse_config({"site_key": {"env": "UNUSED"},
                                "backup": {"enabled": True, "recipients": [str(cert)]}},
@@ -174,23 +170,30 @@ def main() -> int:
             "gantry + backup, 1 worker": lambda out: run_batch(src, out, backup, key, workers=1),
         }
         # Rounds interleave the tools; each keeps its best time (the machine is shared). Each
-        # run starts with an empty output folder and no dirty pages (os.sync), so it does not
-        # pay for deleting or writing back what the run before it wrote.
+        # run starts with a new output folder and no dirty pages (os.sync), so it does not pay
+        # for writing back what the run before it wrote. Outputs are deleted only between
+        # rounds, then the disk is given time to settle: on a filesystem mounted with
+        # `discard`, freeing a gigabyte shows in the next minutes' file creations.
         # Scaling is taken round by round (the 1- and 2-worker runs of a round are minutes
         # apart at most, so a neighbour's load drifts less between them), beside pure CPU work
         # timed in the same round.
         scaling: list[float] = []
         cpu_scaling: list[float] = []
-        for _ in range(args.rounds):
+        for r in range(args.rounds):
             this_round: dict[str, float] = {}
             for i, (name, run) in enumerate(runs.items()):
-                out = fresh(f"out{i}")
+                out = work / f"out{r}-{i}"
+                out.mkdir()
                 os.sync()
                 seconds = timed(lambda: run(out))  # noqa: B023 - called at once
                 this_round[name] = seconds
                 results[name] = min(results.get(name, seconds), seconds)
             scaling.append(this_round["gantry, 1 worker"] / this_round["gantry, 2 workers"])
             cpu_scaling.append(machine_scaling(1))
+            for old in work.glob(f"out{r}-*"):
+                shutil.rmtree(old)
+            os.sync()
+            time.sleep(SETTLE_SECONDS)
         n = len(files)
         base = results["dcmanon (Rust)"]
         print(f"\n{n} CT objects, 512x512 16-bit (~512 KB each), files in -> files out\n")
