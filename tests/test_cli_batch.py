@@ -283,3 +283,37 @@ def test_workers_are_forked_from_a_process_without_threads(
     status = main(["deidentify", str(batch_folder.root), str(tmp_path / "OUT"), "--workers", "2"])
     assert status == 1  # the batch folder holds malformed files
     assert threads_at_fork and set(threads_at_fork) == {before}
+
+
+def test_sigterm_stops_the_workers_with_the_command(gantry_env: dict[str, str],
+                                                    tmp_path: Path) -> None:
+    """`kill` of the command alone (a scheduler's timeout, say) ends its workers too, and they
+    leave no half-written file behind."""
+    import os
+    import signal
+    import time
+
+    from pydicom.data import get_testdata_file
+
+    src = tmp_path / "in"
+    src.mkdir()
+    first = src / "00000.dcm"
+    first.write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    for i in range(1, 3000):
+        os.link(first, src / f"{i:05d}.dcm")  # one file, 3,000 names: the same object each
+    out = tmp_path / "OUT"
+    command = [str(GANTRY)] if GANTRY.exists() else [sys.executable, "-m", "gateway.cli"]
+    proc = subprocess.Popen(command + ["deidentify", str(src), str(out), "--workers", "2"],
+                            env=gantry_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not any(out.rglob("*.dcm")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    children_file = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    workers = [int(p) for p in children_file.read_text().split()]
+    assert len(workers) == 2, "the two workers are running"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM  # stopped part-way, by the signal
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # stopped and reaped by the command, not orphaned
+    assert not list(out.rglob("*.tmp")), "a half-written file was left"

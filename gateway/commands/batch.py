@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from dataclasses import asdict
@@ -55,6 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_diff)
 
 
+def _exit_on_sigterm(_signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signal.SIGTERM)  # unwinds: the workers are stopped, not orphaned
+
+
 def cmd_deidentify(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     key = load_site_key(config)
@@ -84,7 +89,11 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
                 drawn = time.monotonic()
                 progress.refresh()
 
-        summary = run_batch(args.input, args.output, config, key, args.workers, on_result)
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        try:
+            summary = run_batch(args.input, args.output, config, key, args.workers, on_result)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     print(f"{summary.total} objects: {summary.written} de-identified, "
           f"{summary.quarantined} quarantined")
     if summary.counts:
