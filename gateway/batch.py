@@ -88,10 +88,11 @@ def run_batch(source: Path, output: Path, config: Config, key: bytes, workers: i
         if on_result:
             on_result(src, outcome)
 
-    if workers == 1 or len(files) < 2 or not hasattr(os, "fork"):
+    if not hasattr(os, "fork"):  # not Linux or another Unix: one process, no crash isolation
         for src in files:
             record(src, pipeline.process(src, place))
         return summary
+    # Even one worker is a child process: a crash on one file then costs that file, not the run.
     fan_out(files, lambda src: pipeline.process(src, place), workers,
             lambda i, outcome: record(files[i], outcome),
             lambda i, how: record(files[i], Quarantined(

@@ -133,8 +133,9 @@ def test_a_stopped_run_lets_the_item_in_hand_clean_up(tmp_path: Path) -> None:
     assert time.monotonic() - start < 30, "the parent waited for the item to finish"
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_batch_quarantines_the_file_a_worker_died_on(batch_folder, tmp_path: Path,
-                                                     site_key: bytes,
+                                                     site_key: bytes, workers: int,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     victim = batch_folder.good[0]
     process = Pipeline.process
@@ -146,7 +147,7 @@ def test_batch_quarantines_the_file_a_worker_died_on(batch_folder, tmp_path: Pat
 
     monkeypatch.setattr(Pipeline, "process", crashing)
     out = tmp_path / "OUT"
-    summary = run_batch(batch_folder.root, out, load_config(None), site_key, 2)
+    summary = run_batch(batch_folder.root, out, load_config(None), site_key, workers)
     assert summary.written == len(batch_folder.good) - 1
     assert summary.quarantined == len(batch_folder.bad) + 1
     assert summary.reasons["worker died"] == 1
