@@ -87,6 +87,8 @@ def fan_out(items: Sequence[Any], work: Callable[[Any], Any], workers: int,
     result as `on_result(index, result)`, in the order they finish; of an item whose worker died
     on it as `on_death(index, how)`, `how` being e.g. 'killed by SIGSEGV'. `work` should not
     raise: an exception ends its worker like a crash."""
+    if workers < 1:
+        raise ValueError(f"workers: {workers} is not a number of processes (1 or more)")
     n = len(items)
     size = max(1, min(16, n // (workers * 8)))
     pending: deque[list[int]] = deque(list(range(i, min(i + size, n))) for i in range(0, n, size))

@@ -60,6 +60,12 @@ def segfault() -> None:
     ctypes.string_at(0)
 
 
+@pytest.mark.parametrize("workers", [0, -2])
+def test_a_number_of_workers_below_one_is_refused(workers: int) -> None:
+    with pytest.raises(ValueError, match="1 or more"):
+        run([1, 2], square_in_a_worker, workers)
+
+
 def crash_on(bad: set[int], how: str):
     def work(x: int) -> int:
         if x in bad:
