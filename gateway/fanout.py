@@ -110,7 +110,7 @@ def fan_out(items: Sequence[Any], work: Callable[[Any], Any], workers: int,
         except OSError:  # it died: its end of the pipe reads as closed next, and bury() sees why
             pass
 
-    def spawn(slot: int) -> None:
+    def spawn(slot: int) -> _Worker:
         current[slot] = -1
         parent_end, child_end = Pipe()
         pid = os.fork()
@@ -123,7 +123,7 @@ def fan_out(items: Sequence[Any], work: Callable[[Any], Any], workers: int,
         worker = _Worker(pid, slot, parent_end)
         live[parent_end] = worker
         feed(worker)
-        feed(worker)
+        return worker
 
     def bury(worker: _Worker) -> None:
         nonlocal unexplained
@@ -146,11 +146,12 @@ def fan_out(items: Sequence[Any], work: Callable[[Any], Any], workers: int,
         if left:
             pending.appendleft(left)
         if pending:
-            spawn(worker.slot)
+            feed(spawn(worker.slot))
 
     try:
-        for slot in range(min(workers, len(pending))):
-            spawn(slot)
+        # One chunk to each worker, then one more each: a few large files are shared out.
+        for worker in [spawn(slot) for slot in range(min(workers, len(pending)))]:
+            feed(worker)
         while live:
             for conn in wait(list(live)):
                 worker = live[conn]  # type: ignore[index]

@@ -51,6 +51,8 @@ def test_every_item_done_once_in_the_workers() -> None:
 def test_fewer_items_than_workers_or_chunks(workers: int) -> None:
     results, _ = run([3, 4], square_in_a_worker, workers)
     assert {i: r[0] for i, r in results.items()} == {0: 9, 1: 16}
+    if workers > 1:  # two large files on two workers go one to each, not both to the first
+        assert len({r[1] for r in results.values()}) == 2
 
 
 def segfault() -> None:
