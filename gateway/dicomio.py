@@ -30,6 +30,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, Imp
 from pydicom.valuerep import IS, VR, DSfloat, PersonName
 
 from gateway.deid.tags import tag_str
+from gateway.deid.values import stored_text
 from gateway.deid.vr import BINARY_VRS, LONG_LENGTH_VRS, STRING_VRS
 from gateway.headerscan import Unusual, scan_header
 from gateway.safetext import safe_message
@@ -75,22 +76,11 @@ class Parsed:
     tail_stop: int | None = None
 
 
-def _uid_text(ds: Dataset, tag: int) -> str:
-    """A UID element's value as stored, without pydicom decoding it ("" when absent)."""
-    elem = ds._dict.get(tag)  # type: ignore[call-overload]
-    if elem is None or elem.value is None:
-        return ""
-    value = elem.value
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    return str(value).strip("\0 ")
-
-
 def _check_meta(ds: Dataset, path: str | os.PathLike) -> None:
     meta = getattr(ds, "file_meta", None)
     if meta is None or 0x00020010 not in meta._dict:
         raise DicomReadError(path, "no file meta information (0002,0010) Transfer Syntax UID")
-    if _uid_text(meta, 0x00020002) == MEDIA_STORAGE_DIRECTORY:
+    if stored_text(meta, 0x00020002) == MEDIA_STORAGE_DIRECTORY:
         raise NotAnObject(path, "a DICOMDIR (Media Storage Directory): the index of a medium, "
                                 "whose records name its patients; there is no object to "
                                 "de-identify in it")

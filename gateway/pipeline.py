@@ -19,8 +19,9 @@ from gateway.deid.backup import attach_backup
 from gateway.deid.keyed import keyed_hash
 from gateway.deid.profile import Profile
 from gateway.deid.redact import Decision, Redactor
-from gateway.deid.remediate import remediate, stored_text
+from gateway.deid.remediate import remediate
 from gateway.deid.stamp import stamp
+from gateway.deid.values import stored_text
 from gateway.deid.verify import verify
 from gateway.dicomio import DicomReadError, Parsed, load_pixels, read_for_deid, write
 from gateway.recipients import load_certificates

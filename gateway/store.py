@@ -470,10 +470,10 @@ class Store:
                     "SELECT id FROM jobs WHERE state IN (?, ?) AND updated_at < ? LIMIT ?",
                     (DELIVERED, PURGED, before, batch))]
                 marks = ", ".join("?" * len(ids))
-                for table, column in (("events", "job_id"), ("deliveries", "job_id"),
-                                      ("machines", "job_id"), ("jobs", "id")):
-                    if ids:
-                        tx.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
+                tables = (("events", "job_id"), ("deliveries", "job_id"), ("machines", "job_id"),
+                          ("jobs", "id"))
+                for table, column in tables if ids else ():
+                    tx.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
             pruned += len(ids)
             if len(ids) < batch:
                 self.log.info("store.pruned", jobs=pruned, before=before)

@@ -142,7 +142,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=2000,
                         help="objects to generate (default 2000: a 2-worker run of 500 lasts "
-                             "0.7 s, and the pool's start and last chunk are a visible part "
+                             "0.7 s, and the workers' start and last chunk are a visible part "
                              "of it)")
     parser.add_argument("--rounds", type=int, default=3, help="best of N interleaved rounds")
     parser.add_argument("--no-redaction", dest="redaction", action="store_false",

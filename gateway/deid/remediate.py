@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
@@ -25,6 +24,7 @@ from gateway.deid import keyed
 from gateway.deid.dates import DateFormatError, shift_da, shift_dt
 from gateway.deid.dummies import dummy_for
 from gateway.deid.profile import Profile
+from gateway.deid.values import stored_text, str_values, text_values
 from gateway.deid.vr import BINARY_VRS, FREE_TEXT_VRS, STRING_VRS, TEXT_VRS
 
 PATIENT_NAME = 0x00100010
@@ -67,33 +67,6 @@ class Remediation:
     identifiers: set[str] = field(default_factory=set)
     pseudonym: str = ""
     date_offset_days: int | None = None
-
-
-def _values(value: object) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, MultiValue | list | tuple):
-        return [str(v) for v in value if v is not None]
-    return [str(value)]
-
-
-def text_values(ds: Dataset, key: int) -> list[str]:
-    """The values of a string element, stripped; raw ASCII is split without decoding (pydicom's
-    decoding is the slow part of de-identification). LT, ST and UT split at backslashes too."""
-    elem = ds._dict[key]  # pydicom's element store: reading it never decodes a value
-    if isinstance(elem, RawDataElement):
-        if not elem.value:
-            return []
-        if elem.value.isascii():
-            return [v.strip(" \x00") for v in elem.value.decode("ascii").split("\\")]
-        elem = ds[key]  # decoded once, in place
-    return [v.strip() for v in _values(elem.value)]
-
-
-def stored_text(ds: Dataset, tag: int) -> str:
-    """An element's values joined as in the file ("" when absent), not decoded if ASCII (the
-    UIDs the pipeline names files by are read this way too)."""
-    return "\\".join(text_values(ds, tag)) if tag in ds._dict else ""
 
 
 def _set(ds: Dataset, key: int, vr: str, value: object) -> None:
@@ -336,8 +309,8 @@ class _Remediator:
             self._count("C")
             return True
         if vr in TEXT_VRS and elem.value:
-            cleaned = [self.scrub(v) for v in _values(elem.value)]
-            if cleaned != _values(elem.value):
+            cleaned = [self.scrub(v) for v in str_values(elem.value)]
+            if cleaned != str_values(elem.value):
                 self._record(ds, elem.tag, top)
                 elem.value = cleaned if len(cleaned) > 1 else cleaned[0]
                 self._count("C")
@@ -369,7 +342,7 @@ class _Remediator:
             elem.value = override.value
         else:  # hash
             width = 64 if elem.VR in ("LO", "LT", "ST", "UT", "UC", "PN") else 16
-            text = "|".join(_values(elem.value))
+            text = "|".join(str_values(elem.value))
             elem.value = keyed.keyed_hash(self.key, text, min(width, 64))
         self._count({"remove": "X", "empty": "Z", "replace": "D", "hash": "D"}[action])
         return True

@@ -6,8 +6,9 @@ from pydicom.dataset import Dataset
 
 from gateway.deid.keyed import CLASS_UID_TAGS
 from gateway.deid.profile import Profile
-from gateway.deid.remediate import ENCRYPTED_ATTRIBUTES, Remediation, element_vr, text_values
+from gateway.deid.remediate import ENCRYPTED_ATTRIBUTES, Remediation, element_vr
 from gateway.deid.tags import tag_str
+from gateway.deid.values import text_values
 from gateway.deid.vr import STRING_VRS
 
 LONG_IDENTIFIER = 6  # identifiers this long are also looked for inside other values

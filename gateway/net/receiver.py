@@ -37,7 +37,7 @@ from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.sop_class import Verification, uid_to_service_class
 
 from gateway.config import Config, NetworkConfig
-from gateway.deid.keyed import keyed_hash
+from gateway.deid.keyed import DICOM_ROOT, keyed_hash
 from gateway.dicomio import encode_file_meta
 from gateway.logs import get_logger
 from gateway.net import set_nodelay
@@ -69,7 +69,6 @@ _register_storage_classes()
 STORAGE_SOP_CLASSES = sorted(uid for uid in _STORAGE
                              if uid_to_service_class(uid) is not ServiceClass)
 
-DICOM_ROOT = "1.2.840.10008."
 STORAGE_ROOT = "1.2.840.10008.5.1.4.1.1."
 STORAGE_SERVICE_CLASS = "1.2.840.10008.4.2"
 

@@ -191,6 +191,15 @@ def test_disk_failure_answers_out_of_resources(receiver):
     assert Store(state.db).counts() == {}
 
 
+def test_a_store_after_close_answers_out_of_resources_and_leaves_no_file(receiver):
+    """What a handler still running when the node stops gets: a refusal the sender retries."""
+    rx, state = receiver()
+    rx.close()  # fsync threads and database released; the listening socket is still open
+    assert send_raw(rx.port, Path(get_testdata_file("CT_small.dcm"))) == 0xA700
+    assert list(state.spool.iterdir()) == []
+    assert Store(state.db).counts() == {}
+
+
 def test_database_failure_answers_out_of_resources_and_leaves_no_file(receiver):
     rx, state = receiver()
     with Store(state.db).conn as conn:

@@ -1,0 +1,36 @@
+"""Element values as stored: read without pydicom decoding them where the bytes are ASCII
+(decoding is the slow part of de-identification)."""
+
+from __future__ import annotations
+
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+
+def str_values(value: object) -> list[str]:
+    """A decoded value as a list of strings (none for None, one per value of a multi-value)."""
+    if value is None:
+        return []
+    if isinstance(value, MultiValue | list | tuple):
+        return [str(v) for v in value if v is not None]
+    return [str(value)]
+
+
+def text_values(ds: Dataset, key: int) -> list[str]:
+    """The values of a string element, stripped; raw ASCII is split without decoding (pydicom's
+    decoding is the slow part of de-identification). LT, ST and UT split at backslashes too."""
+    elem = ds._dict[key]  # pydicom's element store: reading it never decodes a value
+    if isinstance(elem, RawDataElement):
+        if not elem.value:
+            return []
+        if elem.value.isascii():
+            return [v.strip(" \x00") for v in elem.value.decode("ascii").split("\\")]
+        elem = ds[key]  # decoded once, in place
+    return [v.strip() for v in str_values(elem.value)]
+
+
+def stored_text(ds: Dataset, tag: int) -> str:
+    """An element's values joined as in the file ("" when absent), not decoded if ASCII (the
+    UIDs the pipeline names files by are read this way too)."""
+    return "\\".join(text_values(ds, tag)) if tag in ds._dict else ""
