@@ -315,6 +315,9 @@ def _decrypt_with_key_only(blob: bytes, key: rsa.RSAPrivateKey) -> bytes:
 
 
 def _decrypt(blob: bytes, private_key, certificate: x509.Certificate | None) -> bytes:
+    # The CMS object is the DER element at the start: an OB value of odd length carries a pad
+    # byte after it (PS3.5 7.1), which OpenSSL's parser refuses as extra data.
+    blob = blob[:_der(blob, 0)[2]]
     if certificate is None:
         return _decrypt_with_key_only(blob, private_key)
     return pkcs7.pkcs7_decrypt_der(blob, certificate, private_key, [])

@@ -215,6 +215,19 @@ def test_tampered_blob_is_refused(broker, offset, with_cert):
 
 
 @pytest.mark.parametrize("with_cert", [True, False])
+def test_the_pad_byte_of_an_odd_length_content_is_not_part_of_it(broker, with_cert):
+    """The CMS blob's length depends on the recipients' certificates (a serial number's DER
+    can take one byte more): when it is odd, the stored OB value ends with a pad byte."""
+    _, ds, _ = _backed_up(broker)
+    key, cert, *_ = broker[0]
+    item = ds.EncryptedAttributesSequence[0]
+    blob = bytes(item.EncryptedContent)
+    intact = read_backup(ds, key, cert if with_cert else None)
+    item.EncryptedContent = blob + b"\x00"  # as read back from a file when len(blob) is odd
+    assert read_backup(ds, key, cert if with_cert else None) == intact
+
+
+@pytest.mark.parametrize("with_cert", [True, False])
 def test_a_flipped_bit_anywhere_never_yields_wrong_originals(broker, with_cert):
     """Refused, or (when the bit sits in CMS data this key does not use, such as the other
     recipient's entry) exactly the originals."""
