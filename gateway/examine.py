@@ -24,6 +24,7 @@ from pydicom.dataset import Dataset
 from gateway.deid.ctp_script import Signature, first_match
 from gateway.deid.redact import Decision, Redactor
 from gateway.deid.signatures import expr_to_match
+from gateway.deid.validity import device_text
 from gateway.dicomio import DicomReadError, read_header
 
 
@@ -33,7 +34,7 @@ def _size(ds: Dataset) -> str:
 
 
 def _text(ds: Dataset, keyword: str) -> str:
-    return " ".join(str(ds.get(keyword, "") or "").split())
+    return device_text(ds, keyword)  # never a value invalid for its VR: it may hide identifiers
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def machine_record(header: Dataset, decision: Decision) -> MachineRecord:
         model=_text(header, "ManufacturerModelName"),
         size=_size(header),
         modality=_text(header, "Modality"),
-        sop_class=str(header.get("SOPClassUID", "") or ""),
+        sop_class=_text(header, "SOPClassUID"),
         burned_in=_text(header, "BurnedInAnnotation").upper() or "absent",
         at_risk=decision.at_risk,
         rule=decision.rule or "",

@@ -1,4 +1,8 @@
-"""The inspector: what the profile will do to an object, weighted into a 0–100 risk score."""
+"""The inspector: what the profile will do to an object, weighted into a 0–100 risk score.
+
+Besides the elements the profile acts on, it reports the kept values verify would refuse: one
+invalid for its VR or VM ("invalid"), one holding an identifier of the object ("identifier").
+"""
 
 from __future__ import annotations
 
@@ -10,19 +14,19 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
 from gateway.deid.dummies import TEXT, dummy_for
+from gateway.deid.identifiers import ID_TAGS, IdentifierSet
 from gateway.deid.keyed import CLASS_UID_TAGS, is_well_known_uid
 from gateway.deid.profile import Profile
-from gateway.deid.remediate import (
-    IDENTIFYING_TAGS,
-    LONGITUDINAL_MODIFIED,
-    PATIENT_ID,
-    PATIENT_NAME,
-)
+from gateway.deid.remediate import LONGITUDINAL_MODIFIED, PATIENT_ID, PATIENT_NAME, public_action
 from gateway.deid.tags import tag_str
+from gateway.deid.validity import element_problem
+from gateway.deid.values import text_values
+from gateway.deid.vr import STRING_VRS
 
 BANDS = ((75, "CRITICAL"), (50, "HIGH"), (25, "MEDIUM"), (0, "LOW"))
 BURNED_IN = 0x00280301
 IDENTITY_REMOVED = 0x00120062
+REFUSAL_WEIGHT = 20  # a kept value verify refuses
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ def band(score: int) -> str:
 
 
 def _weight(tag: BaseTag, vr: str, action: str) -> int:
-    if tag in (PATIENT_ID, PATIENT_NAME) or tag in IDENTIFYING_TAGS:
+    if tag in (PATIENT_ID, PATIENT_NAME) or tag in ID_TAGS:
         return 20
     if vr == "PN":
         return 10
@@ -91,9 +95,20 @@ def _already_clean(elem: DataElement, action: str, profile: Profile, removed: bo
     return action == "C" and shifted and elem.VR in ("DA", "DT")
 
 
+def _refusal(item: Dataset, tag: int, vr: str, matcher: IdentifierSet) -> str:
+    """Why verify would refuse a value kept as it is ('' when it would not)."""
+    if element_problem(item, tag) is not None:
+        return "invalid"
+    if vr != "UI" and any(matcher.found_in(v) for v in text_values(item, tag)):
+        return "identifier"
+    return ""
+
+
 def inspect(ds: Dataset, profile: Profile) -> Report:
     """Findings (element path, VR, action, weight) and a risk score for `ds`."""
     findings: list[Finding] = []
+    matcher = IdentifierSet.from_dataset(ds, profile)
+    sop_class = str(ds.get("SOPClassUID", "") or "")
     removed = _says_yes(ds, IDENTITY_REMOVED)
     modified = ds.get(LONGITUDINAL_MODIFIED)
     shifted = removed and modified is not None and str(modified.value) == "MODIFIED"
@@ -114,7 +129,7 @@ def inspect(ds: Dataset, profile: Profile) -> Report:
                     tag.group, str(creator.value) if creator is not None else None, tag.element)
                 action = "K" if kept else "X"
             else:
-                action = profile.code_for(tag) or (
+                action = public_action(profile, tag, vr, sop_class) or (
                     "U" if vr == "UI" and tag not in CLASS_UID_TAGS else "")
             if vr == "SQ":
                 if action == "X" or action == "Z":
@@ -122,6 +137,11 @@ def inspect(ds: Dataset, profile: Profile) -> Report:
                     continue
                 for i, sub in enumerate(elem.value or ()):
                     walk(sub, f"{where}[{i}].")
+                continue
+            if (not action or action == "K") and vr in STRING_VRS and not empty:
+                refusal = _refusal(item, tag, vr, matcher)
+                if refusal:
+                    findings.append(Finding(where, vr, refusal, REFUSAL_WEIGHT))
                 continue
             if not action or action == "K" or empty or _already_clean(
                     elem, action, profile, removed, shifted):

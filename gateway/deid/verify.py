@@ -1,4 +1,9 @@
-"""The gatekeeper: inspect a remediated object again and refuse it if anything survived."""
+"""The gatekeeper: inspect a remediated object again and refuse it if anything survived.
+
+Every string value left, at every depth (file meta, sequences, private elements kept under
+Retain Safe Private), must be valid for its VR and VM, hold no identifier of the original object
+(the remediation's matcher, the one C used) and no original UID.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,20 @@ from pydicom.dataset import Dataset
 
 from gateway.deid.keyed import CLASS_UID_TAGS
 from gateway.deid.profile import Profile
-from gateway.deid.remediate import ENCRYPTED_ATTRIBUTES, Remediation, element_vr
+from gateway.deid.remediate import ENCRYPTED_ATTRIBUTES, Remediation, public_action
 from gateway.deid.tags import tag_str
-from gateway.deid.values import text_values
+from gateway.deid.validity import element_problem
+from gateway.deid.values import element_vr, text_values
 from gateway.deid.vr import STRING_VRS
 
-LONG_IDENTIFIER = 6  # identifiers this long are also looked for inside other values
+LONG_UID = 6  # original UIDs this long are also looked for inside other text
 
 
 def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]:
     """Problems that make `ds` unsafe to export; empty when it passes. Names tags, never values."""
-    exact = remediation.identifiers
-    long_ones = [v for v in exact if len(v) >= LONG_IDENTIFIER]
+    uids = remediation.identifiers
+    long_uids = [v for v in uids if len(v) >= LONG_UID]
+    matcher = remediation.matcher
     problems: list[str] = []
     sop_class = str(ds.get("SOPClassUID", "") or "")
 
@@ -28,6 +35,8 @@ def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]
             if tag == ENCRYPTED_ATTRIBUTES and top:
                 continue  # the one permitted carrier of originals (sealed)
             group, element = tag >> 16, tag & 0xFFFF
+            where = f"{path}{tag_str(tag)}"
+            vr = element_vr(item, key)
             if group & 1:
                 if 0x10 <= element <= 0xFF:
                     creators[(group, element)] = "\\".join(text_values(item, key))
@@ -36,25 +45,32 @@ def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]
                 creator = creators.get((group, element >> 8))
                 if not (override and override.action == "keep") and not profile.is_safe_private(
                         group, creator, element):
-                    problems.append(f"private element {path}{tag_str(tag)} is not safe to keep")
+                    problems.append(f"private element {where} is not safe to keep")
                     continue
-            elif tag in profile.overrides:
+            elif tag not in profile.overrides and element and group != 0x0002 and (
+                    public_action(profile, tag, vr, sop_class) == "X"):
+                problems.append(f"{where} should have been removed")
                 continue
-            elif profile.code_for(tag, sop_class) == "X":
-                problems.append(f"{path}{tag_str(tag)} should have been removed")
-                continue
-            vr = element_vr(item, key)
             if vr == "SQ":
                 for i, sub in enumerate(item[key].value or ()):
-                    check(sub, f"{path}{tag_str(tag)}[{i}].", False)
+                    check(sub, f"{where}[{i}].", False)
                 continue
-            if vr not in STRING_VRS or tag in CLASS_UID_TAGS:  # a class is no identifier
+            if vr not in STRING_VRS:
                 continue
-            for value in text_values(item, key):
-                if value in exact or (len(value) >= LONG_IDENTIFIER
-                                      and any(v in value for v in long_ones)):
-                    problems.append(f"an original identifier survives in {path}{tag_str(tag)}")
-                    break
+            invalid = element_problem(item, key)
+            if invalid is not None:
+                problems.append(f"{where} is not valid: {invalid}")
+                continue
+            if tag in CLASS_UID_TAGS:  # a class is no identifier
+                continue
+            values = text_values(item, key)
+            if vr == "UI":
+                leaked = any(v in uids for v in values)
+            else:
+                leaked = any(matcher.found_in(v) or any(u in v for u in long_uids)
+                             for v in values)
+            if leaked:
+                problems.append(f"an original identifier survives in {where}")
 
     meta = getattr(ds, "file_meta", None)
     if meta is not None:

@@ -40,7 +40,8 @@ def matcher() -> IdentifierSet:
 
 @pytest.mark.parametrize("text", [
     "CHEST 1CT1 X", "chest 1ct1 x", "Chest_1Ct1_x", "ID:1CT1.", "1-CT-1",
-    "JONES", "jones", "Dr Jones said", "PHILIP", "philip jones", "Jones,Philip",
+    "JONES", "jones", "Dr Jones said", "PHILIP", "philip jones", "Jones,Philip", "JONES2",
+    "station jones07",
     "ACC-77315", "acc77315", "ref acc 77315",
     "born 19610429", "DOB 1961-04-29", "29/04/1961", "04/29/1961", "29.04.61", "29 Apr 1961",
     "April 29, 1961", "29-APR-1961", "4/29/61",
@@ -118,7 +119,7 @@ def test_an_object_without_identifiers_is_falsy() -> None:
 
 def test_unreadable_dates_give_no_forms() -> None:
     assert date_forms("2024") == set() and date_forms("20241399") == set()
-    assert "12032024" in date_forms("2024.03.12")  # ACR-NEMA style
+    assert ("12032024",) in date_forms("2024.03.12")  # ACR-NEMA style
 
 
 def test_remediation_carries_the_matcher_of_the_original_header() -> None:
