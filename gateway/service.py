@@ -337,8 +337,12 @@ class Service:
 
     def serve(self) -> int:
         """Run in the foreground until SIGTERM or SIGINT."""
+        received: list[int] = []
+
         def on_signal(signum: int, _frame: Any) -> None:
-            self.log.info("service.signal", signal=signal.Signals(signum).name)
+            # Only set the flag: a handler that logs can raise (a dead log sink) or wait for
+            # the lock of a line the main thread is writing, and then the node never stops.
+            received.append(signum)
             self.stopping.set()
 
         signal.signal(signal.SIGTERM, on_signal)
@@ -356,5 +360,7 @@ class Service:
         self.log.info("service.ready", port=self.port, workers=self.config.network.workers,
                       destinations=list(self.config.destinations))
         self.supervise()
+        if received:
+            self.log.info("service.signal", signal=signal.Signals(received[0]).name)
         self.stop()
         return 0
