@@ -132,6 +132,7 @@ class Worker:
     def process(self, row: Any) -> None:
         from gateway.dicomio import DicomReadError, read_for_deid
         from gateway.pipeline import Forwarded
+        from gateway.routing import no_route_reason
 
         job_id = row["id"]
         if row["attempts"] > MAX_PROCESSING_ATTEMPTS:
@@ -150,9 +151,11 @@ class Worker:
         header = parsed.ds
         decision = self.pipeline.redactor.decide(header)
         machine = asdict(machine_record(header, decision))
-        route = self.router.route(header, row["calling_ae"] or "", row["called_ae"] or "")
+        calling, called = row["calling_ae"] or "", row["called_ae"] or ""
+        route = self.router.route(header, calling, called)
         if route is None:
-            return self._quarantine(job_id, "no route", machine=machine)
+            return self._quarantine(job_id, no_route_reason(header, calling, called),
+                                    machine=machine)
         out = self.state.output(job_id)
         try:
             outcome = self.pipeline.run(parsed, out, profile=route.profile, backup=route.backup,
