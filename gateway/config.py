@@ -384,6 +384,16 @@ def parse_config(data: Any, source: str) -> Config:
     return dataclasses.replace(config, source=source)
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> tuple[str, str]:
+    """(where, problem) of a YAML syntax error: its line and column in the file, not in
+    PyYAML's `<unicode string>`."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    parts = [getattr(exc, "context", None), getattr(exc, "problem", None)]
+    problem = ", ".join(p for p in parts if p) or type(exc).__name__
+    return where, f"not valid YAML: {problem}"
+
+
 def load_config(path: str | os.PathLike | None = None) -> Config:
     """Load a YAML file (or the embedded default when `path` is None)."""
     if path is None:
@@ -397,5 +407,5 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(source, "", f"not valid YAML: {exc}") from None
+        raise ConfigError(source, *_yaml_problem(exc)) from None
     return parse_config(data, source)

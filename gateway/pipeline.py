@@ -55,6 +55,17 @@ class Quarantined:
     reason: str
 
 
+@dataclass(frozen=True)
+class Staged:
+    """An object through every stage but the write: `parsed.ds` is the de-identified dataset."""
+
+    parsed: Parsed
+    decision: Decision
+    counts: dict[str, int]
+    not_backed_up: tuple[str, ...]
+    original_sop_hash: str
+
+
 Outcome = Forwarded | Quarantined
 Destination = Path | Callable[[Dataset], Path]
 
@@ -99,13 +110,12 @@ class Pipeline:
             return Quarantined(f"{exc.kind}: {exc.problem}")
         return self.run(parsed, dst, **options)
 
-    def run(self, parsed: Parsed, dst: Destination, *, profile: str = "default",
-            backup: BackupConfig | None = None, burned_in: str | None = None,
-            fsync: bool = False, decision: Decision | None = None) -> Outcome:
-        """Run every stage on an object already read (the gateway routes on its header first);
-        write the result to `dst` (a path, or a function of the de-identified dataset giving
-        one), fsync'd if asked, or say why it is quarantined. `decision` is the redactor's for
-        this header when the caller has already asked for it."""
+    def stage(self, parsed: Parsed, *, profile: str = "default",
+              backup: BackupConfig | None = None, burned_in: str | None = None,
+              decision: Decision | None = None) -> Staged | Quarantined:
+        """Every stage but the write, on an object already read: `parsed.ds` becomes the
+        de-identified dataset (pixels loaded only if redacted), or the reason it must not leave.
+        `decision` is the redactor's for this header when the caller has already asked for it."""
         backup = backup if backup is not None else self.config.backup
         prof = self.profile(profile)
         try:
@@ -138,6 +148,21 @@ class Pipeline:
             return Quarantined(f"de-identification failed: {safe_message(exc)}")
         if problems:
             return Quarantined("verify refused: " + "; ".join(problems[:5]))
+        return Staged(parsed, decision, dict(remediation.counts), not_backed_up,
+                      keyed_hash(self.key, original_sop, 32))
+
+    def run(self, parsed: Parsed, dst: Destination, *, profile: str = "default",
+            backup: BackupConfig | None = None, burned_in: str | None = None,
+            fsync: bool = False, decision: Decision | None = None) -> Outcome:
+        """Run every stage on an object already read (the gateway routes on its header first);
+        write the result to `dst` (a path, or a function of the de-identified dataset giving
+        one), fsync'd if asked, or say why it is quarantined. `decision` is the redactor's for
+        this header when the caller has already asked for it."""
+        staged = self.stage(parsed, profile=profile, backup=backup, burned_in=burned_in,
+                            decision=decision)
+        if isinstance(staged, Quarantined):
+            return staged
+        ds = parsed.ds
         try:
             target = dst(ds) if callable(dst) else Path(dst)
             write(parsed, target, fsync=fsync)
@@ -150,8 +175,8 @@ class Pipeline:
             sop_uid=stored_text(ds, SOP_INSTANCE_UID),
             sop_class_uid=stored_text(ds, SOP_CLASS_UID),
             transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
-            original_sop_hash=keyed_hash(self.key, original_sop, 32),
-            counts=dict(remediation.counts),
-            not_backed_up=not_backed_up,
-            redaction_rule=decision.rule,
+            original_sop_hash=staged.original_sop_hash,
+            counts=staged.counts,
+            not_backed_up=staged.not_backed_up,
+            redaction_rule=staged.decision.rule,
         )

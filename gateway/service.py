@@ -132,6 +132,7 @@ class Worker:
     def process(self, row: Any) -> None:
         from gateway.dicomio import DicomReadError, read_for_deid
         from gateway.pipeline import Forwarded
+        from gateway.routing import no_route_reason
 
         job_id = row["id"]
         if row["attempts"] > MAX_PROCESSING_ATTEMPTS:
@@ -150,9 +151,11 @@ class Worker:
         header = parsed.ds
         decision = self.pipeline.redactor.decide(header)
         machine = asdict(machine_record(header, decision))
-        route = self.router.route(header, row["calling_ae"] or "", row["called_ae"] or "")
+        calling, called = row["calling_ae"] or "", row["called_ae"] or ""
+        route = self.router.route(header, calling, called)
         if route is None:
-            return self._quarantine(job_id, "no route", machine=machine)
+            return self._quarantine(job_id, no_route_reason(header, calling, called),
+                                    machine=machine)
         out = self.state.output(job_id)
         try:
             outcome = self.pipeline.run(parsed, out, profile=route.profile, backup=route.backup,
@@ -342,8 +345,12 @@ class Service:
 
     def serve(self) -> int:
         """Run in the foreground until SIGTERM or SIGINT."""
+        received: list[int] = []
+
         def on_signal(signum: int, _frame: Any) -> None:
-            self.log.info("service.signal", signal=signal.Signals(signum).name)
+            # Only set the flag: a handler that logs can raise (a dead log sink) or wait for
+            # the lock of a line the main thread is writing, and then the node never stops.
+            received.append(signum)
             self.stopping.set()
 
         signal.signal(signal.SIGTERM, on_signal)
@@ -361,5 +368,7 @@ class Service:
         self.log.info("service.ready", port=self.port, workers=self.config.network.workers,
                       destinations=list(self.config.destinations))
         self.supervise()
+        if received:
+            self.log.info("service.signal", signal=signal.Signals(received[0]).name)
         self.stop()
         return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -72,9 +73,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway import logs
     from gateway.service import Service
     from gateway.sitekey import load_site_key
+    from gateway.statedir import OWNER_ONLY_UMASK
 
     config = load_config(args.config)
     logs.configure(config.log_level, role="node")
+    os.umask(OWNER_ONLY_UMASK)  # spool, quarantine and database hold originals: owner-only
     return Service(config, load_site_key(config)).serve()
 
 

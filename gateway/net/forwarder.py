@@ -30,6 +30,7 @@ from pynetdicom.status import code_to_category
 from gateway.config import DestinationConfig
 from gateway.logs import get_logger
 from gateway.net import set_nodelay
+from gateway.net.reach import connection_problem
 from gateway.net.reactor_pause import guard
 from gateway.net.tls import ClientContext
 from gateway.statedir import StateDir
@@ -171,7 +172,7 @@ class Slot(threading.Thread):
                                  max_pdu=self.outbox.max_pdu,
                                  tls_args=None if tls is None else (tls, d.host))
         except Exception as exc:  # noqa: BLE001 - any socket error is a connection failure
-            self.error = f"connection failed: {type(exc).__name__}"
+            self.error = connection_problem(d.host, d.port, exc)
             return DOWN
         if assoc.is_rejected:
             answer = assoc.acceptor.primitive
@@ -182,8 +183,8 @@ class Slot(threading.Thread):
             if assoc.rejected_contexts:  # pynetdicom aborts when the peer accepted none
                 return REFUSED
             failure = tls.take_failure() if tls is not None else None
-            self.error = (f"TLS handshake failed: {failure}" if failure
-                          else "connection failed: no association")
+            self.error = (f"TLS handshake with {d.host}:{d.port} failed: {failure}" if failure
+                          else connection_problem(d.host, d.port))
             return DOWN
         set_nodelay(getattr(assoc.dul.socket, "socket", None))
         guard(assoc)  # else a response can be lost to pynetdicom's reactor (reactor_pause.py)
