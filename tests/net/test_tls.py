@@ -199,7 +199,8 @@ def test_a_destination_whose_certificate_does_not_verify_gets_nothing(pki, tmp_p
     try:
         def error() -> str:
             return store.deliveries(job)[0]["error"] or ""
-        assert wait_for(lambda: f"TLS handshake with 127.0.0.1:{scp.port} failed" in error(), 60), error()
+        assert wait_for(lambda: f"TLS handshake with 127.0.0.1:{scp.port} failed" in error(),
+                        60), error()
         assert "certificate verify failed" in error()
     finally:
         stop.set()
