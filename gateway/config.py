@@ -157,8 +157,19 @@ class RedactionConfig:
         "1.2.840.10008.5.1.4.1.1.77.1.2.1",  # Video Microscopic
         "1.2.840.10008.5.1.4.1.1.77.1.4.1",  # Video Photographic
     )
-    on_risk: Literal["quarantine", "pass"] = "quarantine"
+    # at-risk objects no rule covers: quarantine them, pass them as they are, or find their
+    # text by OCR and redact what identifies (`ocr_redact: all`: every word found)
+    on_risk: Literal["quarantine", "pass", "ocr"] = "quarantine"
+    ocr_redact: Literal["identifying", "all"] = "identifying"
+    ocr_patterns: tuple[str, ...] = ()  # regular expressions (case-insensitive) that identify
     output_encoding: Literal["native", "rle", "jpeg2000"] = "native"
+
+    def __post_init__(self) -> None:
+        for i, pattern in enumerate(self.ocr_patterns):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"ocr_patterns[{i}]: not a regular expression: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -251,7 +262,7 @@ class RouteConfig:
     # keyword or tag -> value | [values] | {test: argument} (gateway.deid.signatures' language)
     tags: dict[str, Any] = field(default_factory=dict)
     backup: BackupConfig | None = None
-    burned_in: Literal["quarantine", "pass"] | None = None
+    burned_in: Literal["quarantine", "pass", "ocr"] | None = None
 
     def __post_init__(self) -> None:
         if self.tags:

@@ -1,5 +1,7 @@
 """One object through the stages: read → redaction decision → remediate → back up → redact
-pixels → stamp → verify → write. The result is an explicit value: Forwarded or Quarantined.
+pixels (by rule, or by OCR for at-risk objects no rule covers when `on_risk: ocr`) → stamp →
+verify (the header, and after any redaction the pixels, read again by OCR) → write. The result
+is an explicit value: Forwarded or Quarantined.
 
 The network worker and the batch command both call `Pipeline.process`; nothing here logs or
 touches the network or the database.
@@ -14,11 +16,12 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from gateway.config import BackupConfig, Config
+from gateway.config import BackupConfig, Config, ConfigError
 from gateway.deid.backup import attach_backup
 from gateway.deid.keyed import keyed_hash
+from gateway.deid.ocr import IdentifierTokens, OcrUnavailable, check_available
 from gateway.deid.profile import Profile
-from gateway.deid.redact import Decision, Redactor
+from gateway.deid.redact import Decision, RedactionError, Redactor
 from gateway.deid.remediate import remediate
 from gateway.deid.stamp import stamp
 from gateway.deid.values import stored_text
@@ -95,6 +98,12 @@ class Pipeline:
         self._profiles = {name: Profile.from_config(config.profile_named(name))
                           for name in ("default", *config.profiles)}
         self.redactor = Redactor(config.redaction, config.base_dir)
+        if self.redactor.rules or "ocr" in (config.redaction.on_risk,
+                                           *(r.burned_in for r in config.routes)):
+            try:  # every redaction is checked by OCR, and `ocr` needs it: fail at start
+                check_available()
+            except OcrUnavailable as exc:
+                raise ConfigError(config.source, "redaction", str(exc)) from None
         backups = [config.backup, *(r.backup for r in config.routes if r.backup)]
         self._certificates = {b.recipients: load_certificates(b.recipients, config.base_dir)
                               for b in backups if b.enabled}
@@ -125,7 +134,8 @@ class Pipeline:
             if decision.refused and policy == "quarantine":
                 return Quarantined(
                     f"burned-in text risk, no redaction rule for {decision.signature}")
-            if decision.regions:
+            by_ocr = decision.refused and policy == "ocr"
+            if decision.regions or by_ocr:
                 load_pixels(parsed)
             ds = parsed.ds
             original_sop = stored_text(ds, SOP_INSTANCE_UID)
@@ -137,13 +147,23 @@ class Pipeline:
                                               self._certificates[backup.recipients],
                                               cfg.backup_max_value_bytes)
             extra: tuple[str, ...] = ()
+            # the matcher verify uses, and its OCR-tolerant cousin (a misread letter, words run
+            # together)
+            identifiers = [remediation.matcher.spans,
+                           IdentifierTokens(remediation.identifiers).spans]
             if decision.regions:
                 self.redactor.redact(ds, decision)
                 extra = (CLEAN_PIXEL_DATA,)
+            elif by_ocr and self.redactor.redact_text(ds, identifiers):
+                extra = (CLEAN_PIXEL_DATA,)
             stamp(ds, prof, extra)
             problems = verify(ds, remediation, prof)
+            if decision.regions or by_ocr:  # the pixel half of verify
+                problems += self.redactor.readable_text(ds, identifiers)
         except DicomReadError as exc:
             return Quarantined(f"{exc.kind}: {exc.problem}")
+        except RedactionError as exc:
+            return Quarantined(f"burned-in text risk, and the pixels cannot be read: {exc}")
         except Exception as exc:  # one bad object must never stop the run
             return Quarantined(f"de-identification failed: {safe_message(exc)}")
         if problems:

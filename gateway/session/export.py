@@ -153,7 +153,8 @@ def export(db: sqlite_utils.Database, db_path: Path, out: Path, config: Config, 
                 _record(db, out, file_id, version, settings, redaction, "", outcome,
                         target, CONFLICT if conflict else None)
                 continue
-            if fresh and e_redaction == redaction:
+            unreadable = e_version == version and e_outcome == "quarantined" and not e_decision
+            if unreadable or fresh and e_redaction == redaction:  # (no settings read the former)
                 summary.done += 1
                 continue
             todo.append((file_id, path, root, version, e_decision if fresh else None, e_path))
@@ -183,7 +184,7 @@ def export(db: sqlite_utils.Database, db_path: Path, out: Path, config: Config, 
 
         def on_death(i: int, how: str) -> None:
             on_result(i, ("quarantined",
-                          f"worker died: the process de-identifying this file was {how}", ""))
+                          f"worker died: the process de-identifying this file was {how}", "died"))
 
         run_parallel(todo, work, on_result, on_death, "exporting", workers, progress)
         summary.outcomes.update(dict(db.execute(
