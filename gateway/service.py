@@ -208,11 +208,13 @@ def worker_main(config: Config, site_key: bytes, root: str, stop: Any) -> None:
 def forwarder_main(config: Config, name: str, root: str, stop: Any) -> None:
     """Entry point of the forwarder process of one destination."""
     from gateway.net.forwarder import Outbox
+    from gateway.net.tls import client_context
 
     _child_setup(config, "forwarder", stop.node_pid)
     local_stop = threading.Event()  # the slots' flag, set when the node's flag is
     outbox = Outbox(name, config.destinations[name], StateDir(root),
-                    calling_ae=config.network.ae_title, stop=local_stop)
+                    calling_ae=config.network.ae_title, stop=local_stop,
+                    tls=client_context(config, name))
     outbox.start()
     while not stop.wait(0.1):
         orphaned_check(stop.node_pid)
@@ -259,12 +261,15 @@ class Service:
 
     def __init__(self, config: Config, site_key: bytes) -> None:
         from gateway.net.receiver import Receiver
+        from gateway.net.tls import client_context
         from gateway.pipeline import Pipeline
 
         # What every worker compiles at its start (profiles, redaction rules and scripts,
         # recipient certificates), compiled once here: a configuration the workers could not
         # start with stops the node before it accepts an object, instead of a restart loop.
         Pipeline(config, site_key)
+        for name in config.destinations:  # the same for the forwarders' TLS files
+            client_context(config, name)
         self.config = config
         self.key = site_key
         self.digest = running.file_digest(config.source)

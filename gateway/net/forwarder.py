@@ -32,6 +32,7 @@ from gateway.logs import get_logger
 from gateway.net import set_nodelay
 from gateway.net.reach import connection_problem
 from gateway.net.reactor_pause import guard
+from gateway.net.tls import ClientContext
 from gateway.statedir import StateDir
 from gateway.store import Claim, IdlePoll, Store
 
@@ -165,9 +166,11 @@ class Slot(threading.Thread):
                 fallback.add(sop_class)
             proposed.add((sop_class, ts))
         d = self.outbox.dest
+        tls = self.outbox.tls
         try:
             assoc = ae.associate(d.host, d.port, ae_title=d.ae_title,
-                                 max_pdu=self.outbox.max_pdu)
+                                 max_pdu=self.outbox.max_pdu,
+                                 tls_args=None if tls is None else (tls, d.host))
         except Exception as exc:  # noqa: BLE001 - any socket error is a connection failure
             self.error = connection_problem(d.host, d.port, exc)
             return DOWN
@@ -179,7 +182,9 @@ class Slot(threading.Thread):
         if not assoc.is_established:
             if assoc.rejected_contexts:  # pynetdicom aborts when the peer accepted none
                 return REFUSED
-            self.error = connection_problem(d.host, d.port)
+            failure = tls.take_failure() if tls is not None else None
+            self.error = (f"TLS handshake with {d.host}:{d.port} failed: {failure}" if failure
+                          else connection_problem(d.host, d.port))
             return DOWN
         set_nodelay(getattr(assoc.dul.socket, "socket", None))
         guard(assoc)  # else a response can be lost to pynetdicom's reactor (reactor_pause.py)
@@ -279,8 +284,9 @@ class Outbox:
 
     def __init__(self, name: str, dest: DestinationConfig, state: StateDir, *,
                  calling_ae: str, stop: Any, max_pdu: int = 0, batch: int = 16,
-                 poll: float = 0.02, idle: float = 10.0) -> None:
-        self.name, self.dest, self.state = name, dest, state
+                 poll: float = 0.02, idle: float = 10.0,
+                 tls: ClientContext | None = None) -> None:
+        self.name, self.dest, self.state, self.tls = name, dest, state, tls
         self.calling_ae, self.stop, self.max_pdu = calling_ae, stop, max_pdu
         self.batch, self.poll, self.idle = batch, poll, idle
         self.owner = f"fwd-{name}-{os.getpid()}"
