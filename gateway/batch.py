@@ -16,6 +16,7 @@ from pathlib import Path
 from gateway.config import Config
 from gateway.fanout import fan_out
 from gateway.pipeline import Forwarded, Outcome, Pipeline, Quarantined, layout_path
+from gateway.safetext import safe_message
 
 
 @dataclass
@@ -51,10 +52,21 @@ def quarantine_dir(output: Path) -> Path:
 
 
 def _quarantine(src: Path, root: Path, qdir: Path, reason: str) -> None:
+    """Copy a refused original (identifiers and all) under `qdir`, owner-only (folders 0700,
+    files 0600, whatever the input's modes), with its reason beside it."""
     rel = src.relative_to(root) if src != root and root in src.parents else Path(src.name)
     target = qdir / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src, target)
+    folder = qdir
+    qdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for part in rel.parent.parts:
+        folder = folder / part
+        folder.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older copy may have been made with the input's mode
+    with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+    st = src.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
     target.with_name(target.name + ".reason.txt").write_text(reason + "\n")
 
 
@@ -88,12 +100,18 @@ def run_batch(source: Path, output: Path, config: Config, key: bytes, workers: i
         if on_result:
             on_result(src, outcome)
 
+    def work(src: Path) -> Outcome:
+        try:
+            return pipeline.process(src, place)
+        except OSError as exc:  # a full disk: the file is refused, saying why, and the run goes on
+            return Quarantined(f"cannot write the de-identified object: {safe_message(exc)}")
+
     if not hasattr(os, "fork"):  # not Linux or another Unix: one process, no crash isolation
         for src in files:
-            record(src, pipeline.process(src, place))
+            record(src, work(src))
         return summary
     # Even one worker is a child process: a crash on one file then costs that file, not the run.
-    fan_out(files, lambda src: pipeline.process(src, place), workers,
+    fan_out(files, work, workers,
             lambda i, outcome: record(files[i], outcome),
             lambda i, how: record(files[i], Quarantined(
                 f"worker died: the process de-identifying this file was {how}")))

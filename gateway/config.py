@@ -157,8 +157,19 @@ class RedactionConfig:
         "1.2.840.10008.5.1.4.1.1.77.1.2.1",  # Video Microscopic
         "1.2.840.10008.5.1.4.1.1.77.1.4.1",  # Video Photographic
     )
-    on_risk: Literal["quarantine", "pass"] = "quarantine"
+    # at-risk objects no rule covers: quarantine them, pass them as they are, or find their
+    # text by OCR and redact what identifies (`ocr_redact: all`: every word found)
+    on_risk: Literal["quarantine", "pass", "ocr"] = "quarantine"
+    ocr_redact: Literal["identifying", "all"] = "identifying"
+    ocr_patterns: tuple[str, ...] = ()  # regular expressions (case-insensitive) that identify
     output_encoding: Literal["native", "rle", "jpeg2000"] = "native"
+
+    def __post_init__(self) -> None:
+        for i, pattern in enumerate(self.ocr_patterns):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"ocr_patterns[{i}]: not a regular expression: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -167,6 +178,36 @@ class CallerConfig:
 
     ae_title: str
     address: str | None = None
+
+
+@dataclass(frozen=True)
+class ServerTLSConfig:
+    """DICOM TLS on the receiver (PS3.15 Annex B): the node's certificate and key, and the CAs
+    that sign its callers' certificates."""
+
+    certificate: str
+    private_key: str
+    ca_certificates: str | None = None
+    require_client_certificate: bool = False
+
+    def __post_init__(self) -> None:
+        if self.require_client_certificate and self.ca_certificates is None:
+            raise ValueError("require_client_certificate needs ca_certificates (the CAs "
+                             "that sign the callers' certificates)")
+
+
+@dataclass(frozen=True)
+class ClientTLSConfig:
+    """DICOM TLS to a destination: the CAs its certificate must chain to (else the system's),
+    and the node's own certificate and key when the destination asks for one."""
+
+    ca_certificates: str | None = None
+    certificate: str | None = None
+    private_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("give both certificate and private_key, or neither")
 
 
 @dataclass(frozen=True)
@@ -179,11 +220,17 @@ class NetworkConfig:
     max_pdu: int = 65536
     allowed_callers: tuple[CallerConfig, ...] = ()  # empty: any caller
     workers: int = 2
+    tls: ServerTLSConfig | None = None
+    accept_any_called_ae: bool = False  # else only ae_title and the routes' called_ae
+    max_associations: int = 64
+    max_associations_per_peer: int = 16  # per IP address, connections not yet associated too
 
     def __post_init__(self) -> None:
         _check_ae(self.ae_title)
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is outside 0..65535")
+        if self.max_associations < 1 or self.max_associations_per_peer < 1:
+            raise ValueError("max_associations and max_associations_per_peer must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -197,6 +244,7 @@ class DestinationConfig:
     max_retries: int = 8
     backoff_seconds: float = 1.0
     max_backoff_seconds: float = 300.0
+    tls: ClientTLSConfig | None = None
 
     def __post_init__(self) -> None:
         _check_ae(self.ae_title)
@@ -214,7 +262,7 @@ class RouteConfig:
     # keyword or tag -> value | [values] | {test: argument} (gateway.deid.signatures' language)
     tags: dict[str, Any] = field(default_factory=dict)
     backup: BackupConfig | None = None
-    burned_in: Literal["quarantine", "pass"] | None = None
+    burned_in: Literal["quarantine", "pass", "ocr"] | None = None
 
     def __post_init__(self) -> None:
         if self.tags:
@@ -347,6 +395,16 @@ def parse_config(data: Any, source: str) -> Config:
     return dataclasses.replace(config, source=source)
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> tuple[str, str]:
+    """(where, problem) of a YAML syntax error: its line and column in the file, not in
+    PyYAML's `<unicode string>`."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    parts = [getattr(exc, "context", None), getattr(exc, "problem", None)]
+    problem = ", ".join(p for p in parts if p) or type(exc).__name__
+    return where, f"not valid YAML: {problem}"
+
+
 def load_config(path: str | os.PathLike | None = None) -> Config:
     """Load a YAML file (or the embedded default when `path` is None)."""
     if path is None:
@@ -360,5 +418,5 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(source, "", f"not valid YAML: {exc}") from None
+        raise ConfigError(source, *_yaml_problem(exc)) from None
     return parse_config(data, source)

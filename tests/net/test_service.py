@@ -51,7 +51,11 @@ def test_no_route_quarantines_and_keeps_the_original(tmp_path):
                                              "destinations": ["pacs"]}])
     spool(state, store, "j1")
     worker.run_once()
-    assert store.job("j1")["state"] == QUARANTINED and store.job("j1")["reason"] == "no route"
+    assert store.job("j1")["state"] == QUARANTINED
+    # The reason says what the routes were tried on, so the fix to the configuration is plain.
+    assert store.job("j1")["reason"] == (
+        "no route: modality CT, SOP class 1.2.840.10008.5.1.4.1.1.2, calling AE MOD, called AE "
+        "GANTRY; no route matches and there is no default_route")
     assert state.original("j1") == state.quarantined("j1")
     assert not state.output("j1").exists()
 
@@ -69,11 +73,12 @@ def test_an_object_that_keeps_killing_its_worker_is_quarantined(tmp_path):
     spool(state, store, "j1")
     for i in range(MAX_PROCESSING_ATTEMPTS):  # each time the worker "died" holding it
         store.claim_jobs(f"worker-{i}-x")
-        store.reclaim(owner=f"worker-{i}-")
+        store.reclaim(owner=f"worker-{i}-", culprit="j1")
     worker.run_once()
     row = store.job("j1")
     assert row["state"] == QUARANTINED
-    assert row["reason"] == f"processing did not finish in {MAX_PROCESSING_ATTEMPTS} attempts"
+    assert row["reason"] == (f"its worker process died {MAX_PROCESSING_ATTEMPTS} times "
+                             f"processing it")
 
 
 def test_reasons_are_stored_with_quoted_values_blanked(tmp_path):
