@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 
 from pydicom.dataset import Dataset
 
@@ -49,6 +50,9 @@ PLACE_TAGS = frozenset({
 # Name words too common to identify on their own (the whole name still does).
 PARTICLES = frozenset({"da", "de", "del", "der", "des", "di", "do", "dos", "du", "la", "le",
                        "van", "von", "den", "ter", "ten", "st", "y", "al", "el", "bin", "ibn"})
+# An element is a source of identifiers by its VR (UN or none: implicit, looked up) or its tag.
+SOURCE_VRS = frozenset({"SQ", "PN", "DA", "DT", "UN", None})
+SOURCE_TAGS = ID_TAGS | PLACE_TAGS | {PATIENT_BIRTH_DATE}
 DEVICE_TAGS = (0x00080070, 0x00081090)  # Manufacturer, ManufacturerModelName
 MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
           "september", "october", "november", "december")
@@ -70,17 +74,18 @@ def _forms(words: list[str]) -> set[Form]:
         {tuple(words)} if words else set())
 
 
-def date_forms(value: str) -> set[Form]:
+@lru_cache(maxsize=4096)  # an object's values recur in the next objects of its study
+def date_forms(value: str) -> frozenset[Form]:
     """The ways people write the date of a DA (or the date part of a DT) value: 20240312 →
     20240312, 2024-03-12, 12/03/2024, 03/12/2024, 12.03.24, 3/12/24, 12 Mar 2024, March 12 2024,
     12-MAR-2024 ... (each as tokens and as one token)."""
     digits = "".join(c for c in value[:10] if c.isdigit())[:8]
     if len(digits) != 8:
-        return set()
+        return frozenset()
     try:
         day = dt.date(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
     except ValueError:
-        return set()
+        return frozenset()
     y, yy = f"{day.year:04d}", f"{day.year % 100:02d}"
     forms: set[Form] = set()
     for d in {f"{day.day:02d}", str(day.day)}:
@@ -90,10 +95,11 @@ def date_forms(value: str) -> set[Form]:
         for mon in (MONTHS[day.month - 1], MONTHS[day.month - 1][:3]):
             for order in ((d, mon, y), (mon, d, y), (d, mon, yy), (y, mon, d)):
                 forms |= _forms(list(order))
-    return forms
+    return frozenset(forms)
 
 
-def name_forms(value: str) -> set[Form]:
+@lru_cache(maxsize=4096)  # an object's values recur in the next objects of its study
+def name_forms(value: str) -> frozenset[Form]:
     """A person name's identifying words: each word of its family, given and middle names, and
     each of those names whole (prefixes, suffixes and name particles alone do not identify).
     A name holding digits (`CQ500-CT-310`) is an ID: it identifies only whole."""
@@ -103,26 +109,31 @@ def name_forms(value: str) -> set[Form]:
             words = tokens(component)
             if not any(c.isdigit() for c in component):
                 forms.update((w,) for w in words if w not in PARTICLES)
-            forms |= id_forms(component) if words else set()
-    return forms
+            forms |= id_forms(component)
+    return frozenset(forms)
 
 
-def id_forms(value: str) -> set[Form]:
+@lru_cache(maxsize=4096)  # an object's values recur in the next objects of its study
+def id_forms(value: str) -> frozenset[Form]:
     """An ID or number: its tokens (1CT1 → 1 CT 1), and joined where that is one token."""
-    return _forms(tokens(value))
+    return frozenset(_forms(tokens(value)))
 
 
-def place_forms(value: str) -> set[Form]:
+@lru_cache(maxsize=4096)  # an object's values recur in the next objects of its study
+def place_forms(value: str) -> frozenset[Form]:
     """An institution or address: the whole value and each part between commas, carets,
     semicolons or line breaks."""
     parts = re.split(r"[,^;\r\n]", value)
-    return {f for p in [value, *parts] for f in _forms(tokens(p))}
+    return frozenset(f for p in [value, *parts] for f in _forms(tokens(p)))
 
 
 class IdentifierSet:
     """The identifying tokens of one object, collected from its ORIGINAL header."""
 
-    def __init__(self, forms: Iterable[Form] = ()) -> None:
+    def __init__(self, forms: Iterable[Form] = (), values: Iterable[str] = ()) -> None:
+        """`forms`: token runs that identify; `values`: the values they came from (dates
+        aside), for matchers of their own (OCR's tolerant one)."""
+        self.values = frozenset(values)
         dummy = (DUMMY_TEXT.casefold(),)
         self._forms = frozenset(f for f in forms
                                 if len("".join(f)) >= MIN_LENGTH and f != dummy)
@@ -137,10 +148,12 @@ class IdentifierSet:
         an element the profile keeps as it is (K, an override `keep`, or an unlisted non-PN
         element) is no identifier: its value may be exported by choice. Nor is a place named in
         the device's maker or model name (test sites name their institution after the maker)."""
-        people, places = _collect(ds, profile)
+        people, places, values = _collect(ds, profile)
         device = [tokens(v) for tag in DEVICE_TAGS if tag in ds._dict
                   for v in text_values(ds, tag)]
-        return cls(people | {f for f in places if not any(_occurs(f, d) for d in device)})
+        places = {f for f in places if not any(_occurs(f, d) for d in device)}
+        kept = {v for v, place in values.items() if not place or _forms(tokens(v)) & places}
+        return _built(frozenset(people | places), frozenset(kept))
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Character spans of `text` holding an identifier, sorted, overlaps merged."""
@@ -154,7 +167,15 @@ class IdentifierSet:
 
     def found_in(self, text: str) -> bool:
         """Whether `text` holds any identifier of the object."""
-        return next(self._matches(text), None) is not None
+        index = self._index
+        if not index:
+            return False
+        words = TOKEN.findall(text.casefold())
+        for i, word in enumerate(words):
+            for form in index.get(word, ()):
+                if len(form) == 1 or tuple(words[i:i + len(form)]) == form:
+                    return True
+        return False
 
     def scrub(self, text: str) -> str:
         """`text` with every identifier removed."""
@@ -186,6 +207,11 @@ class IdentifierSet:
                     break
 
 
+@lru_cache(maxsize=64)  # the objects of one study share their identifiers
+def _built(forms: frozenset[Form], values: frozenset[str]) -> IdentifierSet:
+    return IdentifierSet(forms, values)
+
+
 def _kept_by(profile: Profile, tag: int, vr: str, sop_class: str) -> bool:
     override = profile.overrides.get(tag)
     if override is not None:
@@ -195,21 +221,30 @@ def _kept_by(profile: Profile, tag: int, vr: str, sop_class: str) -> bool:
 
 
 def _occurs(form: Form, words: list[str]) -> bool:
+    """Whether `form` is a run of `words`, or (one token) a run of them joined."""
     n = len(form)
-    return any(tuple(words[i:i + n]) == form for i in range(len(words) - n + 1))
+    if any(tuple(words[i:i + n]) == form for i in range(len(words) - n + 1)):
+        return True
+    return n == 1 and any("".join(words[i:j]) == form[0]
+                          for i in range(len(words)) for j in range(i + 2, len(words) + 1))
 
 
-def _collect(ds: Dataset, profile: Profile | None) -> tuple[set[Form], set[Form]]:
-    """The forms of the people's names, IDs and dates of `ds`, and those of its places."""
+def _collect(ds: Dataset, profile: Profile | None
+             ) -> tuple[set[Form], set[Form], dict[str, bool]]:
+    """The forms of the people's names, IDs and dates of `ds`, those of its places, and the
+    values (dates aside) they came from (→ whether a place)."""
     people: set[Form] = set()
     places: set[Form] = set()
+    values: dict[str, bool] = {}
     sop_class = " ".join(text_values(ds, 0x00080016)) if 0x00080016 in ds._dict else ""
 
     def walk(item: Dataset) -> None:
-        for key in list(item._dict):
+        for key, elem in list(item._dict.items()):
             tag = int(key)
-            group = tag >> 16
-            if group & 1 or group == 0x0002 or not tag & 0xFFFF:
+            vr = elem.VR
+            if vr not in SOURCE_VRS and tag not in SOURCE_TAGS:
+                continue  # the common case, decided without a dictionary look-up
+            if tag >> 16 & 1 or tag >> 16 == 0x0002 or not tag & 0xFFFF:
                 continue
             vr = element_vr(item, key)
             if vr == "SQ":
@@ -229,9 +264,11 @@ def _collect(ds: Dataset, profile: Profile | None) -> tuple[set[Form], set[Form]
             if profile is not None and _kept_by(profile, tag, vr, sop_class):
                 continue
             for value in text_values(item, key):
+                if kind is not date_forms and value:
+                    values[value] = values.get(value, False) or kind is place_forms
                 ranged = kind is date_forms and "-" in value  # a range A-B, or 2024-03-12
                 for part in (value, *value.split("-")) if ranged else (value,):
                     (places if kind is place_forms else people).update(kind(part))
 
     walk(ds)
-    return people, places
+    return people, places, values

@@ -45,7 +45,8 @@ class Remediation:
     originals: Dataset = field(default_factory=Dataset)
     counts: Counter = field(default_factory=Counter)
     uid_map: dict[str, str] = field(default_factory=dict)
-    identifiers: set[str] = field(default_factory=set)  # original UIDs (verify looks for them)
+    # Original UIDs, and the identifying values (dates aside) the matcher came from.
+    identifiers: set[str] = field(default_factory=set)
     matcher: IdentifierSet = field(default_factory=IdentifierSet)  # of the original header
     pseudonym: str = ""
     date_offset_days: int | None = None
@@ -373,7 +374,7 @@ def remediate(ds: Dataset, profile: Profile, key: bytes, keep_originals: bool = 
     state.walk(ds, top=True)
     remediate_file_meta(ds, state)
     result = state.result
-    result.identifiers = set(result.uid_map)
+    result.identifiers = set(result.uid_map) | result.matcher.values
     if LONGITUDINAL_MODIFIED in ds:  # overwritten below: its original goes to the backup
         state._record(ds, LONGITUDINAL_MODIFIED, True)
     if profile.modified_dates:

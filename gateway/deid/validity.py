@@ -7,7 +7,7 @@ nothing of it may be kept, logged or stored. Problems name the VR and the rule, 
 from __future__ import annotations
 
 import re
-from functools import cache
+from functools import cache, lru_cache
 
 from pydicom.datadict import DicomDictionary, tag_for_keyword
 from pydicom.dataelem import RawDataElement
@@ -33,6 +33,7 @@ SINGLE_VALUED = frozenset({"LT", "ST", "UT", "UR"})  # a backslash in them is te
 ASCII_ONLY = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI", "UR"})
 
 
+@lru_cache(maxsize=8192)  # device and coded values recur from object to object
 def value_problem(vr: str, value: str) -> str | None:
     """What makes one value invalid for `vr`, or None."""
     value = value.rstrip(" \x00")
@@ -62,22 +63,25 @@ def max_values(tag: int) -> int | None:
         return None
 
 
-def element_problem(ds: Dataset, key: int) -> str | None:
+def element_problem(ds: Dataset, key: int, values: list[str] | None = None,
+                    vr: str | None = None) -> str | None:
     """What makes a string element of `ds` invalid for its VR or VM, or None (non-string
-    elements are pydicom's to check)."""
-    vr = element_vr(ds, key)
+    elements are pydicom's to check). `values`, `vr`: its text_values and element_vr, when the
+    caller has them."""
+    vr = vr or element_vr(ds, key)
     if vr not in CHARACTERS:
         return None
     raw = ds._dict[key]
     if (isinstance(raw, RawDataElement) and vr in ASCII_ONLY and raw.value
             and not raw.value.isascii()):
         return f"{vr} value with bytes outside ASCII"
-    values = text_values(ds, key)
+    if values is None:
+        values = text_values(ds, key)
     for value in values:
         problem = value_problem(vr, value)
         if problem is not None:
             return problem
-    limit = max_values(int(key)) if vr not in SINGLE_VALUED else None
+    limit = max_values(int(key)) if vr not in SINGLE_VALUED and len(values) > 1 else None
     if limit is not None and len(values) > limit:
         return f"{len(values)} values where the element allows {limit}"
     return None

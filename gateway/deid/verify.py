@@ -22,7 +22,7 @@ LONG_UID = 6  # original UIDs this long are also looked for inside other text
 
 def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]:
     """Problems that make `ds` unsafe to export; empty when it passes. Names tags, never values."""
-    uids = remediation.identifiers
+    uids = set(remediation.uid_map)
     long_uids = [v for v in uids if len(v) >= LONG_UID]
     matcher = remediation.matcher
     problems: list[str] = []
@@ -35,7 +35,6 @@ def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]
             if tag == ENCRYPTED_ATTRIBUTES and top:
                 continue  # the one permitted carrier of originals (sealed)
             group, element = tag >> 16, tag & 0xFFFF
-            where = f"{path}{tag_str(tag)}"
             vr = element_vr(item, key)
             if group & 1:
                 if 0x10 <= element <= 0xFF:
@@ -45,32 +44,32 @@ def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]
                 creator = creators.get((group, element >> 8))
                 if not (override and override.action == "keep") and not profile.is_safe_private(
                         group, creator, element):
-                    problems.append(f"private element {where} is not safe to keep")
+                    problems.append(f"private element {path}{tag_str(tag)} is not safe to keep")
                     continue
             elif tag not in profile.overrides and element and group != 0x0002 and (
                     public_action(profile, tag, vr, sop_class) == "X"):
-                problems.append(f"{where} should have been removed")
+                problems.append(f"{path}{tag_str(tag)} should have been removed")
                 continue
             if vr == "SQ":
                 for i, sub in enumerate(item[key].value or ()):
-                    check(sub, f"{where}[{i}].", False)
+                    check(sub, f"{path}{tag_str(tag)}[{i}].", False)
                 continue
             if vr not in STRING_VRS:
                 continue
-            invalid = element_problem(item, key)
+            values = text_values(item, key)
+            invalid = element_problem(item, key, values, vr)
             if invalid is not None:
-                problems.append(f"{where} is not valid: {invalid}")
+                problems.append(f"{path}{tag_str(tag)} is not valid: {invalid}")
                 continue
             if tag in CLASS_UID_TAGS:  # a class is no identifier
                 continue
-            values = text_values(item, key)
             if vr == "UI":
                 leaked = any(v in uids for v in values)
             else:
                 leaked = any(matcher.found_in(v) or any(u in v for u in long_uids)
                              for v in values)
             if leaked:
-                problems.append(f"an original identifier survives in {where}")
+                problems.append(f"an original identifier survives in {path}{tag_str(tag)}")
 
     meta = getattr(ds, "file_meta", None)
     if meta is not None:

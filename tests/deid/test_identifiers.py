@@ -127,3 +127,10 @@ def test_remediation_carries_the_matcher_of_the_original_header() -> None:
     result = remediate(ds, Profile.basic(), KEY)
     assert str(ds.PatientName) != "JONES^PHILIP"
     assert result.matcher.found_in("JONES") and result.matcher.found_in("1CT1")
+
+
+def test_values_are_the_identifying_values_dates_aside() -> None:
+    ds = ct(InstitutionName="GE MEDICAL SYSTEMS", Manufacturer="GE MEDICAL SYSTEMS")
+    values = IdentifierSet.from_dataset(ds, Profile.basic()).values
+    assert {"JONES^PHILIP", "1CT1", "ACC-77315"} <= values
+    assert "GE MEDICAL SYSTEMS" not in values and "19610429" not in values
