@@ -28,12 +28,14 @@ from typing import Any, TextIO
 from gateway import logs, running
 from gateway.config import Config, ConfigError, load_config
 from gateway.examine import machine_record
+from gateway.metrics import Lap, StageRecorder, StageTimes, node_metrics
 from gateway.statedir import StateDir
 from gateway.store import IdlePoll, Store
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 CHILD_NICENESS = 19
+STAGE_ROWS = 64  # children whose stage times the node can keep apart (more share rows)
 MAX_PROCESSING_ATTEMPTS = 3  # a job whose worker died this often is quarantined (poison)
 
 
@@ -121,11 +123,12 @@ class StopFlag:
 class Worker:
     """Takes received jobs and runs route → pipeline → outbox or quarantine."""
 
-    def __init__(self, config: Config, site_key: bytes, state: StateDir) -> None:
+    def __init__(self, config: Config, site_key: bytes, state: StateDir,
+                 times: StageRecorder | None = None) -> None:
         from gateway.pipeline import Pipeline
         from gateway.routing import Router
 
-        self.state = state
+        self.state, self.times = state, times
         self.store = Store(state.db, durable=False)
         self.router = Router(config)
         self.pipeline = Pipeline(config, site_key)
@@ -145,6 +148,9 @@ class Worker:
         from gateway.routing import no_route_reason
 
         job_id = row["id"]
+        if self.times is not None:
+            self.times.observe("queue", max(0.0, time.time() - row["received_at"]))
+        lap = Lap(self.times)
         if row["attempts"] > MAX_PROCESSING_ATTEMPTS:
             return self._quarantine(job_id, f"processing did not finish in "
                                             f"{MAX_PROCESSING_ATTEMPTS} attempts")
@@ -158,6 +164,7 @@ class Worker:
             parsed = read_for_deid(src)  # read once: routed on its header, then processed
         except DicomReadError as exc:
             return self._quarantine(job_id, f"{exc.kind}: {exc.problem}")
+        lap("read")
         header = parsed.ds
         decision = self.pipeline.redactor.decide(header)
         machine = asdict(machine_record(header, decision))
@@ -166,6 +173,7 @@ class Worker:
         if route is None:
             return self._quarantine(job_id, no_route_reason(header, calling, called),
                                     machine=machine)
+        lap("route")
         out = self.state.output(job_id)
         try:
             outcome = self.pipeline.run(parsed, out, profile=route.profile, backup=route.backup,
@@ -174,6 +182,7 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - fail closed on any engine bug
             outcome = None
             reason = f"pipeline error: {type(exc).__name__}"
+        lap("deidentify")
         if not isinstance(outcome, Forwarded):
             reason = outcome.reason if outcome is not None else reason
             return self._quarantine(job_id, reason, route.name, route.profile, machine)
@@ -183,6 +192,7 @@ class Worker:
             out_transfer_syntax=outcome.transfer_syntax, counts=outcome.counts,
             not_backed_up=outcome.not_backed_up, destinations=route.destinations,
             machine=machine)
+        lap("record")
         if not route.destinations:
             self.state.done(job_id)
 
@@ -192,10 +202,11 @@ class Worker:
         self.state.move_to_quarantine(job_id)
 
 
-def worker_main(config: Config, site_key: bytes, root: str, stop: Any) -> None:
+def worker_main(config: Config, site_key: bytes, root: str, stop: Any,
+                times: StageRecorder | None = None) -> None:
     """Entry point of a worker process."""
     _child_setup(config, "worker", stop.node_pid)
-    worker = Worker(config, site_key, StateDir(root))
+    worker = Worker(config, site_key, StateDir(root), times)
     poll = IdlePoll()
     while not stop.is_set():
         orphaned_check(stop.node_pid)
@@ -205,7 +216,8 @@ def worker_main(config: Config, site_key: bytes, root: str, stop: Any) -> None:
             stop.wait(poll.wait_time())
 
 
-def forwarder_main(config: Config, name: str, root: str, stop: Any) -> None:
+def forwarder_main(config: Config, name: str, root: str, stop: Any,
+                   times: StageRecorder | None = None) -> None:
     """Entry point of the forwarder process of one destination."""
     from gateway.net.forwarder import Outbox
     from gateway.net.tls import client_context
@@ -214,7 +226,7 @@ def forwarder_main(config: Config, name: str, root: str, stop: Any) -> None:
     local_stop = threading.Event()  # the slots' flag, set when the node's flag is
     outbox = Outbox(name, config.destinations[name], StateDir(root),
                     calling_ae=config.network.ae_title, stop=local_stop,
-                    tls=client_context(config, name))
+                    tls=client_context(config, name), times=times)
     outbox.start()
     while not stop.wait(0.1):
         orphaned_check(stop.node_pid)
@@ -283,15 +295,20 @@ class Service:
         self.reload_requested = threading.Event()
         self.reloads = 0
         self.receiver = Receiver(config, site_key, self.state.db, self.state.spool)
+        self.stage_times = StageTimes(self.ctx, STAGE_ROWS)
+        self.metrics, self.metrics_server = node_metrics(config, self.state.db, self.state.root,
+                                                         self.stage_times, self.receiver)
         self.children = self._children(config, site_key, self.stop_children)
 
     def _children(self, config: Config, site_key: bytes, stop: StopFlag) -> list[_Child]:
         root = str(self.state.root)
+        times = [self.stage_times.recorder(i % STAGE_ROWS) for i in
+                 range(max(1, config.network.workers) + len(config.destinations))]
         return [
-            _Child(f"worker-{i}", worker_main, (config, site_key, root, stop))
+            _Child(f"worker-{i}", worker_main, (config, site_key, root, stop, times.pop()))
             for i in range(max(1, config.network.workers))
         ] + [
-            _Child(f"forwarder-{name}", forwarder_main, (config, name, root, stop))
+            _Child(f"forwarder-{name}", forwarder_main, (config, name, root, stop, times.pop()))
             for name in config.destinations
         ]
 
@@ -313,6 +330,8 @@ class Service:
         for child in self.children:
             self._spawn(child)
         self.receiver.start()
+        if self.metrics_server is not None:
+            self.metrics_server.start()
         self._record()
 
     def _record(self, refused: str | None = None, restart_needed: tuple[str, ...] = ()) -> None:
@@ -358,6 +377,7 @@ class Service:
         running one: the workers and forwarders stop after their current object and start again
         with it, and the receiver keeps listening (changes to `network` wait for a restart). A
         bad one is refused with the problem, logged and printed, and nothing changes."""
+        from gateway.net.tls import client_context
         from gateway.pipeline import Pipeline
         from gateway.sitekey import SiteKeyError, load_site_key
 
@@ -374,12 +394,14 @@ class Service:
                 raise ConfigError(source, "state_dir", "the state directory cannot change "
                                   "while the node runs; a new one takes a restart")
             Pipeline(config, key)
+            for name in config.destinations:
+                client_context(config, name)
         except (ConfigError, SiteKeyError, ValueError, OSError) as exc:
             self.log.error("config.reload_refused", config=source, problem=str(exc))
             _say(f"gantry: reload refused, the node keeps its running configuration: {exc}")
             self._record(refused=str(exc))
             return False
-        restart = tuple(name for name in ("network",)
+        restart = tuple(name for name in ("network", "metrics")
                         if getattr(config, name) != getattr(self.config, name))
         self._stop_children(self.children, self.stop_children, grace=60)
         self.config, self.digest, self.loaded_at = config, digest, time.time()
@@ -387,6 +409,8 @@ class Service:
         self.children = self._children(config, key, self.stop_children)
         for child in self.children:
             self._spawn(child)
+        if self.metrics is not None:
+            self.metrics.destinations = list(config.destinations)
         self.log.info("config.reloaded", config=source, sha256=(digest or "")[:12],
                       workers=len(self.children) - len(config.destinations),
                       destinations=list(config.destinations))
@@ -430,6 +454,10 @@ class Service:
                 self.log.debug("child.stopped", child=child.name,
                                exitcode=child.process.exitcode)
         self.log.info("service.stopped", pending=self.store.pending_jobs())
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        if self.metrics is not None:
+            self.metrics.close()
         self.store.close()
         self._lock.close()
 
