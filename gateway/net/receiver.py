@@ -203,6 +203,10 @@ class Receiver:
         return (self._server is not None and self._server.socket.fileno() >= 0
                 and self._accepting.is_alive())
 
+    def bind(self, event: Any, handler: Callable[[Any], None]) -> None:
+        """Add a pynetdicom event handler to the listening server (after `start`)."""
+        self._server.bind(event, handler)
+
     def stop_accepting(self) -> None:
         """Close the listening socket (once); associations in flight carry on."""
         if self._server is not None and self._server.socket.fileno() >= 0:
