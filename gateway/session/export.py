@@ -28,6 +28,7 @@ from gateway.batch import quarantine_dir
 from gateway.config import Config
 from gateway.dicomio import DicomReadError, read_for_deid
 from gateway.pipeline import Forwarded, Pipeline, layout_path
+from gateway.safetext import safe_message
 from gateway.session.parallel import run_parallel
 from gateway.session.settings import decision_key, redaction_hash, settings_hash
 
@@ -222,6 +223,14 @@ def _export_one(pipeline: Pipeline, place: Any, config: Config, path: str,
     """In a worker: ('exported', path, decision), ('quarantined', reason, decision), or
     ('unchanged', None, decision) when only the redaction section changed and not this
     object's decision."""
+    try:
+        return _export_checked(pipeline, place, config, path, expected)
+    except OSError as exc:  # the machine's (a full disk): the pipeline leaves it to its caller
+        return "quarantined", f"cannot write the de-identified object: {safe_message(exc)}", ""
+
+
+def _export_checked(pipeline: Pipeline, place: Any, config: Config, path: str,
+                    expected: str | None) -> tuple[str, str | None, str]:
     try:
         parsed = read_for_deid(path)
     except DicomReadError as exc:
