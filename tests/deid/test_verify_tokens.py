@@ -217,6 +217,8 @@ def test_clean_verify_and_the_audit_agree() -> None:
 
 def test_a_cs_of_4599_bytes_refuses_the_object(pipeline: Pipeline, tmp_path: Path) -> None:
     ds = header(Modality="CT" + "A" * 4597)
+    assert ("(0008,0060)", "invalid") in {(f.path, f.action)
+                                          for f in inspect(ds, Profile.basic()).findings}
     outcome = run(pipeline, ds, tmp_path, "basic")
     assert isinstance(outcome, Quarantined)
     assert outcome.reason == ("verify refused: (0008,0060) is not valid: CS value of 4599 "
