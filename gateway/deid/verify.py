@@ -13,7 +13,7 @@ from gateway.deid.keyed import CLASS_UID_TAGS
 from gateway.deid.profile import Profile
 from gateway.deid.remediate import ENCRYPTED_ATTRIBUTES, Remediation, public_action
 from gateway.deid.tags import tag_str
-from gateway.deid.validity import element_problem
+from gateway.deid.validity import CHARACTERS, element_problem
 from gateway.deid.values import element_vr, text_values
 from gateway.deid.vr import STRING_VRS
 
@@ -54,14 +54,14 @@ def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]
                 for i, sub in enumerate(item[key].value or ()):
                     check(sub, f"{path}{tag_str(tag)}[{i}].", False)
                 continue
-            if vr not in STRING_VRS:
+            if vr not in CHARACTERS:  # binary: pydicom's to check
                 continue
             values = text_values(item, key)
             invalid = element_problem(item, key, values, vr)
             if invalid is not None:
                 problems.append(f"{path}{tag_str(tag)} is not valid: {invalid}")
                 continue
-            if tag in CLASS_UID_TAGS:  # a class is no identifier
+            if vr not in STRING_VRS or tag in CLASS_UID_TAGS:  # numbers, classes: no identifier
                 continue
             if vr == "UI":
                 leaked = any(v in uids for v in values)

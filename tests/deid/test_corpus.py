@@ -59,6 +59,7 @@ _SR_PLACEHOLDERS = "placeholder person names whose words the report's coded cont
 REFUSED = {
     "reportsi.dcm": _SR_PLACEHOLDERS,
     "reportsi_with_empty_number_tags.dcm": _SR_PLACEHOLDERS,
+    "badVR.dcm": "its Number of Frames (IS) holds a letter",
 }
 # As REFUSED, for files as they are (planting replaces the patient's name).
 _OB = "the patient's name (two letters) is a word of its kept Processing Function"
@@ -210,7 +211,7 @@ def test_corpus_file(corpus_file: Path, profile: str, pipeline: Pipeline, tmp_pa
         outcome = pipeline.process(planted_path, layout_path(tmp_path / "out"), profile=profile,
                                    burned_in="pass")
         assert not isinstance(outcome, Forwarded)
-        assert "verify refused: an original identifier survives in" in outcome.reason
+        assert outcome.reason.startswith("verify refused: ")
         return
     original_uids = {u for u in uids_in(original)
                      if not well_known(u) and len(u) >= MIN_UID_SEARCH and u.count(".") >= 2}
@@ -274,7 +275,7 @@ def test_objects_of_one_study_stay_together(corpus_study: tuple[Path, ...], pipe
     refused = [p for p in corpus_study if p.name in REFUSED_AS_THEY_ARE]
     for path in refused:
         outcome = pipeline.process(path, tmp_path / "refused.dcm", burned_in="pass")
-        assert "verify refused: an original identifier survives" in outcome.reason
+        assert outcome.reason.startswith("verify refused: ")
     files = [p for p in corpus_study if p not in refused]
     if len(files) < 2:
         pytest.skip("all but one of this study's files are refused by design")

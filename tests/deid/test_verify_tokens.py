@@ -286,3 +286,12 @@ def test_a_modality_that_swallowed_the_patient_reaches_neither_output_nor_databa
     for where in (dump.encode(), files, (logged.out + logged.err).encode()):
         assert not leaks(where, FAMILY, GIVEN, PID)
     shutil.rmtree(tmp_path / "state", ignore_errors=True)
+
+
+def test_a_number_kept_as_it_is_must_be_one(pipeline: Pipeline, tmp_path: Path) -> None:
+    """pydicom's badVR.dcm: Number of Frames (IS) '1A' is refused, the value never quoted."""
+    outcome = pipeline.process(Path(get_testdata_file("badVR.dcm")), tmp_path / "out.dcm",
+                               profile="basic", burned_in="pass")
+    assert isinstance(outcome, Quarantined)
+    assert outcome.reason == ("verify refused: (0028,0008) is not valid: IS value with "
+                              "characters IS does not allow")
