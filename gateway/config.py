@@ -234,6 +234,20 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus /metrics and the /healthz check over HTTP; ready needs this much free disk
+    where the state directory is."""
+
+    host: str = "127.0.0.1"
+    port: int = 9112
+    min_free_disk_mb: int = 1024
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is outside 0..65535")
+
+
+@dataclass(frozen=True)
 class DestinationConfig:
     """A research PACS reached by C-STORE."""
 
@@ -273,6 +287,32 @@ class RouteConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    """IHE ATNA audit messages (PS3.15 A.5) to a syslog collector: `syslog` is
+    `udp://HOST:PORT` or `tls://HOST:PORT`; for TLS, the CA bundle the collector's certificate
+    is checked against (default: the system's) and this node's certificate and key when the
+    collector asks for one."""
+
+    syslog: str | None = None
+    ca_certificates: str | None = None
+    certificate: str | None = None
+    private_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.syslog is None:
+            if self.ca_certificates or self.certificate or self.private_key:
+                raise ValueError("certificates are given but no 'syslog' collector")
+            return
+        from gateway.net.syslog import Collector
+
+        scheme = Collector.parse(self.syslog).scheme
+        if scheme == "udp" and (self.ca_certificates or self.certificate or self.private_key):
+            raise ValueError("certificates are for tls:// collectors; udp:// has none")
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("give both 'certificate' and 'private_key', or neither")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one Gantry node or batch run."""
 
@@ -286,7 +326,9 @@ class Config:
     network: NetworkConfig = NetworkConfig()
     destinations: dict[str, DestinationConfig] = field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
+    metrics: MetricsConfig | None = None  # None: no HTTP endpoint
     default_route: str | None = None  # route name used when none matches; None → quarantine
+    audit: AuditConfig = AuditConfig()
     source: str = "<defaults>"
 
     def __post_init__(self) -> None:

@@ -2,8 +2,8 @@
 
 Each of `associations` slots claims due deliveries from SQLite, keeps its association open
 across objects (re-associating when the outbox holds a SOP class / transfer syntax the current
-one lacks), streams the de-identified file as is, or transcodes it to an uncompressed syntax
-when the destination refused the original one. Outcomes:
+one lacks), streams the de-identified file as is, or re-encodes it in an uncompressed syntax the
+destination accepted when it refused the original one (`transcode.py`). Outcomes:
 
 - Success → delivered; Warning → delivered, status recorded;
 - connection failure → pending again after exponential backoff with jitter (forever: a
@@ -19,20 +19,20 @@ import os
 import random
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from pydicom import dcmread
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.status import code_to_category
 
 from gateway.config import DestinationConfig
 from gateway.logs import get_logger
+from gateway.metrics import StageRecorder
 from gateway.net import set_nodelay
 from gateway.net.reach import connection_problem
 from gateway.net.reactor_pause import guard
 from gateway.net.tls import ClientContext
+from gateway.net.transcode import TranscodeError, transcode
 from gateway.statedir import StateDir
 from gateway.store import Claim, IdlePoll, Store
 
@@ -50,16 +50,6 @@ def backoff(attempts: int, base: float, cap: float, rng: random.Random) -> float
     """Exponential backoff with 'equal jitter': half fixed, half random."""
     delay = min(cap, base * (2 ** min(attempts, 32)))
     return delay / 2 + rng.uniform(0, delay / 2)
-
-
-def transcode(path: Path, accepted: list[str]) -> Any:
-    """Read a file and make it sendable in an uncompressed syntax the peer accepted."""
-    ds = dcmread(path)
-    if ds.file_meta.TransferSyntaxUID.is_compressed:
-        ds.decompress()  # → Explicit VR Little Endian
-    target = ExplicitVRLittleEndian if ExplicitVRLittleEndian in accepted else accepted[0]
-    ds.file_meta.TransferSyntaxUID = UID(target)
-    return ds
 
 
 class Slot(threading.Thread):
@@ -226,12 +216,17 @@ class Slot(threading.Thread):
                 return
             try:  # a failure here is the object's, not the connection's: it never goes away
                 payload = transcode(path, uncompressed)
+            except TranscodeError as exc:
+                self._refuse(store, claim, f"{box.name} does not accept this transfer syntax "
+                             f"and the object cannot be re-encoded: {exc}")
+                return
             except Exception as exc:  # noqa: BLE001 - no decoder, or bad pixel data
                 self._refuse(store, claim, f"{box.name} does not accept this transfer syntax "
                              f"and the object cannot be decompressed: {type(exc).__name__}")
                 return
             box.log.info("delivery.transcoded", job=claim.job_id, destination=box.name,
                          to_syntax=str(payload.file_meta.TransferSyntaxUID))
+        sent = time.perf_counter()
         try:
             rsp = self.assoc.send_c_store(payload)
         except (RuntimeError, OSError, ConnectionError) as exc:
@@ -241,6 +236,8 @@ class Slot(threading.Thread):
             self._refuse(store, claim, f"cannot send to {box.name}: {type(exc).__name__}")
             return
         self.last_used = time.monotonic()
+        if box.times is not None:
+            box.times.observe("send", time.perf_counter() - sent)
         status = getattr(rsp, "Status", None) if rsp else None
         if status is None:
             self._lost(store, claim, "no response")
@@ -285,8 +282,9 @@ class Outbox:
     def __init__(self, name: str, dest: DestinationConfig, state: StateDir, *,
                  calling_ae: str, stop: Any, max_pdu: int = 0, batch: int = 16,
                  poll: float = 0.02, idle: float = 10.0,
-                 tls: ClientContext | None = None) -> None:
+                 tls: ClientContext | None = None, times: StageRecorder | None = None) -> None:
         self.name, self.dest, self.state, self.tls = name, dest, state, tls
+        self.times = times  # the node's "send" stage histogram
         self.calling_ae, self.stop, self.max_pdu = calling_ae, stop, max_pdu
         self.batch, self.poll, self.idle = batch, poll, idle
         self.owner = f"fwd-{name}-{os.getpid()}"
