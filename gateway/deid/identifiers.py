@@ -23,6 +23,7 @@ from gateway.deid.values import element_vr, text_values
 
 TOKEN = re.compile(r"\d+|[^\W\d_]+")  # a run of digits, or of letters
 MIN_LENGTH = 2  # a token run this long (joined) or longer identifies; single characters do not
+MIN_DIGITS = 3  # an ID that is a number identifies from this many digits
 PATIENT_BIRTH_DATE = 0x00100030
 # Attributes whose whole value identifies a patient or a visit (besides names and dates).
 ID_TAGS = frozenset({
@@ -115,8 +116,10 @@ def name_forms(value: str) -> frozenset[Form]:
 
 @lru_cache(maxsize=4096)  # an object's values recur in the next objects of its study
 def id_forms(value: str) -> frozenset[Form]:
-    """An ID or number: its tokens (1CT1 → 1 CT 1), and joined where that is one token."""
-    return frozenset(_forms(tokens(value)))
+    """An ID or number: its tokens (1CT1 → 1 CT 1), and joined where that is one token. A number
+    of fewer than MIN_DIGITS digits (Study ID 17) identifies nothing: it is a version, a count."""
+    forms = _forms(tokens(value))
+    return frozenset(f for f in forms if len("".join(f)) >= MIN_DIGITS or not "".join(f).isdigit())
 
 
 @lru_cache(maxsize=4096)  # an object's values recur in the next objects of its study

@@ -87,10 +87,13 @@ def test_identifiers_at_every_depth_and_of_every_person_name() -> None:
 
 
 def test_short_values_count_and_single_characters_do_not() -> None:
-    matcher = IdentifierSet.from_dataset(ct(PatientID="AB", PatientName="Ng^J^Q"))
+    matcher = IdentifierSet.from_dataset(ct(PatientID="AB", PatientName="Ng^J^Q", StudyID="17",
+                                            AccessionNumber="123"))
     assert matcher.found_in("series ab 3")
     assert matcher.found_in("NG")
+    assert matcher.found_in("acc 123")
     assert not matcher.found_in("J Q")
+    assert not matcher.found_in("syngo MR B17")  # a two-digit Study ID is no identifier
 
 
 def test_name_particles_alone_do_not_identify_but_the_name_does() -> None:
