@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "gateway.commands.recover",   # recover
     "gateway.commands.pixels",    # examine, scaffold, rules import-ctp
     "gateway.commands.gateway",   # serve, status, quarantine, demo
+    "gateway.commands.config",    # config show
 )
 
 
