@@ -2,8 +2,14 @@
 #   docker run --init -v /etc/gantry:/etc/gantry:ro -v gantry-state:/var/lib/gantry \
 #     -p 11112:11112 gantry
 # with /etc/gantry/gantry.yaml (state_dir: /var/lib/gantry, network.host: 0.0.0.0,
-# network.port: 11112) and the site key and recipient certificates it names. Stop with
-# `docker stop -t 60`: SIGTERM lets receives in flight finish; the rest stays queued.
+# network.port: 11112) and the site key and recipient certificates it names. The node runs as
+# uid 10001 and refuses a site key anyone else may read, so the key file (`gantry keys init`
+# makes it 0600, owned by whoever ran it) must belong to uid 10001:
+#   sudo chown 10001 /etc/gantry/site.key
+# or run the container as the key's owner (the state volume must then be writable by it):
+#   docker run --user "$(stat -c %u /etc/gantry/site.key)" ...
+# Stop with `docker stop -t 60`: SIGTERM lets receives in flight finish; the rest stays
+# queued. Reload the configuration with `docker kill -s HUP CONTAINER`.
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /opt/gantry

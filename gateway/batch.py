@@ -51,10 +51,21 @@ def quarantine_dir(output: Path) -> Path:
 
 
 def _quarantine(src: Path, root: Path, qdir: Path, reason: str) -> None:
+    """Copy a refused original (identifiers and all) under `qdir`, owner-only (folders 0700,
+    files 0600, whatever the input's modes), with its reason beside it."""
     rel = src.relative_to(root) if src != root and root in src.parents else Path(src.name)
     target = qdir / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src, target)
+    folder = qdir
+    qdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for part in rel.parent.parts:
+        folder = folder / part
+        folder.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older copy may have been made with the input's mode
+    with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+    st = src.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
     target.with_name(target.name + ".reason.txt").write_text(reason + "\n")
 
 

@@ -167,8 +167,19 @@ class RedactionConfig:
         "1.2.840.10008.5.1.4.1.1.77.1.2.1",  # Video Microscopic
         "1.2.840.10008.5.1.4.1.1.77.1.4.1",  # Video Photographic
     )
-    on_risk: Literal["quarantine", "pass"] = "quarantine"
+    # at-risk objects no rule covers: quarantine them, pass them as they are, or find their
+    # text by OCR and redact what identifies (`ocr_redact: all`: every word found)
+    on_risk: Literal["quarantine", "pass", "ocr"] = "quarantine"
+    ocr_redact: Literal["identifying", "all"] = "identifying"
+    ocr_patterns: tuple[str, ...] = ()  # regular expressions (case-insensitive) that identify
     output_encoding: Literal["native", "rle", "jpeg2000"] = "native"
+
+    def __post_init__(self) -> None:
+        for i, pattern in enumerate(self.ocr_patterns):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"ocr_patterns[{i}]: not a regular expression: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -224,7 +235,7 @@ class RouteConfig:
     # keyword or tag -> value | [values] | {test: argument} (gateway.deid.signatures' language)
     tags: dict[str, Any] = field(default_factory=dict)
     backup: BackupConfig | None = None
-    burned_in: Literal["quarantine", "pass"] | None = None
+    burned_in: Literal["quarantine", "pass", "ocr"] | None = None
 
     def __post_init__(self) -> None:
         if self.tags:
@@ -425,6 +436,16 @@ def parse_config(data: Any, source: str) -> Config:
     return dataclasses.replace(config, source=source)
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> tuple[str, str]:
+    """(where, problem) of a YAML syntax error: its line and column in the file, not in
+    PyYAML's `<unicode string>`."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    parts = [getattr(exc, "context", None), getattr(exc, "problem", None)]
+    problem = ", ".join(p for p in parts if p) or type(exc).__name__
+    return where, f"not valid YAML: {problem}"
+
+
 def load_config(path: str | os.PathLike | None = None) -> Config:
     """Load a YAML file (or the embedded default when `path` is None)."""
     if path is None:
@@ -438,5 +459,5 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(source, "", f"not valid YAML: {exc}") from None
+        raise ConfigError(source, *_yaml_problem(exc)) from None
     return parse_config(data, source)

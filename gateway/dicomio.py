@@ -90,14 +90,30 @@ def _check_meta(ds: Dataset, path: str | os.PathLike) -> None:
             raise DicomReadError(path, f"missing {name}")
 
 
+def _not_dicom(path: str | os.PathLike) -> str:
+    """Why pydicom found no DICOM file here, in words an operator can act on (pydicom's own
+    message suggests `force=True`, an option of its API)."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = -1
+    if size == 0:
+        return "not a DICOM file: the file is empty (0 bytes)"
+    if 0 < size < 132:
+        return (f"not a DICOM file: {size} bytes, too short for the 128-byte preamble and "
+                "'DICM' prefix of a DICOM file (PS3.10 7.1)")
+    return ("not a DICOM file: no 'DICM' prefix after the 128-byte preamble and no file meta "
+            "information (PS3.10 7.1); a bare dataset without them is not accepted")
+
+
 def _read(path: str | os.PathLike, **kwargs: object) -> tuple[Dataset, int, int]:
     try:
         with open(path, "rb") as fh:
             ds = pydicom.dcmread(fh, **kwargs)
             pos = fh.tell()
             size = os.fstat(fh.fileno()).st_size
-    except InvalidDicomError as exc:
-        raise DicomReadError(path, f"not a DICOM file ({exc})") from None
+    except InvalidDicomError:
+        raise DicomReadError(path, _not_dicom(path)) from None
     except OSError as exc:
         raise DicomReadError(path, f"cannot read: {exc.strerror}") from None
     except Exception as exc:  # pydicom raises many kinds on corrupt input

@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from typing import Any, TextIO
 
 import structlog
 
 LOG_FILE_ENV = "GANTRY_LOG_FILE"
+_DEAD_SINK_ERRORS = (OSError, ValueError)  # EPIPE, ENOSPC, EIO …; ValueError: closed file
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
 
@@ -32,7 +34,7 @@ def configure(level: str = "info", stream: TextIO | None = None, **context: Any)
             structlog.processors.JSONRenderer(sort_keys=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.WriteLoggerFactory(file=stream or sys.stderr),
+        logger_factory=_SinkFactory(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.clear_contextvars()
@@ -40,6 +42,40 @@ def configure(level: str = "info", stream: TextIO | None = None, **context: Any)
         structlog.contextvars.bind_contextvars(**context)
     # pynetdicom logs through stdlib logging, sometimes with dataset values: keep it quiet.
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL + 1)
+
+
+class _Sink:
+    """Writes each line and flushes it; a sink that fails (its reader gone, its disk full) is
+    given up for the rest of the process and the lines are dropped: logging never raises, so a
+    dead log shipper cannot stop the node from receiving, processing or stopping."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.dead = False
+        self._lock = threading.RLock()  # lines of threads never interleave
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            if self.dead:
+                return
+            try:
+                self.stream.write(message + "\n")
+                self.stream.flush()
+            except _DEAD_SINK_ERRORS:
+                self.dead = True
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+class _SinkFactory:
+    """One shared `_Sink` for every structlog logger of the process."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.sink = _Sink(stream)
+
+    def __call__(self, *_args: Any) -> _Sink:
+        return self.sink
 
 
 def get_logger(name: str) -> Any:

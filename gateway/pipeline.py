@@ -1,5 +1,7 @@
 """One object through the stages: read → redaction decision → remediate → back up → redact
-pixels → stamp → verify → write. The result is an explicit value: Forwarded or Quarantined.
+pixels (by rule, or by OCR for at-risk objects no rule covers when `on_risk: ocr`) → stamp →
+verify (the header, and after any redaction the pixels, read again by OCR) → write. The result
+is an explicit value: Forwarded or Quarantined.
 
 The network worker and the batch command both call `Pipeline.process`; nothing here logs or
 touches the network or the database.
@@ -14,11 +16,12 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from gateway.config import BackupConfig, Config
+from gateway.config import BackupConfig, Config, ConfigError
 from gateway.deid.backup import attach_backup
 from gateway.deid.keyed import keyed_hash
+from gateway.deid.ocr import IdentifierTokens, OcrUnavailable, check_available
 from gateway.deid.profile import Profile
-from gateway.deid.redact import Decision, Redactor
+from gateway.deid.redact import Decision, RedactionError, Redactor
 from gateway.deid.remediate import remediate
 from gateway.deid.stamp import stamp
 from gateway.deid.values import stored_text
@@ -55,6 +58,17 @@ class Quarantined:
     reason: str
 
 
+@dataclass(frozen=True)
+class Staged:
+    """An object through every stage but the write: `parsed.ds` is the de-identified dataset."""
+
+    parsed: Parsed
+    decision: Decision
+    counts: dict[str, int]
+    not_backed_up: tuple[str, ...]
+    original_sop_hash: str
+
+
 Outcome = Forwarded | Quarantined
 Destination = Path | Callable[[Dataset], Path]
 
@@ -84,6 +98,12 @@ class Pipeline:
         self._profiles = {name: Profile.from_config(config.profile_named(name))
                           for name in ("default", *config.profiles)}
         self.redactor = Redactor(config.redaction, config.base_dir)
+        if self.redactor.rules or "ocr" in (config.redaction.on_risk,
+                                           *(r.burned_in for r in config.routes)):
+            try:  # every redaction is checked by OCR, and `ocr` needs it: fail at start
+                check_available()
+            except OcrUnavailable as exc:
+                raise ConfigError(config.source, "redaction", str(exc)) from None
         backups = [config.backup, *(r.backup for r in config.routes if r.backup)]
         self._certificates = {b.recipients: load_certificates(b.recipients, config.base_dir)
                               for b in backups if b.enabled}
@@ -99,13 +119,12 @@ class Pipeline:
             return Quarantined(f"{exc.kind}: {exc.problem}")
         return self.run(parsed, dst, **options)
 
-    def run(self, parsed: Parsed, dst: Destination, *, profile: str = "default",
-            backup: BackupConfig | None = None, burned_in: str | None = None,
-            fsync: bool = False, decision: Decision | None = None) -> Outcome:
-        """Run every stage on an object already read (the gateway routes on its header first);
-        write the result to `dst` (a path, or a function of the de-identified dataset giving
-        one), fsync'd if asked, or say why it is quarantined. `decision` is the redactor's for
-        this header when the caller has already asked for it."""
+    def stage(self, parsed: Parsed, *, profile: str = "default",
+              backup: BackupConfig | None = None, burned_in: str | None = None,
+              decision: Decision | None = None) -> Staged | Quarantined:
+        """Every stage but the write, on an object already read: `parsed.ds` becomes the
+        de-identified dataset (pixels loaded only if redacted), or the reason it must not leave.
+        `decision` is the redactor's for this header when the caller has already asked for it."""
         backup = backup if backup is not None else self.config.backup
         prof = self.profile(profile)
         try:
@@ -115,7 +134,8 @@ class Pipeline:
             if decision.refused and policy == "quarantine":
                 return Quarantined(
                     f"burned-in text risk, no redaction rule for {decision.signature}")
-            if decision.regions:
+            by_ocr = decision.refused and policy == "ocr"
+            if decision.regions or by_ocr:
                 load_pixels(parsed)
             ds = parsed.ds
             original_sop = stored_text(ds, SOP_INSTANCE_UID)
@@ -127,17 +147,42 @@ class Pipeline:
                                               self._certificates[backup.recipients],
                                               cfg.backup_max_value_bytes)
             extra: tuple[str, ...] = ()
+            # the matcher verify uses, and its OCR-tolerant cousin (a misread letter, words run
+            # together)
+            identifiers = [remediation.matcher.spans,
+                           IdentifierTokens(remediation.identifiers).spans]
             if decision.regions:
                 self.redactor.redact(ds, decision)
                 extra = (CLEAN_PIXEL_DATA,)
+            elif by_ocr and self.redactor.redact_text(ds, identifiers):
+                extra = (CLEAN_PIXEL_DATA,)
             stamp(ds, prof, extra)
             problems = verify(ds, remediation, prof)
+            if decision.regions or by_ocr:  # the pixel half of verify
+                problems += self.redactor.readable_text(ds, identifiers)
         except DicomReadError as exc:
             return Quarantined(f"{exc.kind}: {exc.problem}")
+        except RedactionError as exc:
+            return Quarantined(f"burned-in text risk, and the pixels cannot be read: {exc}")
         except Exception as exc:  # one bad object must never stop the run
             return Quarantined(f"de-identification failed: {safe_message(exc)}")
         if problems:
             return Quarantined("verify refused: " + "; ".join(problems[:5]))
+        return Staged(parsed, decision, dict(remediation.counts), not_backed_up,
+                      keyed_hash(self.key, original_sop, 32))
+
+    def run(self, parsed: Parsed, dst: Destination, *, profile: str = "default",
+            backup: BackupConfig | None = None, burned_in: str | None = None,
+            fsync: bool = False, decision: Decision | None = None) -> Outcome:
+        """Run every stage on an object already read (the gateway routes on its header first);
+        write the result to `dst` (a path, or a function of the de-identified dataset giving
+        one), fsync'd if asked, or say why it is quarantined. `decision` is the redactor's for
+        this header when the caller has already asked for it."""
+        staged = self.stage(parsed, profile=profile, backup=backup, burned_in=burned_in,
+                            decision=decision)
+        if isinstance(staged, Quarantined):
+            return staged
+        ds = parsed.ds
         try:
             target = dst(ds) if callable(dst) else Path(dst)
             write(parsed, target, fsync=fsync)
@@ -150,8 +195,8 @@ class Pipeline:
             sop_uid=stored_text(ds, SOP_INSTANCE_UID),
             sop_class_uid=stored_text(ds, SOP_CLASS_UID),
             transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
-            original_sop_hash=keyed_hash(self.key, original_sop, 32),
-            counts=dict(remediation.counts),
-            not_backed_up=not_backed_up,
-            redaction_rule=decision.rule,
+            original_sop_hash=staged.original_sop_hash,
+            counts=staged.counts,
+            not_backed_up=staged.not_backed_up,
+            redaction_rule=staged.decision.rule,
         )

@@ -4,7 +4,8 @@ A rule matches on the calling AE, the called AE and tag conditions. The conditio
 in the same language as a redaction rule's `match` (see `gateway.deid.signatures`): a value
 (equals the element's text, multiple values joined by a backslash), a list (any of them), or a
 mapping of tests (`regex` searches, `matches` is a full match, `icontains`, `lt`, `present`,
-`not`, ...). No match → the configured `default_route`, else None (quarantine "no route").
+`not`, ...). No match → the configured `default_route`, else None: the object is quarantined
+with `no_route_reason`, which names what the routes were tried on.
 """
 
 from __future__ import annotations
@@ -16,8 +17,20 @@ from pydicom.dataset import Dataset
 
 from gateway.config import Config, RouteConfig
 from gateway.deid.signatures import compile_match
+from gateway.deid.values import stored_text
 
 NO_ROUTE = "no route"
+MODALITY, SOP_CLASS_UID = 0x00080060, 0x00080016
+
+
+def no_route_reason(ds: Dataset, calling_ae: str, called_ae: str) -> str:
+    """'no route: ...' naming the modality, the SOP class and the AE titles the routes were
+    tried on (none of them identifies a patient), so the fix to the configuration is plain."""
+    modality = stored_text(ds, MODALITY) or "(none)"
+    sop_class = stored_text(ds, SOP_CLASS_UID) or "(none)"
+    return (f"{NO_ROUTE}: modality {modality}, SOP class {sop_class}, calling AE "
+            f"{calling_ae.strip() or '(none)'}, called AE {called_ae.strip() or '(none)'}; "
+            "no route matches and there is no default_route")
 
 
 @dataclass(frozen=True)

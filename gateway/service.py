@@ -4,7 +4,9 @@ destination, all sharing the state directory (SQLite + files).
 Start: every claim left by a previous run is requeued and stray files are swept, then the
 children start, then the receiver listens. SIGTERM/SIGINT: stop accepting associations, let
 receives in flight finish, ask the children to stop after their current object, leave the rest
-queued for the next start.
+queued for the next start. SIGHUP: re-read and check the configuration file; a valid one
+replaces the running one (workers and forwarders restart with it after their current object,
+the receiver keeps listening), a bad one is refused loudly and the running one kept.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway import logs
-from gateway.config import Config, ConfigError
+from gateway import logs, running
+from gateway.config import Config, ConfigError, load_config
 from gateway.examine import machine_record
 from gateway.statedir import StateDir
 from gateway.store import IdlePoll, Store
@@ -35,6 +37,14 @@ CHILD_NICENESS = 19
 MAX_PROCESSING_ATTEMPTS = 3  # a job whose worker died this often is quarantined (poison)
 
 
+
+
+def _say(text: str) -> None:
+    """A line on stderr for the operator watching the node (a closed stderr is no error)."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def state_root(config: Config) -> Path:
@@ -132,6 +142,7 @@ class Worker:
     def process(self, row: Any) -> None:
         from gateway.dicomio import DicomReadError, read_for_deid
         from gateway.pipeline import Forwarded
+        from gateway.routing import no_route_reason
 
         job_id = row["id"]
         if row["attempts"] > MAX_PROCESSING_ATTEMPTS:
@@ -150,9 +161,11 @@ class Worker:
         header = parsed.ds
         decision = self.pipeline.redactor.decide(header)
         machine = asdict(machine_record(header, decision))
-        route = self.router.route(header, row["calling_ae"] or "", row["called_ae"] or "")
+        calling, called = row["calling_ae"] or "", row["called_ae"] or ""
+        route = self.router.route(header, calling, called)
         if route is None:
-            return self._quarantine(job_id, "no route", machine=machine)
+            return self._quarantine(job_id, no_route_reason(header, calling, called),
+                                    machine=machine)
         out = self.state.output(job_id)
         try:
             outcome = self.pipeline.run(parsed, out, profile=route.profile, backup=route.backup,
@@ -254,20 +267,26 @@ class Service:
         Pipeline(config, site_key)
         self.config = config
         self.key = site_key
+        self.digest = running.file_digest(config.source)
+        self.loaded_at = time.time()
         self.state, self._lock = _take_state_dir(config)
         self.store = Store(self.state.db)
         self.log = logs.get_logger("gateway.service")
         self.ctx = mp.get_context("spawn")
         self.stop_children = StopFlag(self.ctx)
         self.stopping = threading.Event()
+        self.reload_requested = threading.Event()
+        self.reloads = 0
         self.receiver = Receiver(config, site_key, self.state.db, self.state.spool)
+        self.children = self._children(config, site_key, self.stop_children)
+
+    def _children(self, config: Config, site_key: bytes, stop: StopFlag) -> list[_Child]:
         root = str(self.state.root)
-        self.children = [
-            _Child(f"worker-{i}", worker_main, (config, site_key, root, self.stop_children))
+        return [
+            _Child(f"worker-{i}", worker_main, (config, site_key, root, stop))
             for i in range(max(1, config.network.workers))
         ] + [
-            _Child(f"forwarder-{name}", forwarder_main,
-                   (config, name, root, self.stop_children))
+            _Child(f"forwarder-{name}", forwarder_main, (config, name, root, stop))
             for name in config.destinations
         ]
 
@@ -289,6 +308,18 @@ class Service:
         for child in self.children:
             self._spawn(child)
         self.receiver.start()
+        self._record()
+
+    def _record(self, refused: str | None = None, restart_needed: tuple[str, ...] = ()) -> None:
+        """Tell the commands which configuration runs (node.json in the state directory)."""
+        source = self.config.source
+        path = str(Path(source).resolve()) if not source.startswith("<") else source
+        try:
+            running.write(self.state.root, running.NodeRecord(
+                pid=os.getpid(), config=path, digest=self.digest, loaded_at=self.loaded_at,
+                reloads=self.reloads, refused=refused, restart_needed=restart_needed))
+        except OSError as exc:
+            self.log.warning("service.record_failed", error=exc.strerror or type(exc).__name__)
 
     def _spawn(self, child: _Child) -> None:
         child.process = self.ctx.Process(target=child.target, args=child.args,
@@ -299,6 +330,9 @@ class Service:
         """Until asked to stop: respawn dead children, requeue expired claims."""
         last_reclaim = time.monotonic()
         while not self.stopping.wait(0.5):
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload()
             try:
                 self.store.checkpoint()
             except sqlite3.Error as exc:  # the next round tries again; never stop supervising
@@ -312,6 +346,65 @@ class Service:
             if time.monotonic() - last_reclaim > 30:
                 self.store.reclaim()
                 last_reclaim = time.monotonic()
+
+    def reload(self) -> bool:
+        """Re-read the configuration file. A valid one (it loads, its site key is the same, its
+        profiles, rules and certificates compile, the state directory is the same) replaces the
+        running one: the workers and forwarders stop after their current object and start again
+        with it, and the receiver keeps listening (changes to `network` wait for a restart). A
+        bad one is refused with the problem, logged and printed, and nothing changes."""
+        from gateway.pipeline import Pipeline
+        from gateway.sitekey import SiteKeyError, load_site_key
+
+        source = self.config.source
+        self.reloads += 1
+        digest = running.file_digest(source)
+        try:
+            config = load_config(source)
+            key = load_site_key(config)
+            if key != self.key:
+                raise ConfigError(source, "site_key", "the site key is not the one the node "
+                                  "runs with; a new key takes a restart")
+            if state_root(config).resolve() != self.state.root.resolve():
+                raise ConfigError(source, "state_dir", "the state directory cannot change "
+                                  "while the node runs; a new one takes a restart")
+            Pipeline(config, key)
+        except (ConfigError, SiteKeyError, ValueError, OSError) as exc:
+            self.log.error("config.reload_refused", config=source, problem=str(exc))
+            _say(f"gantry: reload refused, the node keeps its running configuration: {exc}")
+            self._record(refused=str(exc))
+            return False
+        restart = tuple(name for name in ("network",)
+                        if getattr(config, name) != getattr(self.config, name))
+        self._stop_children(self.children, self.stop_children, grace=60)
+        self.config, self.digest, self.loaded_at = config, digest, time.time()
+        self.stop_children = StopFlag(self.ctx)
+        self.children = self._children(config, key, self.stop_children)
+        for child in self.children:
+            self._spawn(child)
+        self.log.info("config.reloaded", config=source, sha256=(digest or "")[:12],
+                      workers=len(self.children) - len(config.destinations),
+                      destinations=list(config.destinations))
+        if restart:
+            self.log.warning("config.restart_needed", sections=list(restart))
+            _say(f"gantry: {', '.join(restart)} changed: that takes a restart of the node")
+        self._record(restart_needed=restart)
+        return True
+
+    def _stop_children(self, children: list[_Child], flag: StopFlag, grace: float) -> None:
+        """Ask `children` to stop after their current object; kill those that do not, and
+        requeue what they held."""
+        flag.set()
+        for child in children:
+            if child.process is None:
+                continue
+            child.process.join(grace)
+            if child.process.is_alive():
+                self.log.warning("child.killed", child=child.name)
+                child.process.kill()
+                child.process.join(5)
+            self.store.reclaim(owner=child.owner_prefix())
+            self.log.debug("child.stopped", child=child.name, exitcode=child.process.exitcode)
 
     def stop(self, grace: float = 30.0) -> None:
         """Stop accepting, finish receives in flight, stop the children, leave the rest."""
@@ -337,12 +430,17 @@ class Service:
 
     def serve(self) -> int:
         """Run in the foreground until SIGTERM or SIGINT."""
+        received: list[int] = []
+
         def on_signal(signum: int, _frame: Any) -> None:
-            self.log.info("service.signal", signal=signal.Signals(signum).name)
+            # Only set the flag: a handler that logs can raise (a dead log sink) or wait for
+            # the lock of a line the main thread is writing, and then the node never stops.
+            received.append(signum)
             self.stopping.set()
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: self.reload_requested.set())
         try:
             self.start()
         except OSError as exc:  # e.g. the port is taken
@@ -356,5 +454,7 @@ class Service:
         self.log.info("service.ready", port=self.port, workers=self.config.network.workers,
                       destinations=list(self.config.destinations))
         self.supervise()
+        if received:
+            self.log.info("service.signal", signal=signal.Signals(received[0]).name)
         self.stop()
         return 0

@@ -27,14 +27,25 @@ def create_key_file(path: str | os.PathLike) -> Path:
 
 
 def _decode(text: str, where: str) -> bytes:
+    """The key from its hex text (never echoed: a message names only where it came from)."""
     text = text.strip()
     try:
         key = bytes.fromhex(text)
     except ValueError:
-        key = text.encode()
+        raise SiteKeyError(f"{where}: the site key must be hexadecimal digits (0-9, a-f), as "
+                           "`gantry keys init PATH` writes it") from None
     if len(key) < 16:
-        raise SiteKeyError(f"{where}: the site key must be at least 16 bytes")
+        raise SiteKeyError(f"{where}: the site key must be at least 16 bytes "
+                           f"(32 hex digits); it has {len(key)}")
     return key
+
+
+def _check_private(path: Path) -> None:
+    """Refuse a key file that anyone but its owner may read or change."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise SiteKeyError(f"{path}: the site key file is open to others (mode {mode:04o}); "
+                           f"it must be owner-only: chmod 600 {path}")
 
 
 def load_site_key(config: Config) -> bytes:
@@ -56,4 +67,5 @@ def load_site_key(config: Config) -> bytes:
         problem = (f"{path} is not a site key file: it must hold the key as hex text "
                    "(make one with `gantry keys init PATH`)")
         raise ConfigError(config.source, "site_key.file", problem) from None
+    _check_private(path)
     return _decode(text, str(path))

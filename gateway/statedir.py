@@ -1,5 +1,9 @@
 """The files of a node under `state_dir`: the database, the spool of originals as received,
-the de-identified outbox files and quarantined originals. Paths derive from the job id."""
+the de-identified outbox files and quarantined originals. Paths derive from the job id.
+
+Originals carry identifiers: the directories are owner-only (0700) and so are the files in them
+(0600; `gantry serve` runs with umask 077). A state directory made by an older version is
+tightened when it is opened."""
 
 from __future__ import annotations
 
@@ -10,9 +14,22 @@ from typing import TextIO
 
 from gateway.store import DELIVERED, FORWARDING, PURGED, Store
 
+OWNER_ONLY_UMASK = 0o077
+DIR_MODE, FILE_MODE = 0o700, 0o600
+
+
+def owner_only(path: Path, mode: int) -> None:
+    """Take group and other permissions away from `path` (ours) if it has any."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+        os.chmod(path, mode)
+
 
 class StateDir:
-    """The state directory of one node (created on first use)."""
+    """The state directory of one node (created on first use, owner-only)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -20,15 +37,21 @@ class StateDir:
         self.spool = self.root / "spool"
         self.out = self.root / "out"
         self.quarantine = self.root / "quarantine"
+        self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        owner_only(self.root, DIR_MODE)
         for d in (self.spool, self.out, self.quarantine):
-            d.mkdir(parents=True, exist_ok=True)
+            d.mkdir(mode=DIR_MODE, exist_ok=True)
+            owner_only(d, DIR_MODE)
+        for name in ("gantry.db", "gantry.db-wal", "gantry.db-shm", "node.lock"):
+            owner_only(self.root / name, FILE_MODE)
 
     def lock(self) -> TextIO | None:
         """Take the node's exclusive lock on this directory, or None when another process holds
         it: one `gantry serve` per state directory (a second one's recovery would requeue the
         first one's work and sweep its files). Held until the file is closed or the process
         exits, kill -9 included; the holder's pid is written in it."""
-        fh = open(self.root / "node.lock", "a+")  # noqa: SIM115 - held for the node's life
+        fd = os.open(self.root / "node.lock", os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        fh = os.fdopen(fd, "a+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

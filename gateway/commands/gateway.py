@@ -1,14 +1,18 @@
-"""`gantry serve`, `gantry status`, `gantry quarantine list|show|release|purge`, `gantry prune`,
-`gantry demo`."""
+"""`gantry serve`, `gantry reload`, `gantry status`, `gantry quarantine list|show|release|purge`,
+`gantry prune`, `gantry demo`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
+from gateway import logs, running
 from gateway.config import Config, ConfigError, load_config
 
 
@@ -17,6 +21,15 @@ def register(sub: Any) -> None:
                                      "forward) until SIGTERM")
     p.add_argument("--config", required=True, metavar="FILE", help="YAML configuration")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("reload", help="check a configuration, then have the running node use it "
+                                      "(as SIGHUP does); a bad one is refused and the node "
+                                      "keeps its own")
+    p.add_argument("--config", required=True, metavar="FILE",
+                   help="the YAML configuration the node runs with, as edited")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="how long to wait for the node's answer (default 120)")
+    p.set_defaults(func=cmd_reload)
 
     p = sub.add_parser("status", help="jobs by state, backlog and last error per destination")
     p.add_argument("--config", metavar="FILE", help="YAML configuration (default: embedded)")
@@ -60,6 +73,10 @@ def _open(config_path: str | None) -> tuple[Config, Any, Any]:
     from gateway.store import Store
 
     config = load_config(config_path)
+    # One summary line per command on stdout; the per-job log lines go to $GANTRY_LOG_FILE
+    # when it is set, and only warnings and errors reach stderr otherwise.
+    logs.configure(config.log_level if os.environ.get(logs.LOG_FILE_ENV) else "warning",
+                   role="cli")
     root = state_root(config)
     if not (root / "gantry.db").exists():
         raise ConfigError(config.source, "state_dir", f"no gateway state in {root} "
@@ -69,20 +86,25 @@ def _open(config_path: str | None) -> tuple[Config, Any, Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gateway import logs
     from gateway.service import Service
     from gateway.sitekey import load_site_key
+    from gateway.statedir import OWNER_ONLY_UMASK
 
     config = load_config(args.config)
     logs.configure(config.log_level, role="node")
+    os.umask(OWNER_ONLY_UMASK)  # spool, quarantine and database hold originals: owner-only
     return Service(config, load_site_key(config)).serve()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     config, _state, store = _open(args.config)
     age = store.oldest_pending_age()
+    node = running.read(_state.root)
     report = {
         "state_dir": str(_state.root),
+        "node": None if node is None else {
+            "pid": node.pid, "config": node.config, "sha256": node.digest,
+            "loaded_at": _when(node.loaded_at), "config_file_changed": node.file_changed()},
         "jobs": store.counts(),
         "pending": store.pending_jobs(),
         "oldest_pending_s": None if age is None else round(age, 1),
@@ -93,6 +115,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"state: {report['state_dir']}")
+    if node is None:
+        print("node:  not running")
+    else:
+        changed = " (the file has changed since: `gantry reload`)" if node.file_changed() else ""
+        print(f"node:  pid {node.pid}, {node.describe()}{changed}")
     jobs = report["jobs"]
     print("jobs:  " + (", ".join(f"{k} {v}" for k, v in sorted(jobs.items())) or "none"))
     print(f"pending: {report['pending']}" + (
@@ -157,6 +184,15 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
             print(f"  {_when(e['at'])}  {e['from_state'] or '-'} → {e['to_state']}  "
                   f"{e['detail'] or ''}")
         return 0
+    node = running.read(state.root)
+    if args.action == "release" and node is not None and node.file_changed():
+        # Released now, the objects would be re-run with the configuration the node has: the
+        # fix being released for would not apply, and they would come back for the same reason.
+        print(f"gantry: {node.config} has changed since the running node (pid {node.pid}) "
+              f"loaded it; nothing released. Have the node use it first (`gantry reload "
+              f"--config {node.config}`, or `kill -HUP {node.pid}`), then release.",
+              file=sys.stderr)
+        return 1
     done = 0
     for job in jobs:
         try:
@@ -170,8 +206,57 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         except StoreError as exc:
             print(f"gantry: {exc}", file=sys.stderr)
     verb = "released" if args.action == "release" else "purged"
-    print(f"{done} {verb}")
+    if args.action != "release":
+        print(f"{done} {verb}")
+    elif node is not None:
+        print(f"{done} released: the running node (pid {node.pid}) re-runs them with "
+              f"{node.describe()}")
+    else:
+        print(f"{done} released: no node is running on {state.root}; `gantry serve` will "
+              "re-run them with the configuration it is started with")
     return 0 if done == len(jobs) else 1
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Check FILE as the node would, then SIGHUP the node running on its state directory and
+    report its answer."""
+    from gateway.pipeline import Pipeline
+    from gateway.service import state_root
+    from gateway.sitekey import load_site_key
+
+    config = load_config(args.config)  # a bad file stops here: nothing is sent to the node
+    Pipeline(config, load_site_key(config))
+    root = state_root(config)
+    node = running.read(root)
+    if node is None:
+        print(f"gantry: no node is running on {root}: nothing to reload", file=sys.stderr)
+        return 1
+    path = str(Path(args.config).resolve())
+    if node.config != path:
+        print(f"gantry: the node (pid {node.pid}) on {root} runs with {node.config}, not "
+              f"{path}: edit that file, or restart the node with this one", file=sys.stderr)
+        return 2
+    os.kill(node.pid, signal.SIGHUP)
+    deadline = time.monotonic() + args.timeout
+    answer = node
+    while answer is not None and answer.reloads == node.reloads:
+        if time.monotonic() > deadline:
+            print(f"gantry: the node (pid {node.pid}) has not answered in {args.timeout:g} s",
+                  file=sys.stderr)
+            return 1
+        time.sleep(0.1)
+        answer = running.read(root)
+    if answer is None:
+        print(f"gantry: the node (pid {node.pid}) stopped", file=sys.stderr)
+        return 1
+    if answer.refused:
+        print(f"gantry: the node (pid {node.pid}) refused it and keeps its running "
+              f"configuration: {answer.refused}", file=sys.stderr)
+        return 1
+    print(f"reloaded: the node (pid {node.pid}) uses {answer.describe()}")
+    for section in answer.restart_needed:
+        print(f"gantry: {section} changed: that takes a restart of the node", file=sys.stderr)
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

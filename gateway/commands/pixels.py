@@ -17,13 +17,16 @@ from gateway.examine import (
     index_folder,
     scaffold_yaml,
 )
+from gateway.session.db import is_session_db
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("examine", help="machine signatures in a folder (or, without PATH, in "
-                                       "what the gateway has received), and which rules cover them")
+    p = sub.add_parser("examine", help="machine signatures in a folder or a session (or, "
+                                       "without PATH, in what the gateway has received), and "
+                                       "which rules cover them")
     p.add_argument("path", type=Path, nargs="?",
-                   help="file or folder; omitted: the gateway's state named by --config")
+                   help="file, folder or session database; omitted: the gateway's state named "
+                        "by --config")
     p.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_examine)
@@ -52,6 +55,15 @@ def _missing(path: Path) -> int:
 
 
 def cmd_examine(args: argparse.Namespace) -> int:
+    if args.path is not None and args.path.is_file() and is_session_db(args.path):
+        from gateway.session import Session
+
+        with Session(args.path) as session:
+            if args.config:
+                session.load_config(args.config)
+            inventory = session.examine()
+        print(inventory.as_json() if args.json else inventory)
+        return 0
     config = load_config(args.config)
     redactor = Redactor(config.redaction, config.base_dir)
     if args.path is None:

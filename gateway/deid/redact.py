@@ -22,7 +22,7 @@ BurnedInAnnotation becomes NO only when a rule was applied.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from pydicom.uid import (
 
 from gateway.config import ConfigError, RedactionConfig
 from gateway.deid.ctp_script import CtpScriptError, builtin_script_path, load_script
+from gateway.deid.ocr import Finding, Spans, TextPolicy, padded, read_words
 from gateway.deid.signatures import (
     Region,
     Rule,
@@ -108,6 +109,8 @@ class Redactor:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self._modalities = {m.upper() for m in cfg.at_risk_modalities}
         self._sop_classes = set(cfg.at_risk_sop_classes)
+        self.text_policy = TextPolicy(cfg.ocr_patterns, redact_all=cfg.ocr_redact == "all")
+        self._verify_policy = TextPolicy(cfg.ocr_patterns)
 
     def match(self, header: Dataset) -> Rule | None:
         return first_match(self.rules, header)
@@ -138,6 +141,40 @@ class Redactor:
         if decision.regions:
             redact_pixels(ds, decision.regions, self.cfg.output_encoding)
         ds.BurnedInAnnotation = "NO"
+
+    def redact_text(self, ds: Dataset, identifiers: Sequence[Spans] = ()) -> tuple[Finding, ...]:
+        """Read the text of every frame by OCR and blank the words the policy redacts, in
+        place; the findings (boxes and kinds, no text). Pixels stay untouched when there are
+        none. RedactionError when the pixels cannot be decoded."""
+        pixels = decode_pixels(ds)
+        words = read_words(pixels.array, pixels.photometric, _palette(ds, pixels))
+        findings = tuple(self.text_policy.classify(words, identifiers))
+        for finding in findings:
+            box = padded(finding.box, pixels.rows, pixels.columns)
+            blank(pixels, clip_regions([box], pixels.rows, pixels.columns), frame=finding.frame)
+        if findings:
+            store_pixels(ds, pixels, self.cfg.output_encoding)
+        ds.BurnedInAnnotation = "NO"
+        return findings
+
+    def readable_text(self, ds: Dataset, identifiers: Sequence[Spans] = ()) -> list[str]:
+        """The pixel half of verify: problems (frame and kind, no text) for identifying text
+        OCR still reads in the stored pixels of `ds`."""
+        pixels = decode_pixels(ds)
+        words = read_words(pixels.array, pixels.photometric, _palette(ds, pixels))
+        found = self._verify_policy.classify(words, identifiers)
+        frames = sorted({(f.frame, f.kind) for f in found})
+        return [f"{kind} is still readable in the pixels of frame {frame + 1}"
+                for frame, kind in frames]
+
+
+def _palette(ds: Dataset, pixels: Pixels):  # -> Callable[[np.ndarray], np.ndarray] | None
+    """A function mapping palette indices to RGB for a PALETTE COLOR object, else None."""
+    if pixels.photometric != "PALETTE COLOR":
+        return None
+    from pydicom.pixels import apply_color_lut
+
+    return lambda indices: apply_color_lut(indices, ds)
 
 
 def script_path(script: str, base_dir: Path | None = None) -> Path:
@@ -182,8 +219,28 @@ def fill_value(pi: str, bits_stored: int, signed: bool, samples: int) -> tuple[i
     return (lo,) * samples
 
 
-def redact_pixels(ds: Dataset, regions: Iterable[Region], output_encoding: str = "native") -> bool:
-    """Decode, blank `regions` in every frame, re-encode losslessly; False if nothing changed."""
+@dataclass
+class Pixels:
+    """The decoded frames of one object, ready to blank and to store again."""
+
+    array: np.ndarray  # (frames, rows, columns, samples), writeable
+    ts: UID
+    photometric: str  # as the array holds it (YBR_FULL_422 decodes to full-resolution YBR_FULL)
+    bits_allocated: int
+    fill: tuple[int, ...]
+
+    @property
+    def rows(self) -> int:
+        return int(self.array.shape[1])
+
+    @property
+    def columns(self) -> int:
+        return int(self.array.shape[2])
+
+
+def decode_pixels(ds: Dataset) -> Pixels:
+    """Every frame of `ds` decoded as stored (RedactionError, naming the element, if it cannot
+    be)."""
     meta = getattr(ds, "file_meta", None)
     ts = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else UID("")
     if "PixelData" not in ds:
@@ -207,31 +264,48 @@ def redact_pixels(ds: Dataset, regions: Iterable[Region], output_encoding: str =
         raise RedactionError(
             f"(7FE0,0010) Pixel Data: cannot decode {ts.name}: {type(exc).__name__}"
         ) from None
-
     rows, columns = int(props["rows"]), int(props["columns"])
     samples = int(props["samples_per_pixel"])
     frames = int(props["number_of_frames"])
-    boxes = clip_regions(regions, rows, columns)
-    if not boxes:
-        return False
     pi = str(props["photometric_interpretation"])
     if pi == "YBR_FULL_422":  # full-resolution YCbCr from a decoder (declared otherwise)
         pi = "YBR_FULL"
     bits_stored = int(props.get("bits_stored", ds.get("BitsStored", props["bits_allocated"])))
     signed = int(props.get("pixel_representation", 0)) == 1
-    fill = fill_value(pi, bits_stored, signed, samples)
-
     arr = arr.reshape((frames, rows, columns, samples))
     if not arr.flags.writeable:
         arr = arr.copy()
-    for r0, r1, c0, c1 in boxes:
-        arr[:, r0:r1, c0:c1, :] = np.asarray(fill, dtype=arr.dtype)
+    return Pixels(arr, ts, pi, int(props["bits_allocated"]),
+                  fill_value(pi, bits_stored, signed, samples))
 
-    _store(ds, arr, ts, pi, int(props["bits_allocated"]), output_encoding)
-    if ts in _LOSSY_METHOD and "LossyImageCompression" not in ds:
+
+def blank(pixels: Pixels, boxes: Iterable[tuple[int, int, int, int]],
+          frame: int | None = None) -> None:
+    """Set (row0, row1, col0, col1) boxes to the fill value, in one frame or in every frame."""
+    frames = slice(None) if frame is None else slice(frame, frame + 1)
+    value = np.asarray(pixels.fill, dtype=pixels.array.dtype)
+    for r0, r1, c0, c1 in boxes:
+        pixels.array[frames, r0:r1, c0:c1, :] = value
+
+
+def store_pixels(ds: Dataset, pixels: Pixels, output_encoding: str = "native") -> None:
+    """Write blanked pixels back into `ds` losslessly, as `output_encoding` says."""
+    _store(ds, pixels.array, pixels.ts, pixels.photometric, pixels.bits_allocated,
+           output_encoding)
+    if pixels.ts in _LOSSY_METHOD and "LossyImageCompression" not in ds:
         # the pixels went through a lossy codec before us: say so once they are stored lossless
         ds.LossyImageCompression = "01"
-        ds.LossyImageCompressionMethod = _LOSSY_METHOD[ts]
+        ds.LossyImageCompressionMethod = _LOSSY_METHOD[pixels.ts]
+
+
+def redact_pixels(ds: Dataset, regions: Iterable[Region], output_encoding: str = "native") -> bool:
+    """Decode, blank `regions` in every frame, re-encode losslessly; False if nothing changed."""
+    pixels = decode_pixels(ds)
+    boxes = clip_regions(regions, pixels.rows, pixels.columns)
+    if not boxes:
+        return False
+    blank(pixels, boxes)
+    store_pixels(ds, pixels, output_encoding)
     return True
 
 

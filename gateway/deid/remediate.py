@@ -13,7 +13,6 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -23,8 +22,9 @@ from gateway.config import TagOverride
 from gateway.deid import keyed
 from gateway.deid.dates import DateFormatError, shift_da, shift_dt
 from gateway.deid.dummies import dummy_for
+from gateway.deid.identifiers import IdentifierSet
 from gateway.deid.profile import Profile
-from gateway.deid.values import stored_text, str_values, text_values
+from gateway.deid.values import element_vr, stored_text, str_values, text_values
 from gateway.deid.vr import BINARY_VRS, FREE_TEXT_VRS, STRING_VRS, TEXT_VRS
 
 PATIENT_NAME = 0x00100010
@@ -65,6 +65,7 @@ class Remediation:
     counts: Counter = field(default_factory=Counter)
     uid_map: dict[str, str] = field(default_factory=dict)
     identifiers: set[str] = field(default_factory=set)
+    matcher: IdentifierSet = field(default_factory=IdentifierSet)
     pseudonym: str = ""
     date_offset_days: int | None = None
 
@@ -89,16 +90,6 @@ def _set(ds: Dataset, key: int, vr: str, value: object) -> None:
         ds._dict[key] = DataElement(key, vr, value)
 
 
-def element_vr(ds: Dataset, tag: int) -> str:
-    """The VR of an element without decoding its value (the dictionary's for implicit VR and
-    for UN, which pydicom replaces with the known VR when it decodes the element)."""
-    vr = ds._dict[tag].VR  # pydicom's element store: reading it never decodes a value
-    if vr and vr != "UN":
-        return vr
-    entry = DicomDictionary.get(tag)  # implicit VR, or UN standing for a known VR
-    return entry[0] if entry else "UN"
-
-
 def _name_terms(text: str) -> set[str]:
     terms = {text}
     for part in text.replace("=", "^").split("^"):
@@ -112,7 +103,7 @@ class _Remediator:
         self.profile = profile
         self.key = key
         self.keep_originals = keep_originals
-        self.result = Remediation()
+        self.result = Remediation(matcher=IdentifierSet.from_dataset(ds, profile))
         self._candidates = self._identifiers(ds)
         patient = stored_text(ds, PATIENT_ID).strip()
         seed = patient or stored_text(ds, PATIENT_NAME) + "|" + stored_text(ds, 0x00100030)

@@ -1,4 +1,7 @@
-"""Stamping a de-identified object: PatientIdentityRemoved and the method, with CID 7050 codes."""
+"""Stamping a de-identified object: PatientIdentityRemoved and the method, with CID 7050 codes.
+
+DeidentificationMethod (0012,0063) is LO, 1-n: one value per profile and option (the CID 7050
+meaning, at most 64 characters each), never one long text cut at 64."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from pydicom.tag import BaseTag
 from gateway.deid.profile import METHOD_CODES, Profile
 
 _MEANING = dict(METHOD_CODES.values())
+LO_MAX = 64
+assert all(len(m) <= LO_MAX for m in _MEANING.values()), "a CID 7050 meaning exceeds LO"
 PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD = BaseTag(0x00120062), BaseTag(0x00120063)
 METHOD_CODE_SEQUENCE = BaseTag(0x00120064)
 CODE_VALUE, CODING_SCHEME, CODE_MEANING = BaseTag(0x00080100), BaseTag(0x00080102), \
@@ -25,7 +30,8 @@ def _put(ds: Dataset, tag: BaseTag, vr: str, value: object) -> None:
 
 
 def stamp(ds: Dataset, profile: Profile, extra_codes: Iterable[str] = ()) -> None:
-    """Set (0012,0062) YES, (0012,0063) a description and (0012,0064) the method codes."""
+    """Set (0012,0062) YES, (0012,0063) one value per profile and option and (0012,0064) the
+    method codes."""
     codes = profile.method_codes() + [(c, _MEANING[c]) for c in extra_codes]
     seen: dict[str, str] = dict(codes)
     items = []
@@ -36,5 +42,5 @@ def stamp(ds: Dataset, profile: Profile, extra_codes: Iterable[str] = ()) -> Non
         _put(item, CODE_MEANING, "LO", meaning)
         items.append(item)
     _put(ds, PATIENT_IDENTITY_REMOVED, "CS", "YES")
-    _put(ds, DEIDENTIFICATION_METHOD, "LO", ("Gantry: " + "; ".join(seen.values()))[:64])
+    _put(ds, DEIDENTIFICATION_METHOD, "LO", list(seen.values()))
     _put(ds, METHOD_CODE_SEQUENCE, "SQ", Sequence(items))

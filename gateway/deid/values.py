@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -34,3 +35,13 @@ def stored_text(ds: Dataset, tag: int) -> str:
     """An element's values joined as in the file ("" when absent), not decoded if ASCII (the
     UIDs the pipeline names files by are read this way too)."""
     return "\\".join(text_values(ds, tag)) if tag in ds._dict else ""
+
+
+def element_vr(ds: Dataset, tag: int) -> str:
+    """The VR of an element without decoding its value (the dictionary's for implicit VR and
+    for UN, which pydicom replaces with the known VR when it decodes the element)."""
+    vr = ds._dict[tag].VR  # pydicom's element store: reading it never decodes a value
+    if vr and vr != "UN":
+        return vr
+    entry = DicomDictionary.get(tag)  # implicit VR, or UN standing for a known VR
+    return entry[0] if entry else "UN"

@@ -30,6 +30,7 @@ from pynetdicom.status import code_to_category
 from gateway.config import DestinationConfig
 from gateway.logs import get_logger
 from gateway.net import set_nodelay
+from gateway.net.reach import connection_problem
 from gateway.net.reactor_pause import guard
 from gateway.statedir import StateDir
 from gateway.store import Claim, IdlePoll, Store
@@ -168,7 +169,7 @@ class Slot(threading.Thread):
             assoc = ae.associate(d.host, d.port, ae_title=d.ae_title,
                                  max_pdu=self.outbox.max_pdu)
         except Exception as exc:  # noqa: BLE001 - any socket error is a connection failure
-            self.error = f"connection failed: {type(exc).__name__}"
+            self.error = connection_problem(d.host, d.port, exc)
             return DOWN
         if assoc.is_rejected:
             answer = assoc.acceptor.primitive
@@ -178,7 +179,7 @@ class Slot(threading.Thread):
         if not assoc.is_established:
             if assoc.rejected_contexts:  # pynetdicom aborts when the peer accepted none
                 return REFUSED
-            self.error = "connection failed: no association"
+            self.error = connection_problem(d.host, d.port)
             return DOWN
         set_nodelay(getattr(assoc.dul.socket, "socket", None))
         guard(assoc)  # else a response can be lost to pynetdicom's reactor (reactor_pause.py)

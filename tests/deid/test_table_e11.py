@@ -463,9 +463,13 @@ def test_stamp_codes(columns: tuple[str, ...]) -> None:
     remediate(ds, profile, b"table-e11-test-key-0123456789abcdef")
     stamp(ds, profile)
     assert ds.PatientIdentityRemoved == "YES"
-    assert ds.DeidentificationMethod and len(str(ds.DeidentificationMethod)) <= 64
     items = ds.DeidentificationMethodCodeSequence
     codes = [item.CodeValue for item in items]
+    # (0012,0063) is LO 1-n: one whole value per profile and option, each within LO's 64.
+    methods = ds["DeidentificationMethod"].value
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    assert methods == [item.CodeMeaning for item in items]
+    assert all(0 < len(m) <= 64 and "\\" not in m for m in methods)
     assert sorted(codes) == sorted([CID_7050["basic"]] + [CID_7050[c] for c in columns])
     assert all(item.CodingSchemeDesignator == "DCM" and item.CodeMeaning for item in items)
     assert ds.LongitudinalTemporalInformationModified == (

@@ -174,7 +174,9 @@ def test_destination_down_then_back_loses_nothing(box, tmp_path):
     start(port)
     assert wait_for(lambda: all(d["attempts"] >= 2 for j in ids for d in store.deliveries(j)))
     assert states(store, ids) == {FORWARDING}
-    assert store.destination_status()[0]["last_error"].startswith("connection failed")
+    # The error names the host, the port and the cause (not pynetdicom's "no association").
+    assert store.destination_status()[0]["last_error"] == (
+        f"connection failed: 127.0.0.1:{port}: Connection refused")
     pacs = StandInPacs(tmp_path / "pacs", ae_title="PACS", port=port).start()
     try:
         assert wait_for(lambda: states(store, ids) == {DELIVERED})

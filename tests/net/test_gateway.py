@@ -326,11 +326,13 @@ def test_refusals_quarantine_and_nothing_identifying_is_logged_or_audited(tmp_pa
         assert wait_settled(gw, 13) == {QUARANTINED: 9, DELIVERED: 4}
         store = gw.store()
         reasons = sorted(r["reason"] for r in store.quarantined())
-        assert reasons == ["no route"] * 3 + ["refusing answered status 0xA900"] * 6
+        no_route = ("no route: modality XA, SOP class 1.2.840.10008.5.1.4.1.1.2, calling AE "
+                    "MODALITY, called AE GANTRY; no route matches and there is no default_route")
+        assert reasons == [no_route] * 3 + ["refusing answered status 0xA900"] * 6
         listing = subprocess.run(
             [sys.executable, "-m", "gateway.cli", "quarantine", "list", "--config", str(config)],
             capture_output=True, text=True, check=True).stdout
-        assert listing.count("no route") == 3
+        assert listing.count("no route: modality XA") == 3
         job = listing.split()[0]
         shown = subprocess.run(
             [sys.executable, "-m", "gateway.cli", "quarantine", "show", job[:12], "--config",

@@ -51,7 +51,11 @@ def test_no_route_quarantines_and_keeps_the_original(tmp_path):
                                              "destinations": ["pacs"]}])
     spool(state, store, "j1")
     worker.run_once()
-    assert store.job("j1")["state"] == QUARANTINED and store.job("j1")["reason"] == "no route"
+    assert store.job("j1")["state"] == QUARANTINED
+    # The reason says what the routes were tried on, so the fix to the configuration is plain.
+    assert store.job("j1")["reason"] == (
+        "no route: modality CT, SOP class 1.2.840.10008.5.1.4.1.1.2, calling AE MOD, called AE "
+        "GANTRY; no route matches and there is no default_route")
     assert state.original("j1") == state.quarantined("j1")
     assert not state.output("j1").exists()
 

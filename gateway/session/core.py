@@ -1,0 +1,144 @@
+"""`Session`: a curation session over a dump of an archive, kept in one SQLite file.
+
+ingest → examine → configure → back up → anonymize → redact → verify → export, from a notebook
+or the shell, stopped and resumed at will: everything lives in the session database
+(gateway.session.db), and each step runs the one pipeline (gateway.pipeline).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.config import BackupConfig, Config, load_config, parse_config
+from gateway.recipients import load_certificates
+from gateway.session import export as _export
+from gateway.session import ingest as _ingest
+from gateway.session import inventory, navigate, stage
+from gateway.session.db import get_meta, open_db, set_meta
+from gateway.sitekey import load_site_key
+
+EMBEDDED = "<embedded default>"
+
+
+class Session:
+    """A session database at `path`, opened or created (0600). `workers`: processes for the
+    steps that read files (default: all cores); `progress`: a progress bar on a terminal."""
+
+    def __init__(self, path: str | os.PathLike, *, workers: int | None = None,
+                 progress: bool = True) -> None:
+        self.path = Path(path).resolve()
+        self.workers, self.progress = workers, progress
+        self.db = open_db(self.path)
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Session({str(self.path)!r}, {len(self.instances)} instances)"
+
+    # ------------------------------------------------------------------ configuration
+
+    @property
+    def config(self) -> Config:
+        """The configuration in force: the one loaded last (else the embedded default), with
+        the backup turned on by `backup_identities`."""
+        text, source = get_meta(self.db, "config_text"), get_meta(self.db, "config_source")
+        config = load_config(None) if text is None else parse_config(yaml.safe_load(text),
+                                                                     source or EMBEDDED)
+        recipients = get_meta(self.db, "backup_recipients")
+        if recipients:
+            config = dataclasses.replace(
+                config, backup=BackupConfig(True, tuple(json.loads(recipients))))
+        return config
+
+    def load_config(self, path: str | os.PathLike) -> Config:
+        """Check the YAML file at `path` (errors name the file, key and problem) and make it
+        the configuration in force; its text is kept in the session."""
+        source = Path(path).resolve()
+        config = load_config(source)
+        set_meta(self.db, "config_text", source.read_text())
+        set_meta(self.db, "config_source", str(source))
+        return config
+
+    def backup_identities(self, recipients: list[str | os.PathLike]) -> None:
+        """Seal the original values in every object from now on (Encrypted Attributes
+        Sequence), for these recipients' certificates (checked now)."""
+        paths = [str(Path(p).resolve()) for p in recipients]
+        load_certificates(paths)  # RecipientError names a missing or unsuitable file
+        set_meta(self.db, "backup_recipients", json.dumps(paths))
+
+    enable_reversible_anonymization = backup_identities
+
+    # ------------------------------------------------------------------ index
+
+    def ingest(self, path: str | os.PathLike) -> _ingest.IngestSummary:
+        """Index a file or folder tree (headers only); see gateway.session.ingest."""
+        return _ingest.ingest(self.db, Path(path), self.workers, self.progress)
+
+    @property
+    def patients(self) -> navigate.Listing[navigate.Patient]:
+        return navigate.patients(self.db)
+
+    @property
+    def studies(self) -> navigate.Listing[navigate.Study]:
+        return navigate.studies(self.db)
+
+    @property
+    def series(self) -> navigate.Listing[navigate.Series]:
+        return navigate.series(self.db)
+
+    @property
+    def instances(self) -> navigate.Listing[navigate.Instance]:
+        return navigate.instances(self.db)
+
+    def dataframe(self) -> Any:
+        """The instances as a pandas DataFrame (needs the extra `gantry[pandas]`)."""
+        return navigate.dataframe(self.db)
+
+    def examine(self) -> inventory.Inventory:
+        """The machine inventory of the instances under the configuration in force."""
+        return inventory.examine(self.db, self.config, self.workers, self.progress)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _checkpoint(self, name: str) -> stage.Checkpoint:
+        config = self.config
+        key = load_site_key(config)
+        stage.stage_files(self.db, config, key, self.workers, self.progress)
+        return stage.checkpoint(self.db, name, config, key)
+
+    def anonymize_metadata(self) -> stage.Checkpoint:
+        """What the profile changes in each file (elements and action counts, no values)."""
+        return self._checkpoint("anonymize")
+
+    apply_remediation = anonymize_metadata
+
+    def redact_pixels(self) -> stage.Checkpoint:
+        """Which files are at risk of burned-in text, the rule and regions that cover each,
+        and which would be quarantined for want of one."""
+        return self._checkpoint("redact")
+
+    def verify(self) -> stage.Checkpoint:
+        """The gatekeeper's verdict on each file and what the inspector still finds."""
+        return self._checkpoint("verify")
+
+    def export(self, out: str | os.PathLike) -> _export.ExportSummary:
+        """Write every file through the pipeline into `out`, refused originals into
+        `out`-quarantine; resumable (see gateway.session.export)."""
+        config = self.config
+        return _export.export(self.db, self.path, Path(out), config, load_site_key(config),
+                              self.workers, self.progress)
+
+    export_data = export

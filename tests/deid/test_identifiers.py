@@ -1,0 +1,128 @@
+"""IdentifierSet: an object's identifiers, matched as whole tokens in any text.
+
+Each test plants known values into pydicom's CT_small (a real CT header) and asks the matcher
+about text as people write it: look-alikes must pass, embedded identifiers must be found in
+upper, lower and mixed case, whatever the punctuation around them.
+"""
+
+from __future__ import annotations
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from gateway.deid.identifiers import IdentifierSet, date_forms
+from gateway.deid.profile import Profile
+from gateway.deid.remediate import remediate
+
+KEY = b"k" * 32
+
+
+def ct(**values: str) -> Dataset:
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientName = "JONES^PHILIP"
+    ds.PatientID = "1CT1"
+    ds.PatientBirthDate = "19610429"
+    ds.AccessionNumber = "ACC-77315"
+    ds.InstitutionName = "St Elsewhere Hospital"
+    ds.StudyDate = "20240312"
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+@pytest.fixture(scope="module")
+def matcher() -> IdentifierSet:
+    return IdentifierSet.from_dataset(ct())
+
+
+@pytest.mark.parametrize("text", [
+    "CHEST 1CT1 X", "chest 1ct1 x", "Chest_1Ct1_x", "ID:1CT1.", "1-CT-1",
+    "JONES", "jones", "Dr Jones said", "PHILIP", "philip jones", "Jones,Philip",
+    "ACC-77315", "acc77315", "ref acc 77315",
+    "born 19610429", "DOB 1961-04-29", "29/04/1961", "04/29/1961", "29.04.61", "29 Apr 1961",
+    "April 29, 1961", "29-APR-1961", "4/29/61",
+    "seen 20240312", "2024-03-12", "12/03/2024", "12.03.24", "12 March 2024", "3/12/2024",
+    "St Elsewhere Hospital", "st. elsewhere hospital",
+])
+def test_embedded_identifiers_are_found(matcher: IdentifierSet, text: str) -> None:
+    assert matcher.found_in(text)
+    assert matcher.spans(text)
+
+
+@pytest.mark.parametrize("text", [
+    "PHILIPS MEDICAL SYSTEMS", "Philips", "INGENIA PHILIPS", "JONESTOWN PROTOCOL",
+    "11CT1", "1CT11", "CT1", "SIEMENS", "ACC-773150", "177315", "ACC",
+    "HOSPITAL", "Elsewhere", "MEDICAL CENTER",
+    "20240313", "2024031299", "12/03/2025", "13.03.24", "19610430", "1961",
+    "",
+])
+def test_look_alikes_pass(matcher: IdentifierSet, text: str) -> None:
+    assert not matcher.found_in(text)
+    assert matcher.spans(text) == []
+
+
+def test_spans_point_at_the_identifiers_in_the_original_text() -> None:
+    matcher = IdentifierSet.from_dataset(ct())
+    text = "Seen by Jones, Philip on 12/03/2024 (PHILIPS scanner), id 1ct1."
+    found = [text[a:b] for a, b in matcher.spans(text)]
+    assert found == ["Jones", "Philip", "12/03/2024", "1ct1"]
+    assert matcher.scrub(text) == "Seen by ,  on  (PHILIPS scanner), id ."
+
+
+def test_identifiers_at_every_depth_and_of_every_person_name() -> None:
+    ds = ct()
+    item = Dataset()
+    item.ReferringPhysicianName = "Quillfeather^Ortensia"
+    item.ProcedureCodeSequence = Sequence([Dataset()])
+    item.ProcedureCodeSequence[0].add_new(0x00400244, "DA", "20230105")
+    ds.RequestAttributesSequence = Sequence([item])
+    ds.add_new(0x00142006, "PN", "Brightwater^Olek")  # EvaluatorName, unlisted in the table
+    matcher = IdentifierSet.from_dataset(ds)
+    for text in ("QUILLFEATHER", "ortensia", "05/01/2023", "Olek Brightwater"):
+        assert matcher.found_in(text), text
+
+
+def test_short_values_count_and_single_characters_do_not() -> None:
+    matcher = IdentifierSet.from_dataset(ct(PatientID="AB", PatientName="Ng^J^Q"))
+    assert matcher.found_in("series ab 3")
+    assert matcher.found_in("NG")
+    assert not matcher.found_in("J Q")
+
+
+def test_name_particles_alone_do_not_identify_but_the_name_does() -> None:
+    matcher = IdentifierSet.from_dataset(ct(PatientName="van der Berg^Anna"))
+    assert matcher.found_in("VAN DER BERG")
+    assert matcher.found_in("Berg")
+    assert not matcher.found_in("van de Graaff")
+
+
+def test_what_the_profile_keeps_is_no_identifier() -> None:
+    ds = ct()
+    basic = IdentifierSet.from_dataset(ds, Profile.basic())
+    kept = IdentifierSet.from_dataset(ds, Profile.basic("Retain Institution Identity Option",
+                                                        "Retain Longitudinal Temporal "
+                                                        "Information with Full Dates Option"))
+    assert basic.found_in("St Elsewhere Hospital") and basic.found_in("2024-03-12")
+    assert not kept.found_in("St Elsewhere Hospital") and not kept.found_in("2024-03-12")
+    assert kept.found_in("29/04/1961") and kept.found_in("1CT1")  # birth date, ID: removed
+
+
+def test_an_object_without_identifiers_is_falsy() -> None:
+    assert not IdentifierSet.from_dataset(Dataset())
+    assert not IdentifierSet()
+    assert IdentifierSet.from_dataset(ct())
+
+
+def test_unreadable_dates_give_no_forms() -> None:
+    assert date_forms("2024") == set() and date_forms("20241399") == set()
+    assert "12032024" in date_forms("2024.03.12")  # ACR-NEMA style
+
+
+def test_remediation_carries_the_matcher_of_the_original_header() -> None:
+    ds = ct()
+    result = remediate(ds, Profile.basic(), KEY)
+    assert str(ds.PatientName) != "JONES^PHILIP"
+    assert result.matcher.found_in("JONES") and result.matcher.found_in("1CT1")
