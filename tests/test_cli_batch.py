@@ -193,9 +193,56 @@ def test_audit_score_drops_after_deidentification(batch_folder: BatchFolder, gan
     (out,) = list((tmp_path / "OUT").rglob("*.dcm"))
     _, before = _audit(gantry_env, src)
     _, after = _audit(gantry_env, out)
-    assert after["objects"][0]["score"] < before["objects"][0]["score"]
-    found = {f["path"] for f in after["objects"][0]["findings"]}
-    assert planted_private_tag(src) not in found and "(0008,0050)" not in found
+    assert before["objects"][0]["score"] > 0 and before["objects"][0]["findings"]
+    # Re-audit comes back empty: nothing left that the configuration would act on.
+    assert after["objects"][0]["findings"] == [] and after["score"] == 0
+    assert after["band"] == "LOW"
+
+
+def test_audit_fail_on_risk_and_groups(batch_folder: BatchFolder, gantry_env: dict,
+                                       tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for path in batch_folder.good:
+        shutil.copy(path, src / path.name)
+    run, report = _audit(gantry_env, src)
+    assert run.returncode == 0, printed(run)
+    score = report["score"]
+    assert 0 < score <= 100 and report["instances"] == len(batch_folder.good)
+    # The two CTs of one study group under one patient, one study; labels are the output's.
+    (patient,) = report["patients"]  # the planted PatientID is one patient
+    assert patient["patient"].startswith("GANTRY-") and patient["instances"] == 4
+    assert sorted(s["instances"] for s in patient["children"]) == [1, 1, 2]
+    assert_nothing_planted(batch_folder, printed(run))
+    above = gantry(gantry_env, "audit", src, "--fail-on-risk", str(score - 1))
+    assert above.returncode == 1 and f"above --fail-on-risk {score - 1}" in above.stderr
+    at = gantry(gantry_env, "audit", src, "--fail-on-risk", str(score))
+    assert at.returncode == 0, printed(at)
+    assert f"session: 4 objects, risk {score}" in at.stdout
+    assert_nothing_planted(batch_folder, printed(above) + printed(at))
+    bad = gantry(gantry_env, "audit", src, "--fail-on-risk", "101")
+    assert bad.returncode == 2 and "--fail-on-risk" in bad.stderr
+
+
+def test_audit_of_unreadable_files_says_so(batch_folder: BatchFolder, gantry_env: dict) -> None:
+    notes = batch_folder.root / "bad" / "notes.txt"
+    run, report = _audit(gantry_env, notes)
+    assert run.returncode == 1
+    assert report["score"] is None and report["band"] == "UNREADABLE"
+    assert report["objects"] == [] and report["unreadable"][0]["file"] == str(notes)
+    text = gantry(gantry_env, "audit", notes)
+    assert "UNREADABLE" in text.stdout and "LOW" not in text.stdout
+    assert_nothing_planted(batch_folder, printed(run) + printed(text))
+
+
+def test_audit_without_a_site_key_numbers_its_groups(batch_folder: BatchFolder,
+                                                     gantry_env: dict) -> None:
+    env = {k: v for k, v in gantry_env.items() if k != "GANTRY_SITE_KEY"}
+    run = gantry(env, "audit", batch_folder.root / "study", "--json")
+    report = json.loads(run.stdout)
+    assert run.returncode == 0, printed(run)
+    assert report["patients"][0]["patient"] == "patient 1"
+    assert_nothing_planted(batch_folder, printed(run))
 
 
 def test_audit_reports_device_minted_2_25_uids_until_the_object_declares_deidentification(
