@@ -191,6 +191,36 @@ class CallerConfig:
 
 
 @dataclass(frozen=True)
+class ServerTLSConfig:
+    """DICOM TLS on the receiver (PS3.15 Annex B): the node's certificate and key, and the CAs
+    that sign its callers' certificates."""
+
+    certificate: str
+    private_key: str
+    ca_certificates: str | None = None
+    require_client_certificate: bool = False
+
+    def __post_init__(self) -> None:
+        if self.require_client_certificate and self.ca_certificates is None:
+            raise ValueError("require_client_certificate needs ca_certificates (the CAs "
+                             "that sign the callers' certificates)")
+
+
+@dataclass(frozen=True)
+class ClientTLSConfig:
+    """DICOM TLS to a destination: the CAs its certificate must chain to (else the system's),
+    and the node's own certificate and key when the destination asks for one."""
+
+    ca_certificates: str | None = None
+    certificate: str | None = None
+    private_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("give both certificate and private_key, or neither")
+
+
+@dataclass(frozen=True)
 class NetworkConfig:
     """The gateway's own DICOM node."""
 
@@ -200,11 +230,17 @@ class NetworkConfig:
     max_pdu: int = 65536
     allowed_callers: tuple[CallerConfig, ...] = ()  # empty: any caller
     workers: int = 2
+    tls: ServerTLSConfig | None = None
+    accept_any_called_ae: bool = False  # else only ae_title and the routes' called_ae
+    max_associations: int = 64
+    max_associations_per_peer: int = 16  # per IP address, connections not yet associated too
 
     def __post_init__(self) -> None:
         _check_ae(self.ae_title)
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is outside 0..65535")
+        if self.max_associations < 1 or self.max_associations_per_peer < 1:
+            raise ValueError("max_associations and max_associations_per_peer must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -218,6 +254,7 @@ class DestinationConfig:
     max_retries: int = 8
     backoff_seconds: float = 1.0
     max_backoff_seconds: float = 300.0
+    tls: ClientTLSConfig | None = None
 
     def __post_init__(self) -> None:
         _check_ae(self.ae_title)

@@ -190,9 +190,13 @@ def run_demo(directory: str | None = None, limit: int | None = None,
         refused = Counter(f"0x{s:04X}" if isinstance(s, int) else s
                           for s in statuses.values() if s != 0)
         store = Store(service.state.db, durable=False)
-        deadline = time.monotonic() + 120
-        while store.pending_jobs() and time.monotonic() < deadline:
+        # OCR of long multi-frame objects takes a while: wait as long as jobs keep finishing
+        last, idle_since = store.pending_jobs(), time.monotonic()
+        while last and time.monotonic() - idle_since < 120:
             time.sleep(0.2)
+            pending = store.pending_jobs()
+            if pending != last:
+                last, idle_since = pending, time.monotonic()
         counts = store.counts()
         reasons = Counter(r["reason"] for r in store.quarantined())
         pending = store.pending_jobs()

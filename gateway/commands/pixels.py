@@ -17,7 +17,6 @@ from gateway.examine import (
     index_folder,
     scaffold_yaml,
 )
-from gateway.session.db import is_session_db
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,6 +54,8 @@ def _missing(path: Path) -> int:
 
 
 def cmd_examine(args: argparse.Namespace) -> int:
+    from gateway.session.db import is_session_db
+
     if args.path is not None and args.path.is_file() and is_session_db(args.path):
         from gateway.session import Session
 

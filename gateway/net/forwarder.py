@@ -2,8 +2,8 @@
 
 Each of `associations` slots claims due deliveries from SQLite, keeps its association open
 across objects (re-associating when the outbox holds a SOP class / transfer syntax the current
-one lacks), streams the de-identified file as is, or transcodes it to an uncompressed syntax
-when the destination refused the original one. Outcomes:
+one lacks), streams the de-identified file as is, or re-encodes it in an uncompressed syntax the
+destination accepted when it refused the original one (`transcode.py`). Outcomes:
 
 - Success → delivered; Warning → delivered, status recorded;
 - connection failure → pending again after exponential backoff with jitter (forever: a
@@ -19,11 +19,9 @@ import os
 import random
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from pydicom import dcmread
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.status import code_to_category
 
@@ -32,6 +30,8 @@ from gateway.logs import get_logger
 from gateway.net import set_nodelay
 from gateway.net.reach import connection_problem
 from gateway.net.reactor_pause import guard
+from gateway.net.tls import ClientContext
+from gateway.net.transcode import TranscodeError, transcode
 from gateway.statedir import StateDir
 from gateway.store import Claim, IdlePoll, Store
 
@@ -49,16 +49,6 @@ def backoff(attempts: int, base: float, cap: float, rng: random.Random) -> float
     """Exponential backoff with 'equal jitter': half fixed, half random."""
     delay = min(cap, base * (2 ** min(attempts, 32)))
     return delay / 2 + rng.uniform(0, delay / 2)
-
-
-def transcode(path: Path, accepted: list[str]) -> Any:
-    """Read a file and make it sendable in an uncompressed syntax the peer accepted."""
-    ds = dcmread(path)
-    if ds.file_meta.TransferSyntaxUID.is_compressed:
-        ds.decompress()  # → Explicit VR Little Endian
-    target = ExplicitVRLittleEndian if ExplicitVRLittleEndian in accepted else accepted[0]
-    ds.file_meta.TransferSyntaxUID = UID(target)
-    return ds
 
 
 class Slot(threading.Thread):
@@ -165,9 +155,11 @@ class Slot(threading.Thread):
                 fallback.add(sop_class)
             proposed.add((sop_class, ts))
         d = self.outbox.dest
+        tls = self.outbox.tls
         try:
             assoc = ae.associate(d.host, d.port, ae_title=d.ae_title,
-                                 max_pdu=self.outbox.max_pdu)
+                                 max_pdu=self.outbox.max_pdu,
+                                 tls_args=None if tls is None else (tls, d.host))
         except Exception as exc:  # noqa: BLE001 - any socket error is a connection failure
             self.error = connection_problem(d.host, d.port, exc)
             return DOWN
@@ -179,7 +171,9 @@ class Slot(threading.Thread):
         if not assoc.is_established:
             if assoc.rejected_contexts:  # pynetdicom aborts when the peer accepted none
                 return REFUSED
-            self.error = connection_problem(d.host, d.port)
+            failure = tls.take_failure() if tls is not None else None
+            self.error = (f"TLS handshake with {d.host}:{d.port} failed: {failure}" if failure
+                          else connection_problem(d.host, d.port))
             return DOWN
         set_nodelay(getattr(assoc.dul.socket, "socket", None))
         guard(assoc)  # else a response can be lost to pynetdicom's reactor (reactor_pause.py)
@@ -221,6 +215,10 @@ class Slot(threading.Thread):
                 return
             try:  # a failure here is the object's, not the connection's: it never goes away
                 payload = transcode(path, uncompressed)
+            except TranscodeError as exc:
+                self._refuse(store, claim, f"{box.name} does not accept this transfer syntax "
+                             f"and the object cannot be re-encoded: {exc}")
+                return
             except Exception as exc:  # noqa: BLE001 - no decoder, or bad pixel data
                 self._refuse(store, claim, f"{box.name} does not accept this transfer syntax "
                              f"and the object cannot be decompressed: {type(exc).__name__}")
@@ -279,8 +277,9 @@ class Outbox:
 
     def __init__(self, name: str, dest: DestinationConfig, state: StateDir, *,
                  calling_ae: str, stop: Any, max_pdu: int = 0, batch: int = 16,
-                 poll: float = 0.02, idle: float = 10.0) -> None:
-        self.name, self.dest, self.state = name, dest, state
+                 poll: float = 0.02, idle: float = 10.0,
+                 tls: ClientContext | None = None) -> None:
+        self.name, self.dest, self.state, self.tls = name, dest, state, tls
         self.calling_ae, self.stop, self.max_pdu = calling_ae, stop, max_pdu
         self.batch, self.poll, self.idle = batch, poll, idle
         self.owner = f"fwd-{name}-{os.getpid()}"

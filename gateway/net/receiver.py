@@ -42,6 +42,8 @@ from gateway.dicomio import encode_file_meta
 from gateway.logs import get_logger
 from gateway.net import set_nodelay
 from gateway.net.reactor_pause import idle_checkpoint, wake
+from gateway.net.server import REQUEST_TIMEOUT, ConnectionServer
+from gateway.net.tls import server_context
 from gateway.store import Store
 
 TRANSFER_SYNTAXES = [
@@ -143,12 +145,19 @@ class Receiver:
         self._committing = False
         self._fsyncer = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
         self._server: Any = None
+        self.tls = server_context(config)  # ConfigError when a file will not load
         self._allowed = [(c.ae_title.strip(), c.address) for c in self.net.allowed_callers]
+        # The called AE titles answered: the node's own and those its routes select on.
+        self._called = None if self.net.accept_any_called_ae else {
+            self.net.ae_title.strip(), *(t.strip() for r in config.routes for t in r.called_ae)}
         self.ae = AE(ae_title=self.net.ae_title)
         self.ae.maximum_pdu_size = self.net.max_pdu
-        self.ae.maximum_associations = 64
+        # pynetdicom's own limit counts connections that never asked for an association;
+        # `_negotiate` applies `max_associations` to those that did, ConnectionServer caps
+        # connections per peer.
+        self.ae.maximum_associations = 1_000_000
         self.ae.network_timeout = 60
-        self.ae.acse_timeout = 15
+        self.ae.acse_timeout = REQUEST_TIMEOUT  # to send the A-ASSOCIATE-RQ once connected
         self.ae.dimse_timeout = 120
         self.ae.implementation_version_name = IMPLEMENTATION_VERSION
         # pynetdicom deep-copies the AE's supported contexts into every association (0.25 ms
@@ -175,10 +184,14 @@ class Receiver:
             (evt.EVT_SOP_COMMON, self._on_sop_common),
             (evt.EVT_PDU_RECV, wake),
         ]
-        self._server = self.ae.start_server((self.net.host, self.net.port), block=False,
-                                            evt_handlers=handlers)
+        server = self.ae.make_server((self.net.host, self.net.port), evt_handlers=handlers,
+                                     ssl_context=self.tls, server_class=ConnectionServer)
+        server.per_peer = self.net.max_associations_per_peer
+        threading.Thread(target=server.serve_forever, name="gantry-accept", daemon=True).start()
+        self.ae._servers.append(server)  # as AE.start_server does: shutdown() removes it
+        self._server = server
         self.log.info("receiver.listening", ae_title=self.net.ae_title, host=self.net.host,
-                      port=self.port)
+                      port=self.port, tls=self.tls is not None)
 
     def stop_accepting(self) -> None:
         """Close the listening socket; associations in flight carry on."""
@@ -236,20 +249,34 @@ class Receiver:
         negotiate = acse._negotiate_as_acceptor
 
         def checked() -> None:
-            # Same reject as pynetdicom's own calling-AE check: rejected-permanent,
-            # service-user, "calling AE title not recognized".
+            # The rejects pynetdicom's own checks send: rejected-permanent, service-user,
+            # "calling (or called) AE title not recognized"; rejected-transient, service-
+            # provider (presentation), "local limit exceeded".
             calling = acse.requestor.primitive.calling_ae_title.strip()
+            called = acse.requestor.primitive.called_ae_title.strip()
             if not self._allowed_caller(calling, address):
-                self.log.warning("association.rejected", calling_ae=calling, peer=address,
-                                 reason="calling AE title not recognized")
-                acse.send_reject(0x01, 0x01, 0x03)
-                evt.trigger(assoc, evt.EVT_REJECTED, {})
-                assoc.kill()
+                reject, reason = (0x01, 0x01, 0x03), "calling AE title not recognized"
+            elif self._called is not None and called not in self._called:
+                reject, reason = (0x01, 0x01, 0x07), "called AE title not recognized"
+            elif self._negotiated(assoc) >= self.net.max_associations:
+                reject, reason = (0x02, 0x03, 0x02), "local limit exceeded"
+            else:
+                self._offer(assoc)
+                negotiate()
                 return
-            self._offer(assoc)
-            negotiate()
+            self.log.warning("association.rejected", calling_ae=calling, called_ae=called,
+                             peer=address, reason=reason)
+            acse.send_reject(*reject)
+            evt.trigger(assoc, evt.EVT_REJECTED, {})
+            assoc.kill()
 
         acse._negotiate_as_acceptor = checked
+
+    def _negotiated(self, assoc: Any) -> int:
+        """Other associations established (connections that never asked for one are not
+        counted: ConnectionServer limits those per peer)."""
+        return sum(1 for a in self.ae.active_associations
+                   if a is not assoc and a.is_acceptor and a.is_established)
 
     def _offer(self, assoc: Any) -> None:
         """Support, on this association, every storage class its caller proposes: the listed

@@ -37,7 +37,7 @@ class Session:
         self.db = open_db(self.path)
 
     def close(self) -> None:
-        self.db.conn.close()
+        self.db.close()
 
     def __enter__(self) -> Session:
         return self

@@ -1,5 +1,6 @@
 """The session database: one SQLite file (WAL, created 0600) holding a dump's index, the
-configuration in force, staged results and export outcomes.
+configuration in force, staged results and export outcomes. It is plain sqlite3: sqlite-utils
+imports pandas when it is installed, which would add a second to every `gantry` command.
 
 It indexes the raw data, so it holds identifiers: it is the only Gantry store that may, which is
 why it is readable by its owner alone. Every write is a short transaction, so a process killed
@@ -11,8 +12,6 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
-
-import sqlite_utils
 
 SCHEMA_VERSION = "1"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -76,7 +75,7 @@ def is_session_db(path: str | os.PathLike) -> bool:
         return False
 
 
-def open_db(path: str | os.PathLike) -> sqlite_utils.Database:
+def open_db(path: str | os.PathLike) -> sqlite3.Connection:
     """Open or create the session database at `path` (created 0600; WAL; busy timeout)."""
     target = Path(path)
     if not target.exists():
@@ -85,8 +84,7 @@ def open_db(path: str | os.PathLike) -> sqlite_utils.Database:
         os.chmod(target, 0o600)  # whatever the umask: the index holds identifiers
     elif target.stat().st_size and not is_session_db(target):
         raise SessionDbError(f"{target}: not a session database (not an SQLite file)")
-    conn = sqlite3.connect(target, timeout=30)
-    db = sqlite_utils.Database(conn)
+    db = conn = sqlite3.connect(target, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")  # a killed process loses nothing committed
     try:
@@ -104,13 +102,13 @@ def open_db(path: str | os.PathLike) -> sqlite_utils.Database:
     return db
 
 
-def get_meta(db: sqlite_utils.Database, key: str) -> str | None:
+def get_meta(db: sqlite3.Connection, key: str) -> str | None:
     row = db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
     return row[0] if row else None
 
 
-def set_meta(db: sqlite_utils.Database, key: str, value: str | None) -> None:
-    with db.conn:
+def set_meta(db: sqlite3.Connection, key: str, value: str | None) -> None:
+    with db:
         if value is None:
             db.execute("DELETE FROM meta WHERE key = ?", [key])
         else:

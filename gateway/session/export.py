@@ -15,18 +15,18 @@ import fcntl
 import os
 import re
 import shutil
+import sqlite3
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from gateway.batch import quarantine_dir
 from gateway.config import Config
 from gateway.dicomio import DicomReadError, read_for_deid
 from gateway.pipeline import Forwarded, Pipeline, layout_path
+from gateway.safetext import safe_message
 from gateway.session.parallel import run_parallel
 from gateway.session.settings import decision_key, redaction_hash, settings_hash
 
@@ -111,7 +111,7 @@ class _Lock:
         os.close(self.fd)
 
 
-def export(db: sqlite_utils.Database, db_path: Path, out: Path, config: Config, key: bytes,
+def export(db: sqlite3.Connection, db_path: Path, out: Path, config: Config, key: bytes,
            workers: int | None = None, progress: bool = True) -> ExportSummary:
     """Export every indexed file into `out` (quarantine beside it); see the module notes."""
     out = Path(out).resolve()
@@ -167,7 +167,7 @@ def export(db: sqlite_utils.Database, db_path: Path, out: Path, config: Config, 
             kind, detail, decision = result
             if kind == "unchanged":
                 summary.done += 1
-                with db.conn:
+                with db:
                     db.execute("UPDATE exports SET redaction_hash = ? WHERE out = ? AND "
                                "file_id = ?", [redaction, str(out), file_id])
                 return
@@ -202,6 +202,14 @@ def _export_one(pipeline: Pipeline, place: Any, config: Config, path: str,
     ('unchanged', None, decision) when only the redaction section changed and not this
     object's decision."""
     try:
+        return _export_checked(pipeline, place, config, path, expected)
+    except OSError as exc:  # the machine's (a full disk): the pipeline leaves it to its caller
+        return "quarantined", f"cannot write the de-identified object: {safe_message(exc)}", ""
+
+
+def _export_checked(pipeline: Pipeline, place: Any, config: Config, path: str,
+                    expected: str | None) -> tuple[str, str | None, str]:
+    try:
         parsed = read_for_deid(path)
     except DicomReadError as exc:
         return "quarantined", f"{exc.kind}: {exc.problem}", ""
@@ -229,10 +237,10 @@ def _quarantine(src: Path, root: Path, qdir: Path, reason: str, summary: ExportS
     return str(target)
 
 
-def _record(db: sqlite_utils.Database, out: Path, file_id: int, version: int, settings: str,
+def _record(db: sqlite3.Connection, out: Path, file_id: int, version: int, settings: str,
             redaction: str, decision: str, outcome: str, path: str | None,
             reason: str | None) -> None:
-    with db.conn:
+    with db:
         db.execute("INSERT OR REPLACE INTO exports (out, file_id, file_version, settings_hash, "
                    "redaction_hash, decision, outcome, path, reason) VALUES (?,?,?,?,?,?,?,?,?)",
                    [str(out), file_id, version, settings, redaction, decision, outcome, path,

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
 from pydicom.dataset import Dataset
 
 from gateway.batch import iter_inputs
@@ -113,7 +113,7 @@ def _stat_all(root: Path) -> Iterator[tuple[str, int, int]]:
         yield str(path), st.st_size, st.st_mtime_ns
 
 
-def plan(db: sqlite_utils.Database, source: Path) -> tuple[list[tuple[str, int, int, bool]],
+def plan(db: sqlite3.Connection, source: Path) -> tuple[list[tuple[str, int, int, bool]],
                                                           int, list[str]]:
     """Files to read (path, size, mtime, indexed before?), how many are unchanged, and the
     paths of indexed files under `source` that are gone."""
@@ -133,10 +133,10 @@ def plan(db: sqlite_utils.Database, source: Path) -> tuple[list[tuple[str, int, 
     return todo, unchanged, gone
 
 
-def resolve_duplicates(db: sqlite_utils.Database) -> tuple[int, int]:
+def resolve_duplicates(db: sqlite3.Connection) -> tuple[int, int]:
     """Mark files sharing a SOP Instance UID: byte-identical copies point at the first path
     (`duplicate_of`), different contents are all in conflict. Returns (duplicates, conflicts)."""
-    with db.conn:
+    with db:
         db.execute("UPDATE files SET duplicate_of = NULL, conflict = 0")
         groups = db.execute(
             "SELECT sop_instance_uid FROM files WHERE state = 'ok' GROUP BY sop_instance_uid "
@@ -175,7 +175,7 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def ingest(db: sqlite_utils.Database, source: Path, workers: int | None = None,
+def ingest(db: sqlite3.Connection, source: Path, workers: int | None = None,
            progress: bool = True) -> IngestSummary:
     """Index `source` (a file or a folder tree) into the session; see the module notes."""
     from gateway.session.parallel import run_parallel
@@ -186,7 +186,7 @@ def ingest(db: sqlite_utils.Database, source: Path, workers: int | None = None,
     root = str(source if source.is_dir() else source.parent)
     todo, unchanged, gone = plan(db, source)
     summary = IngestSummary(unchanged=unchanged, missing=len(gone))
-    with db.conn:
+    with db:
         for start in range(0, len(gone), 500):
             part = gone[start:start + 500]
             db.execute(f"UPDATE files SET state = 'missing' WHERE path IN "
@@ -194,7 +194,7 @@ def ingest(db: sqlite_utils.Database, source: Path, workers: int | None = None,
     pending: list[dict[str, Any]] = []
 
     def flush() -> None:
-        with db.conn:
+        with db:
             for row in pending:
                 if row.pop("changed"):
                     sets = ", ".join(f"{k} = :{k}" for k in row if k != "path")

@@ -3,9 +3,8 @@ instances, under the session's configuration, read from the headers in forked wo
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
-
-import sqlite_utils
 
 from gateway.config import Config
 from gateway.deid.redact import Redactor
@@ -40,7 +39,7 @@ def _record(redactor: Redactor, path: str) -> MachineRecord | None:
         return None
 
 
-def examine(db: sqlite_utils.Database, config: Config, workers: int | None = None,
+def examine(db: sqlite3.Connection, config: Config, workers: int | None = None,
             progress: bool = True) -> Inventory:
     redactor = Redactor(config.redaction, config.base_dir)
     index = MachineIndex(redactor)

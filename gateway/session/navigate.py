@@ -8,11 +8,11 @@ counts, never identifiers.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-import sqlite_utils
 from pydicom.dataset import Dataset
 
 T = TypeVar("T")
@@ -26,7 +26,7 @@ INSTANCE_COLUMNS = (
 class Listing(Generic[T]):
     """A lazy, re-iterable list of one level: `len()`, iteration and indexing query the index."""
 
-    def __init__(self, db: sqlite_utils.Database, count_sql: str, sql: str, args: list[Any],
+    def __init__(self, db: sqlite3.Connection, count_sql: str, sql: str, args: list[Any],
                  make: Callable[[tuple], T]) -> None:
         self._db, self._count, self._sql, self._args, self._make = db, count_sql, sql, args, make
 
@@ -150,14 +150,14 @@ class Patient:
         return f"Patient({self.count} instances)"
 
 
-def patients(db: sqlite_utils.Database) -> Listing[Patient]:
+def patients(db: sqlite3.Connection) -> Listing[Patient]:
     return Listing(db, f"SELECT count(DISTINCT patient_id) FROM files WHERE {INSTANCES}",
                    f"SELECT patient_id, max(patient_name), count(*) FROM files "
                    f"WHERE {INSTANCES} GROUP BY patient_id ORDER BY patient_id", [],
                    lambda r: Patient(db, *r))
 
 
-def _studies(db: sqlite_utils.Database, where: str, args: list[Any]) -> Listing[Study]:
+def _studies(db: sqlite3.Connection, where: str, args: list[Any]) -> Listing[Study]:
     return Listing(db, f"SELECT count(*) FROM (SELECT DISTINCT patient_id, study_uid "
                        f"FROM files WHERE {where})",
                    f"SELECT patient_id, study_uid, max(study_date), max(study_description), "
@@ -166,11 +166,11 @@ def _studies(db: sqlite_utils.Database, where: str, args: list[Any]) -> Listing[
                    lambda r: Study(db, *r))
 
 
-def studies(db: sqlite_utils.Database) -> Listing[Study]:
+def studies(db: sqlite3.Connection) -> Listing[Study]:
     return _studies(db, INSTANCES, [])
 
 
-def _series_where(db: sqlite_utils.Database, where: str, args: list[Any]) -> Listing[Series]:
+def _series_where(db: sqlite3.Connection, where: str, args: list[Any]) -> Listing[Series]:
     return Listing(db, f"SELECT count(*) FROM (SELECT DISTINCT patient_id, study_uid, "
                        f"series_uid FROM files WHERE {where})",
                    f"SELECT patient_id, study_uid, series_uid, max(series_number), "
@@ -180,21 +180,21 @@ def _series_where(db: sqlite_utils.Database, where: str, args: list[Any]) -> Lis
                    lambda r: Series(db, *r))
 
 
-def _series_listing(db: sqlite_utils.Database, patient: str, study: str) -> Listing[Series]:
+def _series_listing(db: sqlite3.Connection, patient: str, study: str) -> Listing[Series]:
     return _series_where(db, f"{INSTANCES} AND patient_id = ? AND study_uid = ?",
                          [patient, study])
 
 
-def _series(db: sqlite_utils.Database, patient: str, study: str, series: str) -> Series:
+def _series(db: sqlite3.Connection, patient: str, study: str, series: str) -> Series:
     return _series_where(db, f"{INSTANCES} AND patient_id = ? AND study_uid = ? AND "
                              f"series_uid = ?", [patient, study, series])[0]
 
 
-def series(db: sqlite_utils.Database) -> Listing[Series]:
+def series(db: sqlite3.Connection) -> Listing[Series]:
     return _series_where(db, INSTANCES, [])
 
 
-def _instances(db: sqlite_utils.Database, where: str, args: list[Any]) -> Listing[Instance]:
+def _instances(db: sqlite3.Connection, where: str, args: list[Any]) -> Listing[Instance]:
     def make(r: tuple) -> Instance:
         return Instance(db, *r[:13], bool(r[13]), *r[14:])
 
@@ -203,7 +203,7 @@ def _instances(db: sqlite_utils.Database, where: str, args: list[Any]) -> Listin
                    args, make)
 
 
-def instances(db: sqlite_utils.Database) -> Listing[Instance]:
+def instances(db: sqlite3.Connection) -> Listing[Instance]:
     return _instances(db, INSTANCES, [])
 
 
@@ -215,7 +215,7 @@ DATAFRAME_COLUMNS = (
     "columns", "frames", "burned_in", "conflict")
 
 
-def dataframe(db: sqlite_utils.Database) -> Any:
+def dataframe(db: sqlite3.Connection) -> Any:
     """The instances as a pandas DataFrame (pandas is the optional extra `gantry[pandas]`)."""
     try:
         import pandas

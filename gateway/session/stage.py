@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import copy
 import json
+import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
-
-import sqlite_utils
 
 from gateway.config import Config
 from gateway.deid.diff import diff
@@ -118,7 +117,7 @@ def _stage_one(pipeline: Pipeline, path: str) -> dict[str, Any]:
             "changes": changes, "residual": residual}
 
 
-def stage_files(db: sqlite_utils.Database, config: Config, key: bytes,
+def stage_files(db: sqlite3.Connection, config: Config, key: bytes,
                 workers: int | None = None, progress: bool = True) -> None:
     """Stage every file not yet staged under this configuration (see the module notes)."""
     pipeline = Pipeline(config, key)
@@ -150,9 +149,9 @@ def stage_files(db: sqlite_utils.Database, config: Config, key: bytes,
                  "staging", workers, progress)
 
 
-def _store(db: sqlite_utils.Database, file_id: int, version: int, stage_hash: str,
+def _store(db: sqlite3.Connection, file_id: int, version: int, stage_hash: str,
            facts: dict[str, Any]) -> None:
-    with db.conn:
+    with db:
         db.execute(
             "INSERT OR REPLACE INTO staged (file_id, file_version, stage_hash, outcome, reason, "
             "rule, regions, at_risk, counts, changes, residual) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -161,7 +160,7 @@ def _store(db: sqlite_utils.Database, file_id: int, version: int, stage_hash: st
              json.dumps(facts["changes"]), json.dumps(facts["residual"])])
 
 
-def checkpoint(db: sqlite_utils.Database, name: str, config: Config, key: bytes) -> Checkpoint:
+def checkpoint(db: sqlite3.Connection, name: str, config: Config, key: bytes) -> Checkpoint:
     """The staged results under this configuration, as checkpoint `name` shows them."""
     stage_hash = settings_hash(config, key) + redaction_hash(config)
     result = Checkpoint(name)

@@ -55,13 +55,16 @@ class StoreSCP:
     """dcmtk storescp writing to a folder."""
 
     def __init__(self, folder: Path, port: int | None = None, ae: str = "PACS",
-                 accept_all: bool = False, promiscuous: bool = False) -> None:
+                 accept_all: bool = False, promiscuous: bool = False,
+                 implicit_only: bool = False) -> None:
         self.folder, self.port, self.ae = folder, port or free_port(), ae
         folder.mkdir(parents=True, exist_ok=True)
         args = [need("storescp"), "-aet", ae, "--output-directory", str(folder),
                 "+uf"]  # unique file names: a re-sent object is a second file
         if accept_all:
             args.append("+xa")
+        if implicit_only:  # a PACS that accepts Implicit VR Little Endian and nothing else
+            args.append("+xi")
         if promiscuous:  # also SOP classes dcmtk does not know
             args.append("--promiscuous")
         self.proc = subprocess.Popen([*args, str(self.port)], env=DCMTK_ENV,

@@ -4,13 +4,14 @@ chosen statuses; a destination that is down and comes back; transcoding when ref
 from __future__ import annotations
 
 import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from nethelpers import free_port, wait_for
+from nethelpers import DCMTK_ENV, free_port, need, wait_for
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
@@ -106,6 +107,7 @@ def test_refused_transfer_syntax_is_transcoded(box, storescp):
     received = dcmread(got)
     assert received.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
     assert np.array_equal(received.pixel_array, dcmread(src).pixel_array)
+    assert received.SOPInstanceUID == dcmread(src).SOPInstanceUID  # no UID made up
 
 
 def test_an_object_that_cannot_be_decompressed_for_the_peer_is_quarantined(box, storescp,
@@ -210,3 +212,43 @@ def test_backoff_grows_is_capped_and_jittered():
     assert delays[0] <= 1.0 and 4.0 <= delays[3] <= 8.0 and all(d <= 60 for d in delays)
     assert len({round(backoff(5, 1.0, 1e9, rng), 6) for _ in range(5)}) > 1
     assert is_transient(0xA700) and is_transient(0xA7FF) and not is_transient(0xA900)
+
+
+def _public(ds) -> dict:
+    """Every public element of a dataset but the pixel data, group lengths and trailing
+    padding (storescp drops it when it writes a file), as values."""
+    return {e.tag: e.value for e in ds if not e.tag.is_private and e.tag.element != 0
+            and e.tag not in (0x7FE00010, 0xFFFCFFFC)}
+
+
+def test_an_implicit_only_pacs_gets_every_syntax_truly_re_encoded(box, storescp, tmp_path):
+    state, store, start = box
+    scp = storescp(implicit_only=True)  # dcmtk storescp +xi
+    names = ("CT_small.dcm", "JPEG2000.dcm", "MR_small_bigendian.dcm", "image_dfl.dcm",
+             "SC_rgb_rle.dcm")
+    sources = [Path(get_testdata_file(n)) for n in names]
+    # A big-endian value of unknown structure cannot be byte-swapped: refused, never relabelled.
+    odd = dcmread(get_testdata_file("MR_small_bigendian.dcm"))
+    odd.add_new(0x00091001, "UN", b"\x01\x02\x03\x04")
+    odd.SOPInstanceUID = odd.file_meta.MediaStorageSOPInstanceUID = "2.25.1234"
+    odd.save_as(tmp_path / "odd.dcm")
+    ids = queue(state, store, [*sources, tmp_path / "odd.dcm"])
+    start(scp.port)
+    assert wait_for(lambda: states(store, ids) == {DELIVERED, QUARANTINED}
+                    and store.job(ids[-1])["state"] == QUARANTINED
+                    and len(scp.files()) == len(sources))
+    assert states(store, ids[:-1]) == {DELIVERED}
+    assert store.job(ids[-1])["reason"] == (
+        "pacs does not accept this transfer syntax and the object cannot be re-encoded: "
+        "big-endian element (0009,1001) has VR UN and cannot be byte-swapped")
+    received = {str(r.SOPInstanceUID): (f, r) for f in scp.files() for r in [dcmread(f)]}
+    for src in sources:
+        original = dcmread(src)
+        got, ds = received[str(original.SOPInstanceUID)]  # the object kept its identity
+        assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2"
+        assert ds.original_encoding == (True, True), src.name  # the bytes are implicit LE
+        assert np.array_equal(ds.pixel_array, original.pixel_array), src.name
+        assert _public(ds) == _public(original), src.name
+        dump = subprocess.run([need("dcmdump"), "-q", str(got)], capture_output=True,
+                              text=True, env=DCMTK_ENV)
+        assert dump.returncode == 0 and not dump.stderr, (src.name, dump.stderr)
