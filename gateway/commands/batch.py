@@ -10,8 +10,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from gateway.batch import iter_inputs, run_batch
-from gateway.config import ConfigError, load_config
+from gateway.batch import CONFLICT, iter_inputs, run_batch
+from gateway.config import Config, ConfigError, load_config
 from gateway.deid.diff import diff
 from gateway.dicomio import read_full
 from gateway.pipeline import Forwarded, Outcome
@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="folder outside INPUT for the de-identified objects (by new study and "
                         "series UID); refused inputs go to OUTPUT-quarantine with their reasons")
     p.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
+    p.add_argument("--profile", default="default",
+                   help="profile name from the config's `profiles` (default: its `profile`)")
     p.add_argument("--workers", type=_positive, default=None,
                    help="processes (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -66,6 +68,8 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
     if not args.input.exists():
         print(f"gantry: {args.input}: no such file or folder", file=sys.stderr)
         return 2
+    if args.profile != "default" and args.profile not in config.profiles:
+        return _no_profile("deidentify", args.profile, config)
     total = sum(1 for _ in iter_inputs(args.input))
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -91,11 +95,16 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
 
         previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
-            summary = run_batch(args.input, args.output, config, key, args.workers, on_result)
+            summary = run_batch(args.input, args.output, config, key, args.workers, on_result,
+                                profile=args.profile)
         finally:
             signal.signal(signal.SIGTERM, previous)
+    for copy, first in summary.duplicates:
+        print(f"duplicate {copy}: the same bytes as {first}, written once")
+    for src in summary.conflicts:
+        print(f"quarantined {src}: {CONFLICT}")
     print(f"{summary.total} objects: {summary.written} de-identified, "
-          f"{summary.quarantined} quarantined")
+          f"{summary.quarantined} quarantined, {len(summary.duplicates)} duplicates")
     if summary.counts:
         actions = ", ".join(f"{code} {n}" for code, n in sorted(summary.counts.items()))
         print(f"elements changed per action: {actions}")
@@ -105,6 +114,13 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
         print(f"quarantine: {summary.quarantine} — {reasons}")
         return 1
     return 0
+
+
+def _no_profile(command: str, name: str, config: Config) -> int:
+    known = ", ".join(["default", *config.profiles])
+    print(f"gantry {command}: no profile {name!r} in {config.source} (known: {known})",
+          file=sys.stderr)
+    return 2
 
 
 def _risk_limit(text: str) -> int:
@@ -123,10 +139,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(f"gantry: {args.path}: no such file or folder", file=sys.stderr)
         return 2
     if args.profile != "default" and args.profile not in config.profiles:
-        known = ", ".join(["default", *config.profiles])
-        print(f"gantry audit: no profile {args.profile!r} in {config.source} (known: {known})",
-              file=sys.stderr)
-        return 2
+        return _no_profile("audit", args.profile, config)
     try:  # with the key, groups are named as the output names them; without, by number
         key: bytes | None = load_site_key(config)
     except (ConfigError, SiteKeyError):
