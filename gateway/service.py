@@ -341,6 +341,11 @@ class Service:
         self.reloads = 0
         self.receiver = Receiver(config, site_key, self.state.db, self.state.spool)
         self.children = self._children(config, site_key, self.stop_children)
+        self.audit = None
+        if config.audit.syslog:
+            from gateway.auditfeed import AuditFeed
+
+            self.audit = AuditFeed(config, self.state.root)
 
     def _children(self, config: Config, site_key: bytes, stop: StopFlag) -> list[_Child]:
         root = str(self.state.root)
@@ -371,7 +376,16 @@ class Service:
                                  destination=dest["destination"], backlog=dest["backlog"])
         for child in self.children:
             self._spawn(child)
+        if self.audit is not None:
+            self.audit.started(self.store)
         self.receiver.start()
+        if self.audit is not None:
+            from pynetdicom import evt
+
+            self.receiver.bind(evt.EVT_ESTABLISHED, self.audit.on_established)
+            self.receiver.bind(evt.EVT_RELEASED, self.audit.on_ended)
+            self.receiver.bind(evt.EVT_ABORTED, self.audit.on_ended)
+            self.receiver.bind(evt.EVT_REJECTED, self.audit.on_rejected)
         self._record()
 
     def _record(self, refused: str | None = None, restart_needed: tuple[str, ...] = ()) -> None:
@@ -397,6 +411,11 @@ class Service:
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self.reload()
+            if self.audit is not None:
+                try:
+                    self.audit.poll(self.store)
+                except (sqlite3.Error, OSError) as exc:  # the next round tries again
+                    self.log.warning("audit.poll_failed", error=type(exc).__name__)
             try:
                 self.store.checkpoint()
             except sqlite3.Error as exc:  # the next round tries again; never stop supervising
@@ -453,10 +472,12 @@ class Service:
             _say(f"gantry: reload refused, the node keeps its running configuration: {exc}")
             self._record(refused=str(exc))
             return False
-        restart = tuple(name for name in ("network",)
+        restart = tuple(name for name in ("network", "audit")
                         if getattr(config, name) != getattr(self.config, name))
         self._stop_children(self.children, self.stop_children, grace=60)
         self.config, self.digest, self.loaded_at = config, digest, time.time()
+        if self.audit is not None:
+            self.audit.config = config  # destinations named in the transfer messages
         self.stop_children = StopFlag(self.ctx)
         self.children = self._children(config, key, self.stop_children)
         for child in self.children:
@@ -505,6 +526,8 @@ class Service:
                 self.log.debug("child.stopped", child=child.name,
                                exitcode=child.process.exitcode)
         self.log.info("service.stopped", pending=self.store.pending_jobs())
+        if self.audit is not None:
+            self.audit.stopped(self.store)
         self.store.close()
         self._lock.close()
 

@@ -9,13 +9,18 @@ nested thousands deep. The same seed always gives the same bytes.
 from __future__ import annotations
 
 import random
+import re
+import shutil
 import struct
+import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
 from pydicom.data import get_testdata_file
 
+from gateway.dicomio import read_for_deid
 from gateway.headerscan import scan_header
 
 # Small objects of different shapes: explicit VR with private groups, implicit VR, nested
@@ -115,3 +120,32 @@ def mutate(base: Base, n: int, seed: int) -> tuple[str, bytes]:
             creator = b""
         data[at:at] = creator + nested
     return kind, bytes(data)
+
+
+GENERIC = re.compile(r"\bNone\b|Traceback|worker died|^\w+: *$")
+
+
+def reason_problems(reason: str) -> list[str]:
+    """What is wrong with a quarantine reason: empty, generic, a traceback, a death."""
+    return [m.group(0) for m in GENERIC.finditer(reason)] + ([] if reason else ["empty"])
+
+
+def read_back(paths: list[Path]) -> list[str]:
+    """Outputs that pydicom cannot read whole, or whose framing Gantry's reader refuses, or
+    that dcmtk's dcmdump cannot parse (when installed)."""
+    bad = []
+    for path in paths:
+        try:
+            with warnings.catch_warnings():  # an unknown public tag read as UN is no problem
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(path)
+                for elem in ds.iterall():
+                    _ = elem.value
+            read_for_deid(path)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion
+            bad.append(f"{path.name}: {type(exc).__name__}")
+    if shutil.which("dcmdump") and paths:
+        run = subprocess.run(["dcmdump", "-q", *map(str, paths)], capture_output=True)
+        if run.returncode:
+            bad.append(f"dcmdump: {run.stderr[:500].decode('latin-1')}")
+    return bad

@@ -6,46 +6,16 @@ no worker death costs anything. (The gateway's fuzz run is in tests/net/test_fuz
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import fuzzing
-import pydicom
+from fuzzing import read_back, reason_problems
 
 from gateway.deid.keyed import new_uid
-from gateway.dicomio import read_for_deid
 
 COUNT, EVERY_VALID = 2250, 10  # object i is valid when i % EVERY_VALID == 0
 KEY = "5c" * 32
-GENERIC = re.compile(r"\bNone\b|Traceback|worker died|^\w+: *$")
-
-
-def reason_problems(reason: str) -> list[str]:
-    """What is wrong with a quarantine reason: empty, generic, a traceback, a death."""
-    return [m.group(0) for m in GENERIC.finditer(reason)] + ([] if reason else ["empty"])
-
-
-def read_back(paths: list[Path]) -> list[str]:
-    """Outputs that pydicom cannot read whole, or whose framing Gantry's reader refuses, or
-    that dcmtk's dcmdump cannot parse (when installed)."""
-    bad = []
-    for path in paths:
-        try:
-            ds = pydicom.dcmread(path)
-            for elem in ds.iterall():
-                _ = elem.value
-            read_for_deid(path)
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion
-            bad.append(f"{path.name}: {type(exc).__name__}")
-    if shutil.which("dcmdump") and paths:
-        run = subprocess.run(["dcmdump", "-q", *map(str, paths)], capture_output=True)
-        if run.returncode:
-            bad.append(f"dcmdump: {run.stderr[:500].decode('latin-1')}")
-    return bad
-
-
 def test_fuzzed_objects_through_the_batch_command(tmp_path):
     bases = fuzzing.load_bases(tmp_path / "bases")
     source = tmp_path / "in"
