@@ -137,14 +137,17 @@ def run_batch(source: Path, output: Path, config: Config, key: bytes, workers: i
             fan_out(files, work, workers, record,
                     lambda i, how: record(i, Quarantined(
                         f"worker died: the process de-identifying this file was {how}")))
-    finally:  # interrupted or not, no staged copy is left in OUTPUT
-        shared = [group for group in by_sop.values() if len(group) > 1]
-        for group in shared:
+    except BaseException:  # interrupted: no staged copy is left in OUTPUT
+        for group in by_sop.values():
             for _, path in group:
                 if path.name.endswith(STAGED):
                     path.unlink(missing_ok=True)
-    for group in shared:
-        _resolve(group, files, root, summary)
+        raise
+    for group in by_sop.values():
+        if len(group) > 1:
+            _resolve(group, files, root, summary)
+        elif group[0][1].name.endswith(STAGED):  # an output of an earlier run: replaced
+            os.replace(group[0][1], _final(group[0][1]))
     return summary
 
 
@@ -155,7 +158,7 @@ def _write_once(pipeline: Pipeline, src: Path, place: Callable[[Dataset], Path],
                 profile: str) -> Outcome:
     """Process `src` and put its output in place only if no other input's output is there: the
     first to arrive is linked to its name; a later one of the same name stays staged beside it
-    (a hidden file) for `run_batch` to resolve. Never replaces a file in OUTPUT."""
+    (a hidden file) for `run_batch` to resolve. A worker never replaces a file in OUTPUT."""
     targets: list[Path] = []
 
     def staged(ds: Dataset) -> Path:
@@ -180,6 +183,11 @@ def _write_once(pipeline: Pipeline, src: Path, place: Callable[[Dataset], Path],
 _SERIAL = itertools.count()
 
 
+def _final(staged: Path) -> Path:
+    """The name in OUTPUT of a staged copy (`.NAME.PID.SERIAL.staged`)."""
+    return staged.with_name(staged.name[1:].rsplit(".", 3)[0])
+
+
 def _digest(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -190,19 +198,26 @@ def _digest(path: Path) -> str:
 
 def _resolve(group: list[tuple[int, Path]], files: list[Path], root: Path,
              summary: BatchSummary) -> None:
-    """Inputs that share one SOP Instance UID (their staged copies already removed): identical
-    inputs keep the first (in input order) as written and the others are duplicates; different
-    ones are all a conflict, quarantined, and whatever output one of them left is removed."""
+    """Inputs that share one SOP Instance UID: identical inputs keep the first (in input order)
+    as written and the others are duplicates; different ones are all a conflict, quarantined,
+    and no output of theirs is left (an earlier run's included)."""
     group = sorted(group)
     inputs = [files[i] for i, _ in group]
+    staged = [path for _, path in group if path.name.endswith(STAGED)]
     summary.written -= len(group)
     if len({_digest(p) for p in inputs}) == 1:
         summary.written += 1
         summary.duplicates += [(p, inputs[0]) for p in inputs[1:]]
+        if len(staged) == len(group):  # none could be linked: OUTPUT held an earlier run's
+            os.replace(staged[0], _final(staged[0]))
+            staged = staged[1:]
+        for path in staged:
+            path.unlink()
         return
     for _, path in group:
-        if not path.name.endswith(STAGED):
-            path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        if path in staged:
+            _final(path).unlink(missing_ok=True)
     for src in inputs:
         summary.quarantined += 1
         summary.reasons[CONFLICT.split(":")[0]] += 1

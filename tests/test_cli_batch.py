@@ -412,6 +412,11 @@ def test_deidentify_writes_one_output_per_instance_and_reports_the_rest(
         assert not [p for p in out.rglob(".*")], "a staged copy was left in OUTPUT"
         trees.append(files)
     assert trees[0] == trees[1]
+    # Again into the same OUTPUT (whose files are there already): the same outcome and files.
+    again = gantry(gantry_env, "deidentify", src, tmp_path / "OUT1", "--workers", "2")
+    assert again.returncode == 1 and _summary(again) == (5, 1, 3, 1)
+    assert tree(tmp_path / "OUT1") == trees[0]
+    assert not [p for p in (tmp_path / "OUT1").rglob(".*")]
 
 
 def test_deidentify_of_pydicom_test_files_writes_what_it_reports(
@@ -419,8 +424,9 @@ def test_deidentify_of_pydicom_test_files_writes_what_it_reports(
     """pydicom's test files hold several copies of one instance in other encodings: the count
     printed is the count written, every input is accounted for, and the output is the same
     from run to run."""
-    from conftest import PYDICOM_TEST_FILES
+    import pydicom.data
 
+    PYDICOM_TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"  # noqa: N806
     inputs = [p for p in PYDICOM_TEST_FILES.rglob("*")
               if p.is_file() and not any(part.startswith(".")
                                          for part in p.relative_to(PYDICOM_TEST_FILES).parts)]
