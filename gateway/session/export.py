@@ -33,6 +33,7 @@ from gateway.session.parallel import run_parallel
 from gateway.session.settings import decision_key, redaction_hash, settings_hash
 
 TEMPORARY = re.compile(r"^\..+\.\d+\.tmp$")  # dicomio.write's and _copy_atomic's names
+RETRY = ("died", "retry")  # decisions of outcomes caused by the machine, not the object
 CONFLICT = ("conflict: another file has the same SOP Instance UID and different content; "
             "neither is exported")
 
@@ -171,7 +172,8 @@ def export(db: sqlite3.Connection, db_path: Path, out: Path, config: Config, key
                 db.commit()
                 continue
             unreadable = e_version == version and e_outcome == "quarantined" and not e_decision
-            if unreadable or fresh and e_redaction == redaction:  # (no settings read the former)
+            again = e_decision in RETRY  # a worker's death, a full disk: tried again next run
+            if not again and (unreadable or fresh and e_redaction == redaction):
                 summary.done += 1
                 continue
             todo.append((file_id, path, root, version, e_decision if fresh else None, e_path))
@@ -226,7 +228,8 @@ def _export_one(pipeline: Pipeline, place: Any, config: Config, path: str,
     try:
         return _export_checked(pipeline, place, config, path, expected)
     except OSError as exc:  # the machine's (a full disk): the pipeline leaves it to its caller
-        return "quarantined", f"cannot write the de-identified object: {safe_message(exc)}", ""
+        return ("quarantined", f"cannot write the de-identified object: {safe_message(exc)}",
+                "retry")
 
 
 def _export_checked(pipeline: Pipeline, place: Any, config: Config, path: str,
