@@ -27,6 +27,7 @@ from pynetdicom.status import code_to_category
 
 from gateway.config import DestinationConfig
 from gateway.logs import get_logger
+from gateway.metrics import StageRecorder
 from gateway.net import set_nodelay
 from gateway.net.reach import connection_problem
 from gateway.net.reactor_pause import guard
@@ -225,6 +226,7 @@ class Slot(threading.Thread):
                 return
             box.log.info("delivery.transcoded", job=claim.job_id, destination=box.name,
                          to_syntax=str(payload.file_meta.TransferSyntaxUID))
+        sent = time.perf_counter()
         try:
             rsp = self.assoc.send_c_store(payload)
         except (RuntimeError, OSError, ConnectionError) as exc:
@@ -234,6 +236,8 @@ class Slot(threading.Thread):
             self._refuse(store, claim, f"cannot send to {box.name}: {type(exc).__name__}")
             return
         self.last_used = time.monotonic()
+        if box.times is not None:
+            box.times.observe("send", time.perf_counter() - sent)
         status = getattr(rsp, "Status", None) if rsp else None
         if status is None:
             self._lost(store, claim, "no response")
@@ -278,8 +282,9 @@ class Outbox:
     def __init__(self, name: str, dest: DestinationConfig, state: StateDir, *,
                  calling_ae: str, stop: Any, max_pdu: int = 0, batch: int = 16,
                  poll: float = 0.02, idle: float = 10.0,
-                 tls: ClientContext | None = None) -> None:
+                 tls: ClientContext | None = None, times: StageRecorder | None = None) -> None:
         self.name, self.dest, self.state, self.tls = name, dest, state, tls
+        self.times = times  # the node's "send" stage histogram
         self.calling_ae, self.stop, self.max_pdu = calling_ae, stop, max_pdu
         self.batch, self.poll, self.idle = batch, poll, idle
         self.owner = f"fwd-{name}-{os.getpid()}"
