@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "by --config")
     p.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--ocr", action="store_true",
+                   help="also read the burned-in text of at-risk images (a folder only): per "
+                        "machine, images with text, identifying text and its kinds, and where")
     p.set_defaults(func=cmd_examine)
 
     p = sub.add_parser("scaffold", help="write a configuration with a redaction entry per "
@@ -72,7 +75,7 @@ def cmd_examine(args: argparse.Namespace) -> int:
     elif not args.path.exists():
         return _missing(args.path)
     else:
-        index = index_folder(args.path, redactor)
+        index = index_folder(args.path, redactor, ocr=redactor.verify_policy if args.ocr else None)
     print(index.as_json() if args.json else index.table())
     return 0
 
