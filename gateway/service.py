@@ -215,8 +215,8 @@ class Worker:
             self.times.observe("queue", max(0.0, time.time() - row["received_at"]))
         lap = Lap(self.times)
         if row["attempts"] > MAX_PROCESSING_ATTEMPTS:
-            return self._quarantine(job_id, f"its worker process died {MAX_PROCESSING_ATTEMPTS} "
-                                            f"times processing it")
+            return self._quarantine(job_id, f"its worker process died (or overran its lease) "
+                                            f"{MAX_PROCESSING_ATTEMPTS} times processing it")
         src = self.state.original(job_id)
         if src is None:
             return self._quarantine(job_id, "original missing from the spool")
