@@ -11,13 +11,21 @@ from pydicom.dataset import Dataset
 
 from gateway.deid.keyed import CLASS_UID_TAGS
 from gateway.deid.profile import Profile
-from gateway.deid.remediate import ENCRYPTED_ATTRIBUTES, Remediation, public_action
+from gateway.deid.remediate import (
+    ENCRYPTED_ATTRIBUTES,
+    LONGITUDINAL_MODIFIED,
+    Remediation,
+    public_action,
+)
 from gateway.deid.tags import tag_str
 from gateway.deid.validity import CHARACTERS, element_problem
 from gateway.deid.values import element_vr, text_values
 from gateway.deid.vr import STRING_VRS
 
 LONG_UID = 6  # original UIDs this long are also looked for inside other text
+# Written by remediation and the stamp whatever the input held: the method's own words
+# ("Retain Patient Characteristics Option") are no identifier of a patient named Patient.
+OURS = frozenset({0x00120062, 0x00120063, 0x00120064, LONGITUDINAL_MODIFIED})
 
 
 def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]:
@@ -32,8 +40,8 @@ def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]
         creators: dict[tuple[int, int], str] = {}
         for key in sorted(item._dict, key=int):  # the store's keys; plain ints for the profile
             tag = int(key)
-            if tag == ENCRYPTED_ATTRIBUTES and top:
-                continue  # the one permitted carrier of originals (sealed)
+            if top and (tag == ENCRYPTED_ATTRIBUTES or tag in OURS):
+                continue  # the one permitted carrier of originals (sealed); the stamp
             group, element = tag >> 16, tag & 0xFFFF
             vr = element_vr(item, key)
             if group & 1:
