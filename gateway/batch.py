@@ -16,6 +16,7 @@ from pathlib import Path
 from gateway.config import Config
 from gateway.fanout import fan_out
 from gateway.pipeline import Forwarded, Outcome, Pipeline, Quarantined, layout_path
+from gateway.safetext import safe_message
 
 
 @dataclass
@@ -99,12 +100,18 @@ def run_batch(source: Path, output: Path, config: Config, key: bytes, workers: i
         if on_result:
             on_result(src, outcome)
 
+    def work(src: Path) -> Outcome:
+        try:
+            return pipeline.process(src, place)
+        except OSError as exc:  # a full disk: the file is refused, saying why, and the run goes on
+            return Quarantined(f"cannot write the de-identified object: {safe_message(exc)}")
+
     if not hasattr(os, "fork"):  # not Linux or another Unix: one process, no crash isolation
         for src in files:
-            record(src, pipeline.process(src, place))
+            record(src, work(src))
         return summary
     # Even one worker is a child process: a crash on one file then costs that file, not the run.
-    fan_out(files, lambda src: pipeline.process(src, place), workers,
+    fan_out(files, work, workers,
             lambda i, outcome: record(files[i], outcome),
             lambda i, how: record(files[i], Quarantined(
                 f"worker died: the process de-identifying this file was {how}")))

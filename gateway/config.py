@@ -273,6 +273,32 @@ class RouteConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    """IHE ATNA audit messages (PS3.15 A.5) to a syslog collector: `syslog` is
+    `udp://HOST:PORT` or `tls://HOST:PORT`; for TLS, the CA bundle the collector's certificate
+    is checked against (default: the system's) and this node's certificate and key when the
+    collector asks for one."""
+
+    syslog: str | None = None
+    ca_certificates: str | None = None
+    certificate: str | None = None
+    private_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.syslog is None:
+            if self.ca_certificates or self.certificate or self.private_key:
+                raise ValueError("certificates are given but no 'syslog' collector")
+            return
+        from gateway.net.syslog import Collector
+
+        scheme = Collector.parse(self.syslog).scheme
+        if scheme == "udp" and (self.ca_certificates or self.certificate or self.private_key):
+            raise ValueError("certificates are for tls:// collectors; udp:// has none")
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("give both 'certificate' and 'private_key', or neither")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one Gantry node or batch run."""
 
@@ -287,6 +313,7 @@ class Config:
     destinations: dict[str, DestinationConfig] = field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
     default_route: str | None = None  # route name used when none matches; None → quarantine
+    audit: AuditConfig = AuditConfig()
     source: str = "<defaults>"
 
     def __post_init__(self) -> None:

@@ -8,6 +8,7 @@ Digital Signatures Sequence), if the profile kept it. Deflated objects are read 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import struct
@@ -26,14 +27,19 @@ from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+)
 from pydicom.valuerep import IS, VR, DSfloat, PersonName
 
 from gateway.deid.tags import tag_str
 from gateway.deid.values import stored_text
 from gateway.deid.vr import BINARY_VRS, LONG_LENGTH_VRS, STRING_VRS
+from gateway.framing import Malformed, check_sequences, pixel_data_end
 from gateway.headerscan import Unusual, scan_header
-from gateway.safetext import safe_message
+from gateway.safetext import safe_message, scrub_values
 
 # pydicom's validation warnings quote element values, which may be identifiers: never emit them.
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
@@ -46,6 +52,26 @@ PIXEL_DATA = 0x7FE00010
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 KNOWN_VRS = frozenset(vr.value for vr in VR)
 _LONG_VRS = {vr.encode() for vr in LONG_LENGTH_VRS}
+
+
+# An OS error with one of these numbers is the machine's state (a full disk, no memory or file
+# descriptors left), not the object's: the object waits and is tried again.
+TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.ENOMEM, errno.EMFILE,
+                              errno.ENFILE, errno.EAGAIN})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An OS error that says the machine is short of something, not that the object is bad."""
+    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
+
+
+def parse_problem(exc: BaseException) -> str:
+    """What went wrong parsing an object, in words without values."""
+    if isinstance(exc, RecursionError):
+        return "sequences nested too deeply to parse"
+    if isinstance(exc, OSError):  # with an errno: the system's words; else pydicom's
+        return exc.strerror or scrub_values(str(exc)) if exc.errno else scrub_values(str(exc))
+    return safe_message(exc)
 
 
 class DicomReadError(ValueError):
@@ -76,10 +102,20 @@ class Parsed:
     tail_stop: int | None = None
 
 
+def _check_vrs(ds: Dataset, path: str | os.PathLike) -> None:
+    """Every undecoded element of `ds` (not its sequences' items) has a VR DICOM defines."""
+    for tag in ds.keys():
+        raw = ds._dict[tag]  # as read: get_item would decode an element without a value
+        if isinstance(raw, RawDataElement) and raw.VR is not None and raw.VR not in KNOWN_VRS:
+            raise DicomReadError(path, f"element {tag_str(tag)} has an invalid value "
+                                       f"representation")
+
+
 def _check_meta(ds: Dataset, path: str | os.PathLike) -> None:
     meta = getattr(ds, "file_meta", None)
     if meta is None or 0x00020010 not in meta._dict:
         raise DicomReadError(path, "no file meta information (0002,0010) Transfer Syntax UID")
+    _check_vrs(meta, path)
     if stored_text(meta, 0x00020002) == MEDIA_STORAGE_DIRECTORY:
         raise NotAnObject(path, "a DICOMDIR (Media Storage Directory): the index of a medium, "
                                 "whose records name its patients; there is no object to "
@@ -115,17 +151,18 @@ def _read(path: str | os.PathLike, **kwargs: object) -> tuple[Dataset, int, int]
     except InvalidDicomError:
         raise DicomReadError(path, _not_dicom(path)) from None
     except OSError as exc:
-        raise DicomReadError(path, f"cannot read: {exc.strerror}") from None
+        if is_transient(exc):
+            raise
+        verb = "cannot read" if exc.errno else "cannot parse"  # pydicom raises OSError too
+        raise DicomReadError(path, f"{verb}: {parse_problem(exc)}") from None
     except Exception as exc:  # pydicom raises many kinds on corrupt input
-        raise DicomReadError(path, f"cannot parse: {safe_message(exc)}") from None
+        raise DicomReadError(path, f"cannot parse: {parse_problem(exc)}") from None
     _check_meta(ds, path)
+    _check_vrs(ds, path)
     for tag in ds.keys():
-        raw = ds.get_item(tag)
+        raw = ds._dict[tag]  # as read: get_item would decode an element without a value
         if not isinstance(raw, RawDataElement):
             continue
-        if raw.VR is not None and raw.VR not in KNOWN_VRS:
-            raise DicomReadError(path, f"element {tag_str(tag)} has an invalid value "
-                                       f"representation")
         if raw.value is not None and raw.length != 0xFFFFFFFF and len(raw.value) < raw.length:
             raise DicomReadError(path, f"element {tag_str(tag)} is truncated: it declares "
                                        f"{raw.length} bytes, the file holds {len(raw.value)}")
@@ -144,41 +181,17 @@ def read_full(path: str | os.PathLike) -> Dataset:
         for _ in ds.iterall():
             pass
     except Exception as exc:
-        raise DicomReadError(path, f"cannot parse: {safe_message(exc)}") from None
+        raise DicomReadError(path, f"cannot parse: {parse_problem(exc)}") from None
     return ds
 
 
-def _tail_end(fh: BinaryIO, pos: int, size: int, ts: str) -> int | None:
-    """End offset of the pixel element starting at `pos`, or None when it is malformed."""
-    fmt = ">" if ts == ExplicitVRBigEndian else "<"
-    fh.seek(pos)
-    head = fh.read(12)
-    if len(head) < 8:
-        return None
-    group, elem = struct.unpack(fmt + "HH", head[:4])
-    if ((group << 16) | elem) not in PIXEL_TAGS:
-        return None
-    if ts == ImplicitVRLittleEndian:
-        length, start = struct.unpack("<I", head[4:8])[0], pos + 8
-    elif head[4:6] in _LONG_VRS:
-        if len(head) < 12:
-            return None
-        length, start = struct.unpack(fmt + "I", head[8:12])[0], pos + 12
-    else:
-        length, start = struct.unpack(fmt + "H", head[6:8])[0], pos + 8
-    if length != 0xFFFFFFFF:
-        return start + length if start + length <= size else None
-    at = start  # encapsulated: items up to the sequence delimiter
-    while at + 8 <= size:
-        fh.seek(at)
-        group, elem, item_len = struct.unpack("<HHI", fh.read(8))
-        at += 8
-        if (group, elem) == (0xFFFE, 0xE0DD):
-            return at
-        if (group, elem) != (0xFFFE, 0xE000):
-            return None
-        at += item_len
-    return at if at == size else None  # tolerated: a last item without sequence delimiter
+def _checked(ds: Dataset, path: Path) -> Dataset:
+    """`ds`, its sequences' framing checked (DicomReadError naming the element if not)."""
+    try:
+        check_sequences(ds)
+    except Malformed as exc:
+        raise DicomReadError(path, str(exc)) from None
+    return ds
 
 
 def read_for_deid(path: str | os.PathLike) -> Parsed:
@@ -187,30 +200,36 @@ def read_for_deid(path: str | os.PathLike) -> Parsed:
     try:
         fh = open(src, "rb")
     except OSError as exc:
-        raise DicomReadError(src, f"cannot read: {exc.strerror}") from None
+        if is_transient(exc):
+            raise
+        raise DicomReadError(src, f"cannot read: {parse_problem(exc)}") from None
     with fh:
         try:
             ds, pos, size = scan_header(fh)
             _check_meta(ds, src)
+        except RecursionError:
+            raise DicomReadError(src, parse_problem(RecursionError())) from None
         except (Unusual, OSError):
             ds, pos, size = _read(src, stop_before_pixels=True)
         ts = ds.file_meta.TransferSyntaxUID
         if ts == DeflatedExplicitVRLittleEndian:
-            return Parsed(read_full(src), src, None)
+            return Parsed(_checked(read_full(src), src), src, None)
+        _checked(ds, src)
         if pos >= size:  # no pixel data: the last element must end where the file does
-            last = ds.get_item(max(ds.keys())) if len(ds) else None
+            last = ds._dict[max(ds.keys())] if len(ds) else None
             if (isinstance(last, RawDataElement) and last.length != 0xFFFFFFFF
                     and last.value_tell + last.length < size):
                 raise DicomReadError(src, "the file ends inside an element header")
             return Parsed(ds, src, None)
-        end = _tail_end(fh, pos, size, ts)
-        if end is None:
-            raise DicomReadError(src, "pixel data element (7FE0,0010) is truncated or malformed")
+        try:
+            end = pixel_data_end(fh, pos, size, ts)
+        except Malformed as exc:
+            raise DicomReadError(src, f"pixel data element (7FE0,0010): {exc}") from None
         if end == size:
             return Parsed(ds, src, pos)
         after = _trailing(fh, pos, end, size, ts)
     if after is None:
-        return Parsed(read_full(src), src, None)
+        return Parsed(_checked(read_full(src), src), src, None)
     ds._dict.update(after)
     return Parsed(ds, src, pos, end)
 
@@ -227,7 +246,7 @@ def _trailing(fh: BinaryIO, pos: int, end: int, size: int, ts: str
         after = read_dataset(fh, ts == ImplicitVRLittleEndian, True, bytelength=size - end)
     except Exception:  # noqa: BLE001 - anything odd: the whole-file reader says what it is
         return None
-    elements = {tag: after.get_item(tag) for tag in after.keys()}
+    elements = {tag: after._dict[tag] for tag in after.keys()}
     if not all(isinstance(e, RawDataElement) and int(tag) > PIXEL_DATA
                and int(tag) >> 16 != 0xFFFE  # a stray item or delimiter: not an element
                and (e.VR is None or e.VR in KNOWN_VRS)
@@ -398,11 +417,16 @@ def _encode_header(ds: Dataset, tags: list[BaseTag], meta: bool = True) -> bytes
     return out.getvalue()
 
 
+def temp_name(name: str, pid: int | str) -> str:
+    """The name `write` gives the file `name` while process `pid` writes it ('*' globs)."""
+    return f".{name}.{pid}.tmp"
+
+
 def write(parsed: Parsed, dst: str | os.PathLike, fsync: bool = False) -> Path:
     """Write the dataset to `dst` atomically (temp file + rename), raw pixel bytes appended."""
     target = Path(dst)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp = target.with_name(temp_name(target.name, os.getpid()))
     try:
         with open(tmp, "wb") as out:
             ts = parsed.ds.file_meta.TransferSyntaxUID

@@ -26,7 +26,15 @@ from gateway.deid.remediate import remediate
 from gateway.deid.stamp import stamp
 from gateway.deid.values import stored_text
 from gateway.deid.verify import verify
-from gateway.dicomio import DicomReadError, Parsed, load_pixels, read_for_deid, write
+from gateway.dicomio import (
+    DicomReadError,
+    Parsed,
+    is_transient,
+    load_pixels,
+    parse_problem,
+    read_for_deid,
+    write,
+)
 from gateway.recipients import load_certificates
 from gateway.safetext import safe_message
 
@@ -112,7 +120,8 @@ class Pipeline:
         return self._profiles[name]
 
     def process(self, src: Path, dst: Destination, **options: Any) -> Outcome:
-        """Read the file `src` and `run` every stage on it."""
+        """Read the file `src` and `run` every stage on it. An OS error that says the machine
+        is short of something (`dicomio.is_transient`: a full disk) is raised, not an outcome."""
         try:
             parsed = read_for_deid(src)
         except DicomReadError as exc:
@@ -165,7 +174,9 @@ class Pipeline:
         except RedactionError as exc:
             return Quarantined(f"burned-in text risk, and the pixels cannot be read: {exc}")
         except Exception as exc:  # one bad object must never stop the run
-            return Quarantined(f"de-identification failed: {safe_message(exc)}")
+            if is_transient(exc):
+                raise  # the machine's state, not the object's: the caller tries again later
+            return Quarantined(f"de-identification failed: {parse_problem(exc)}")
         if problems:
             return Quarantined("verify refused: " + "; ".join(problems[:5]))
         return Staged(parsed, decision, dict(remediation.counts), not_backed_up,
@@ -187,6 +198,8 @@ class Pipeline:
             target = dst(ds) if callable(dst) else Path(dst)
             write(parsed, target, fsync=fsync)
         except Exception as exc:
+            if is_transient(exc):
+                raise  # a full disk: the caller tries again later
             return Quarantined(f"cannot write the de-identified object: {safe_message(exc)}")
         return Forwarded(
             path=target,

@@ -20,6 +20,7 @@ import sqlite3
 import sys
 import threading
 import time
+import traceback
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any, TextIO
 
 from gateway import logs, running
 from gateway.config import Config, ConfigError, load_config
+from gateway.dicomio import DicomReadError, is_transient, parse_problem, read_for_deid
 from gateway.examine import machine_record
 from gateway.statedir import StateDir
 from gateway.store import IdlePoll, Store
@@ -34,7 +36,7 @@ from gateway.store import IdlePoll, Store
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 CHILD_NICENESS = 19
-MAX_PROCESSING_ATTEMPTS = 3  # a job whose worker died this often is quarantined (poison)
+MAX_PROCESSING_ATTEMPTS = 3  # a job its worker died on this often is quarantined (poison)
 
 
 
@@ -119,9 +121,13 @@ class StopFlag:
 
 
 class Worker:
-    """Takes received jobs and runs route → pipeline → outbox or quarantine."""
+    """Takes received jobs and runs route → pipeline → outbox or quarantine. Whatever one
+    object does (a parse error, an engine bug) costs that object only: it is quarantined with
+    a reason, and the traceback goes to the log. A failure of the machine (a full disk, a
+    locked database) puts the job back, uncounted, and the worker waits before the next."""
 
-    def __init__(self, config: Config, site_key: bytes, state: StateDir) -> None:
+    def __init__(self, config: Config, site_key: bytes, state: StateDir,
+                 current: Any = None) -> None:
         from gateway.pipeline import Pipeline
         from gateway.routing import Router
 
@@ -131,33 +137,88 @@ class Worker:
         self.pipeline = Pipeline(config, site_key)
         self.owner = f"worker-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.log = logs.get_logger("gateway.worker")
+        self.current = current  # shared memory: the job in hand, read by the node if we die
+        self.retry_at = 0.0  # after a failure of the machine: no claim before this
+        self._delay = 0.0
+        self._to_defer: dict[str, str] = {}  # claims to give back once the database lets us
 
     def run_once(self) -> bool:
-        """Process the next jobs (up to two) if any; False when the queue is empty."""
-        rows = self.store.claim_jobs(self.owner, limit=2)
+        """Process the next jobs (up to two) if any; False when the queue is empty or the
+        worker is waiting after a failure of the machine."""
+        if time.monotonic() < self.retry_at:
+            return False
+        try:
+            for job_id, problem in list(self._to_defer.items()):
+                self.store.defer(job_id, problem)
+                del self._to_defer[job_id]
+            rows = self.store.claim_jobs(self.owner, limit=2)
+        except sqlite3.OperationalError as exc:
+            self._wait_after(None, f"database: {exc}")
+            return False
         for row in rows:
             self.process(row)
         return bool(rows)
 
     def process(self, row: Any) -> None:
-        from gateway.dicomio import DicomReadError, read_for_deid
+        """One claimed job, whatever happens to it."""
+        job_id = row["id"]
+        if self.current is not None:
+            self.current.value = job_id.encode()
+        try:
+            self._process(row)
+            self._delay = 0.0
+        except Exception as exc:  # noqa: BLE001 - see the class docstring
+            if is_transient(exc) or isinstance(exc, sqlite3.OperationalError):
+                self._wait_after(job_id, parse_problem(exc) if isinstance(exc, OSError)
+                                 else f"database: {exc}")
+                return
+            try:
+                self._failed(job_id, exc)
+            except sqlite3.OperationalError as again:  # quarantined once the database lets us
+                self._wait_after(job_id, f"database: {again}")
+        finally:
+            if self.current is not None:
+                self.current.value = b""
+
+    def _failed(self, job_id: str, exc: Exception) -> None:
+        """An exception the stages did not turn into an outcome: quarantine, saying what (an
+        unreadable object is no surprise; anything else logs where it was raised, the frames
+        only: an exception's message may quote a value)."""
+        if isinstance(exc, DicomReadError):
+            return self._quarantine(job_id, f"{exc.kind}: {exc.problem}")
+        self.log.error("job.failed", job=job_id, error=type(exc).__name__,
+                       traceback=[f"{f.filename}:{f.lineno} {f.name}"
+                                  for f in traceback.extract_tb(exc.__traceback__)])
+        self._quarantine(job_id, f"processing failed: {parse_problem(exc)}")
+
+    def _wait_after(self, job_id: str | None, problem: str) -> None:
+        """Put the job back uncounted and claim nothing for a while (1 s doubling to 30 s)."""
+        self._delay = min(30.0, max(1.0, self._delay * 2))
+        self.retry_at = time.monotonic() + self._delay
+        self.log.warning("job.deferred", job=job_id, problem=problem, retry_in_s=self._delay)
+        if job_id is None:
+            return
+        self.state.discard(self.state.output(job_id))
+        try:
+            self.store.defer(job_id, problem)
+        except sqlite3.OperationalError:  # the database is what fails: give it back later
+            self._to_defer[job_id] = problem
+
+    def _process(self, row: Any) -> None:
         from gateway.pipeline import Forwarded
         from gateway.routing import no_route_reason
 
         job_id = row["id"]
         if row["attempts"] > MAX_PROCESSING_ATTEMPTS:
-            return self._quarantine(job_id, f"processing did not finish in "
-                                            f"{MAX_PROCESSING_ATTEMPTS} attempts")
+            return self._quarantine(job_id, f"its worker process died {MAX_PROCESSING_ATTEMPTS} "
+                                            f"times processing it")
         src = self.state.original(job_id)
         if src is None:
             return self._quarantine(job_id, "original missing from the spool")
         if src.parent != self.state.spool:
             self.state.move_to_spool(job_id)
             src = self.state.spooled(job_id)
-        try:
-            parsed = read_for_deid(src)  # read once: routed on its header, then processed
-        except DicomReadError as exc:
-            return self._quarantine(job_id, f"{exc.kind}: {exc.problem}")
+        parsed = read_for_deid(src)  # read once: routed on its header, then processed
         header = parsed.ds
         decision = self.pipeline.redactor.decide(header)
         machine = asdict(machine_record(header, decision))
@@ -167,16 +228,10 @@ class Worker:
             return self._quarantine(job_id, no_route_reason(header, calling, called),
                                     machine=machine)
         out = self.state.output(job_id)
-        try:
-            outcome = self.pipeline.run(parsed, out, profile=route.profile, backup=route.backup,
-                                        burned_in=route.burned_in, fsync=True,
-                                        decision=decision)
-        except Exception as exc:  # noqa: BLE001 - fail closed on any engine bug
-            outcome = None
-            reason = f"pipeline error: {type(exc).__name__}"
+        outcome = self.pipeline.run(parsed, out, profile=route.profile, backup=route.backup,
+                                    burned_in=route.burned_in, fsync=True, decision=decision)
         if not isinstance(outcome, Forwarded):
-            reason = outcome.reason if outcome is not None else reason
-            return self._quarantine(job_id, reason, route.name, route.profile, machine)
+            return self._quarantine(job_id, outcome.reason, route.name, route.profile, machine)
         self.store.finish_processing(
             job_id, route=route.name, profile=route.profile, new_study_uid=outcome.study_uid,
             new_series_uid=outcome.series_uid, new_sop_uid=outcome.sop_uid,
@@ -192,10 +247,11 @@ class Worker:
         self.state.move_to_quarantine(job_id)
 
 
-def worker_main(config: Config, site_key: bytes, root: str, stop: Any) -> None:
-    """Entry point of a worker process."""
+def worker_main(config: Config, site_key: bytes, root: str, stop: Any,
+                current: Any = None) -> None:
+    """Entry point of a worker process (`current`: where it notes the job in hand)."""
     _child_setup(config, "worker", stop.node_pid)
-    worker = Worker(config, site_key, StateDir(root))
+    worker = Worker(config, site_key, StateDir(root), current)
     poll = IdlePoll()
     while not stop.is_set():
         orphaned_check(stop.node_pid)
@@ -231,6 +287,7 @@ class _Child:
     target: Any
     args: tuple
     process: Any = None
+    current: Any = None  # a worker's job in hand (shared memory), b"" between jobs
 
     def owner_prefix(self) -> str:
         """How the claims of this child's current process are labelled."""
@@ -284,12 +341,19 @@ class Service:
         self.reloads = 0
         self.receiver = Receiver(config, site_key, self.state.db, self.state.spool)
         self.children = self._children(config, site_key, self.stop_children)
+        self.audit = None
+        if config.audit.syslog:
+            from gateway.auditfeed import AuditFeed
+
+            self.audit = AuditFeed(config, self.state.root)
 
     def _children(self, config: Config, site_key: bytes, stop: StopFlag) -> list[_Child]:
         root = str(self.state.root)
+        workers = [self.ctx.RawArray("c", 64) for _ in range(max(1, config.network.workers))]
         return [
-            _Child(f"worker-{i}", worker_main, (config, site_key, root, stop))
-            for i in range(max(1, config.network.workers))
+            _Child(f"worker-{i}", worker_main, (config, site_key, root, stop, current),
+                   current=current)
+            for i, current in enumerate(workers)
         ] + [
             _Child(f"forwarder-{name}", forwarder_main, (config, name, root, stop))
             for name in config.destinations
@@ -312,7 +376,16 @@ class Service:
                                  destination=dest["destination"], backlog=dest["backlog"])
         for child in self.children:
             self._spawn(child)
+        if self.audit is not None:
+            self.audit.started(self.store)
         self.receiver.start()
+        if self.audit is not None:
+            from pynetdicom import evt
+
+            self.receiver.bind(evt.EVT_ESTABLISHED, self.audit.on_established)
+            self.receiver.bind(evt.EVT_RELEASED, self.audit.on_ended)
+            self.receiver.bind(evt.EVT_ABORTED, self.audit.on_ended)
+            self.receiver.bind(evt.EVT_REJECTED, self.audit.on_rejected)
         self._record()
 
     def _record(self, refused: str | None = None, restart_needed: tuple[str, ...] = ()) -> None:
@@ -338,19 +411,39 @@ class Service:
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self.reload()
+            if self.audit is not None:
+                try:
+                    self.audit.poll(self.store)
+                except (sqlite3.Error, OSError) as exc:  # the next round tries again
+                    self.log.warning("audit.poll_failed", error=type(exc).__name__)
             try:
                 self.store.checkpoint()
             except sqlite3.Error as exc:  # the next round tries again; never stop supervising
                 self.log.warning("store.checkpoint_failed", error=type(exc).__name__)
             for child in self.children:
                 if not child.process.is_alive():
-                    requeued = self.store.reclaim(owner=child.owner_prefix())
-                    self.log.error("child.died", child=child.name,
-                                   exitcode=child.process.exitcode, requeued=requeued)
+                    self._bury(child)
                     self._spawn(child)
             if time.monotonic() - last_reclaim > 30:
-                self.store.reclaim()
-                last_reclaim = time.monotonic()
+                try:
+                    self.store.reclaim()
+                    last_reclaim = time.monotonic()
+                except sqlite3.Error as exc:
+                    self.log.warning("store.reclaim_failed", error=type(exc).__name__)
+
+    def _bury(self, child: _Child) -> None:
+        """A child died: requeue its claims (its death counts against the job it was working
+        on, no other) and remove the file it was writing."""
+        culprit = child.current.value.decode() if child.current is not None else ""
+        try:
+            requeued = self.store.reclaim(owner=child.owner_prefix(), culprit=culprit or None)
+        except sqlite3.Error:  # the claims' leases expire, and the next reclaim requeues them
+            requeued = 0
+        removed = self.state.discard_partial(child.process.pid)
+        if child.current is not None:
+            child.current.value = b""
+        self.log.error("child.died", child=child.name, exitcode=child.process.exitcode,
+                       job=culprit or None, requeued=requeued, partial_files_removed=removed)
 
     def reload(self) -> bool:
         """Re-read the configuration file. A valid one (it loads, its site key is the same, its
@@ -379,10 +472,12 @@ class Service:
             _say(f"gantry: reload refused, the node keeps its running configuration: {exc}")
             self._record(refused=str(exc))
             return False
-        restart = tuple(name for name in ("network",)
+        restart = tuple(name for name in ("network", "audit")
                         if getattr(config, name) != getattr(self.config, name))
         self._stop_children(self.children, self.stop_children, grace=60)
         self.config, self.digest, self.loaded_at = config, digest, time.time()
+        if self.audit is not None:
+            self.audit.config = config  # destinations named in the transfer messages
         self.stop_children = StopFlag(self.ctx)
         self.children = self._children(config, key, self.stop_children)
         for child in self.children:
@@ -408,7 +503,8 @@ class Service:
                 self.log.warning("child.killed", child=child.name)
                 child.process.kill()
                 child.process.join(5)
-            self.store.reclaim(owner=child.owner_prefix())
+            self.store.reclaim(owner=child.owner_prefix())  # stopped by us: nothing counted
+            self.state.discard_partial(child.process.pid)
             self.log.debug("child.stopped", child=child.name, exitcode=child.process.exitcode)
 
     def stop(self, grace: float = 30.0) -> None:
@@ -430,6 +526,8 @@ class Service:
                 self.log.debug("child.stopped", child=child.name,
                                exitcode=child.process.exitcode)
         self.log.info("service.stopped", pending=self.store.pending_jobs())
+        if self.audit is not None:
+            self.audit.stopped(self.store)
         self.store.close()
         self._lock.close()
 

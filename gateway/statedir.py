@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import TextIO
 
+from gateway.dicomio import temp_name
 from gateway.store import DELIVERED, FORWARDING, PURGED, Store
 
 OWNER_ONLY_UMASK = 0o077
@@ -105,6 +106,17 @@ class StateDir:
     def purge(self, job_id: str) -> None:
         for path in (self.spooled(job_id), self.quarantined(job_id), self.output(job_id)):
             self._unlink(path)
+
+    def discard_partial(self, pid: int) -> int:
+        """Remove the outbox files process `pid` was writing when it died; returns how many."""
+        partial = list(self.out.glob(temp_name("*", pid)))
+        for path in partial:
+            self._unlink(path)
+        return len(partial)
+
+    def discard(self, path: Path) -> None:
+        """Remove a file if it is there."""
+        self._unlink(path)
 
     @staticmethod
     def _unlink(path: Path) -> None:

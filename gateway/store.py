@@ -311,9 +311,20 @@ class Store:
             self._record_machine(tx, job_id, machine)
             self._move(tx, job_id, QUARANTINED, reason, **fields)
 
-    def reclaim(self, *, everything: bool = False, owner: str | None = None) -> int:
+    def defer(self, job_id: str, reason: str) -> None:
+        """processing → received, the attempt not counted: the machine failed (a full disk, a
+        locked database), not the object; a worker tries it again later."""
+        with self.tx() as tx:
+            row = tx.execute("SELECT attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            attempts = max(0, (row["attempts"] if row else 1) - 1)
+            self._move(tx, job_id, RECEIVED, f"deferred: {scrub_values(reason)}",
+                       lease_owner=None, lease_until=None, attempts=attempts)
+
+    def reclaim(self, *, everything: bool = False, owner: str | None = None,
+                culprit: str | None = None) -> int:
         """Requeue expired claims; all claims when `everything` (at start); or every claim
-        whose owner starts with `owner` (a process that died). Returns how many."""
+        whose owner starts with `owner` (a process that died), the death counted as an
+        attempt of `culprit` alone (the job it was working on, if any). Returns how many."""
         now = time.time()
         cutoff = float("inf") if everything or owner else now
         pattern = (owner or "").replace("%", "") + "%"
@@ -324,8 +335,10 @@ class Store:
                               (PROCESSING, cutoff, pattern)).fetchall()
             for row in rows:
                 # A node restart is not the object's fault: that claim does not count as an
-                # attempt. A worker that died on it (or overran its lease) does.
-                attempts = row["attempts"] - 1 if everything else row["attempts"]
+                # attempt; nor does the death of a worker working on another object. A worker
+                # that died on it (or overran its lease) does.
+                counted = not everything and (owner is None or row["id"] == culprit)
+                attempts = row["attempts"] if counted else row["attempts"] - 1
                 self._move_from(tx, row["id"], PROCESSING, RECEIVED, "stale claim",
                                 lease_owner=None, lease_until=None, attempts=max(0, attempts))
             cur = tx.execute("UPDATE deliveries SET state = ?, lease_owner = NULL, "

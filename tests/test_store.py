@@ -114,9 +114,31 @@ def test_reclaim_the_claims_of_a_dead_process(store):
     add(store, "j2")
     store.claim_jobs("worker-101-aa", lease=3600)
     store.claim_jobs("worker-102-bb", lease=3600)
-    assert store.reclaim(owner="worker-101-") == 1
+    assert store.reclaim(owner="worker-101-", culprit="j1") == 1
     assert store.job("j1")["state"] == RECEIVED and store.job("j1")["attempts"] == 1
     assert store.job("j2")["state"] == PROCESSING
+
+
+def test_a_dead_worker_counts_against_the_job_it_was_on_only(store):
+    """A worker claims two jobs and dies on the second: the first, untouched, owes nothing."""
+    add(store, "valid")
+    add(store, "poison")
+    store.claim_jobs("worker-101-aa", limit=2, lease=3600)
+    assert store.reclaim(owner="worker-101-", culprit="poison") == 2
+    assert store.job("valid")["attempts"] == 0
+    assert store.job("poison")["attempts"] == 1
+    store.claim_jobs("worker-102-bb", limit=2, lease=3600)  # died between the two
+    assert store.reclaim(owner="worker-102-") == 2
+    assert (store.job("valid")["attempts"], store.job("poison")["attempts"]) == (0, 1)
+
+
+def test_a_deferred_job_is_queued_again_without_counting_the_attempt(store):
+    add(store, "j1")
+    store.claim_jobs("w1")
+    store.defer("j1", "No space left on device")
+    row = store.job("j1")
+    assert (row["state"], row["attempts"], row["lease_owner"]) == (RECEIVED, 0, None)
+    assert store.events("j1")[-1]["detail"] == "deferred: No space left on device"
 
 
 def test_fan_out_delivered_only_when_every_destination_is(store):

@@ -193,6 +193,10 @@ class Receiver:
         self.log.info("receiver.listening", ae_title=self.net.ae_title, host=self.net.host,
                       port=self.port, tls=self.tls is not None)
 
+    def bind(self, event: Any, handler: Callable[[Any], None]) -> None:
+        """Add a pynetdicom event handler to the listening server (after `start`)."""
+        self._server.bind(event, handler)
+
     def stop_accepting(self) -> None:
         """Close the listening socket; associations in flight carry on."""
         if self._server is not None:

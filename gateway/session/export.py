@@ -1,12 +1,13 @@
 """Export of a session: the one pipeline over every indexed file, laid out like `gantry
 deidentify`, resumable.
 
-Each object's outcome is committed as soon as its parent process hears of it, with the hashes of
-what it depends on (gateway.session.settings). A later run skips what is done under the same
-settings and redoes only what a change affects, removing the file an object no longer has. Files
-are written under a temporary name and renamed; a run killed at any moment leaves such names,
-and the next run removes them before it starts. One export per session runs at a time: a second
-waits (an earlier run's workers still finishing their last files hold the lock too).
+Each object's outcome is committed (in batches of a fraction of a second) once the parent process
+hears of it, with the hashes of what it depends on (gateway.session.settings). A later run skips
+what is done under the same settings and redoes only what a change affects, removing the file an
+object no longer has. Files are written under a temporary name and renamed; a run killed at any
+moment leaves such names, and the next run removes them before it starts. One export per session
+runs at a time: a second waits (an earlier run's workers still finishing their last files hold
+the lock too).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import re
 import shutil
 import sqlite3
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +28,12 @@ from gateway.batch import quarantine_dir
 from gateway.config import Config
 from gateway.dicomio import DicomReadError, read_for_deid
 from gateway.pipeline import Forwarded, Pipeline, layout_path
+from gateway.safetext import safe_message
 from gateway.session.parallel import run_parallel
 from gateway.session.settings import decision_key, redaction_hash, settings_hash
 
 TEMPORARY = re.compile(r"^\..+\.\d+\.tmp$")  # dicomio.write's and _copy_atomic's names
+RETRY = ("died", "retry")  # decisions of outcomes caused by the machine, not the object
 CONFLICT = ("conflict: another file has the same SOP Instance UID and different content; "
             "neither is exported")
 
@@ -95,6 +99,20 @@ def _remove(path: str | None) -> int:
     return int(found)
 
 
+class _Commits:
+    """Outcome rows committed in small batches (every 64 rows, or 0.2 s): a killed run loses at
+    most those, and their objects are done again, to the same bytes."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db, self.rows, self.last = db, 0, time.monotonic()
+
+    def maybe(self) -> None:
+        self.rows += 1
+        if self.rows >= 64 or time.monotonic() - self.last > 0.2:
+            self.db.commit()
+            self.rows, self.last = 0, time.monotonic()
+
+
 class _Lock:
     """An exclusive lock on the session database file for the length of an export."""
 
@@ -151,9 +169,11 @@ def export(db: sqlite3.Connection, db_path: Path, out: Path, config: Config, key
                     summary.duplicates += 1
                 _record(db, out, file_id, version, settings, redaction, "", outcome,
                         target, CONFLICT if conflict else None)
+                db.commit()
                 continue
             unreadable = e_version == version and e_outcome == "quarantined" and not e_decision
-            if unreadable or fresh and e_redaction == redaction:  # (no settings read the former)
+            again = e_decision in RETRY  # a worker's death, a full disk: tried again next run
+            if not again and (unreadable or fresh and e_redaction == redaction):
                 summary.done += 1
                 continue
             todo.append((file_id, path, root, version, e_decision if fresh else None, e_path))
@@ -166,9 +186,9 @@ def export(db: sqlite3.Connection, db_path: Path, out: Path, config: Config, key
             kind, detail, decision = result
             if kind == "unchanged":
                 summary.done += 1
-                with db:
-                    db.execute("UPDATE exports SET redaction_hash = ? WHERE out = ? AND "
-                               "file_id = ?", [redaction, str(out), file_id])
+                db.execute("UPDATE exports SET redaction_hash = ? WHERE out = ? AND "
+                           "file_id = ?", [redaction, str(out), file_id])
+                commit.maybe()
                 return
             if kind == "exported":
                 summary.exported += 1
@@ -180,12 +200,17 @@ def export(db: sqlite3.Connection, db_path: Path, out: Path, config: Config, key
                 summary.removed += _remove(old_path)
             _record(db, out, file_id, version, settings, redaction, decision, kind, target,
                     reason)
+            commit.maybe()
 
         def on_death(i: int, how: str) -> None:
             on_result(i, ("quarantined",
                           f"worker died: the process de-identifying this file was {how}", "died"))
 
-        run_parallel(todo, work, on_result, on_death, "exporting", workers, progress)
+        commit = _Commits(db)
+        try:
+            run_parallel(todo, work, on_result, on_death, "exporting", workers, progress)
+        finally:
+            db.commit()
         summary.outcomes.update(dict(db.execute(
             "SELECT e.outcome, count(*) FROM exports e JOIN files f ON f.id = e.file_id "
             "WHERE e.out = ? AND f.state != 'missing' GROUP BY e.outcome",
@@ -200,6 +225,15 @@ def _export_one(pipeline: Pipeline, place: Any, config: Config, path: str,
     """In a worker: ('exported', path, decision), ('quarantined', reason, decision), or
     ('unchanged', None, decision) when only the redaction section changed and not this
     object's decision."""
+    try:
+        return _export_checked(pipeline, place, config, path, expected)
+    except OSError as exc:  # the machine's (a full disk): the pipeline leaves it to its caller
+        return ("quarantined", f"cannot write the de-identified object: {safe_message(exc)}",
+                "retry")
+
+
+def _export_checked(pipeline: Pipeline, place: Any, config: Config, path: str,
+                    expected: str | None) -> tuple[str, str | None, str]:
     try:
         parsed = read_for_deid(path)
     except DicomReadError as exc:
@@ -231,8 +265,7 @@ def _quarantine(src: Path, root: Path, qdir: Path, reason: str, summary: ExportS
 def _record(db: sqlite3.Connection, out: Path, file_id: int, version: int, settings: str,
             redaction: str, decision: str, outcome: str, path: str | None,
             reason: str | None) -> None:
-    with db:
-        db.execute("INSERT OR REPLACE INTO exports (out, file_id, file_version, settings_hash, "
-                   "redaction_hash, decision, outcome, path, reason) VALUES (?,?,?,?,?,?,?,?,?)",
-                   [str(out), file_id, version, settings, redaction, decision, outcome, path,
-                    reason])
+    db.execute("INSERT OR REPLACE INTO exports (out, file_id, file_version, settings_hash, "
+               "redaction_hash, decision, outcome, path, reason) VALUES (?,?,?,?,?,?,?,?,?)",
+               [str(out), file_id, version, settings, redaction, decision, outcome, path,
+                reason])

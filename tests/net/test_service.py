@@ -73,11 +73,12 @@ def test_an_object_that_keeps_killing_its_worker_is_quarantined(tmp_path):
     spool(state, store, "j1")
     for i in range(MAX_PROCESSING_ATTEMPTS):  # each time the worker "died" holding it
         store.claim_jobs(f"worker-{i}-x")
-        store.reclaim(owner=f"worker-{i}-")
+        store.reclaim(owner=f"worker-{i}-", culprit="j1")
     worker.run_once()
     row = store.job("j1")
     assert row["state"] == QUARANTINED
-    assert row["reason"] == f"processing did not finish in {MAX_PROCESSING_ATTEMPTS} attempts"
+    assert row["reason"] == (f"its worker process died {MAX_PROCESSING_ATTEMPTS} times "
+                             f"processing it")
 
 
 def test_reasons_are_stored_with_quoted_values_blanked(tmp_path):

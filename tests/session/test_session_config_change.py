@@ -65,3 +65,19 @@ def test_a_configuration_change_redoes_what_it_affects(batch_folder: Any, tmp_pa
     unchanged = _identities(quarantine)  # the unreadable originals were not copied again
     assert unchanged == {p: i for p, i in after.items() if p.startswith(str(quarantine))}
     session.close()
+
+
+def test_outcomes_caused_by_the_machine_are_tried_again(batch_folder: Any, tmp_path: Path,
+                                                        site_key_env: bytes) -> None:
+    """A worker's death or a full disk quarantines the file for this run only."""
+    out = tmp_path / "OUT"
+    with gantry.Session(tmp_path / "s.gantry", workers=1, progress=False) as session:
+        session.ingest(batch_folder.root / "study")
+        assert session.export(out).exported == 2
+        with session.db:  # as the export records them (on_death; an OSError in a worker)
+            session.db.execute("UPDATE exports SET outcome = 'quarantined', decision = 'died' "
+                               "WHERE file_id = (SELECT min(file_id) FROM exports)")
+            session.db.execute("UPDATE exports SET outcome = 'quarantined', decision = 'retry' "
+                               "WHERE file_id = (SELECT max(file_id) FROM exports)")
+        again = session.export(out)
+    assert (again.exported, again.done) == (2, 0)

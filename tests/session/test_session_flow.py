@@ -207,3 +207,18 @@ def test_bad_session_file_and_bad_config_are_named(tmp_path: Path) -> None:
     with gantry.Session(tmp_path / "s.gantry") as session, \
             pytest.raises(gantry.ConfigError, match=r"gantry.yaml: profile.optoins: unknown key"):
         session.load_config(bad)
+
+
+def test_export_refuses_a_folder_inside_the_ingested_tree(batch_folder: Any, tmp_path: Path,
+                                                          site_key_env: bytes) -> None:
+    import shutil
+
+    root = tmp_path / "in"
+    shutil.copytree(batch_folder.root / "study", root)
+    with gantry.Session(tmp_path / "s.gantry", progress=False) as session:
+        session.ingest(root)
+        with pytest.raises(ValueError, match="inside the ingested folder"):
+            session.export(root / "OUT")
+        with pytest.raises(FileNotFoundError, match="no such file or folder"):
+            session.ingest(tmp_path / "nowhere")
+    assert not (root / "OUT").exists()
