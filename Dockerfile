@@ -20,6 +20,10 @@ RUN pip install --no-cache-dir . && useradd --system --uid 10001 gantry \
     && mkdir -p /var/lib/gantry && chown gantry /var/lib/gantry
 USER gantry
 VOLUME ["/var/lib/gantry"]
-EXPOSE 11112
+EXPOSE 11112 9112
+# Ready when the receiver listens, the database takes a write and the disk has room; needs
+# `metrics: {host: 0.0.0.0, port: 9112}` (0.0.0.0 to scrape /metrics from outside too).
+HEALTHCHECK --interval=30s --timeout=15s --start-period=60s --retries=3 \
+    CMD ["python", "-m", "gateway.metrics", "http://127.0.0.1:9112/healthz"]
 ENTRYPOINT ["gantry"]
 CMD ["serve", "--config", "/etc/gantry/gantry.yaml"]

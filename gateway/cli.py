@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from gateway import __version__
@@ -40,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # The reader went away (`gantry quarantine list | head`): stop quietly, as cat does.
+        # Python would report the failed flush of stdout at exit: point stdout at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
     except (ConfigError, SiteKeyError, ValueError, OSError) as exc:
         print(f"gantry: {exc}", file=sys.stderr)
         return 2

@@ -234,6 +234,20 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus /metrics and the /healthz check over HTTP; ready needs this much free disk
+    where the state directory is."""
+
+    host: str = "127.0.0.1"
+    port: int = 9112
+    min_free_disk_mb: int = 1024
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is outside 0..65535")
+
+
+@dataclass(frozen=True)
 class DestinationConfig:
     """A research PACS reached by C-STORE."""
 
@@ -312,6 +326,7 @@ class Config:
     network: NetworkConfig = NetworkConfig()
     destinations: dict[str, DestinationConfig] = field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
+    metrics: MetricsConfig | None = None  # None: no HTTP endpoint
     default_route: str | None = None  # route name used when none matches; None → quarantine
     audit: AuditConfig = AuditConfig()
     source: str = "<defaults>"

@@ -30,12 +30,14 @@ from gateway import logs, running
 from gateway.config import Config, ConfigError, load_config
 from gateway.dicomio import DicomReadError, is_transient, parse_problem, read_for_deid
 from gateway.examine import machine_record
+from gateway.metrics import Lap, StageRecorder, StageTimes, node_metrics
 from gateway.statedir import StateDir
 from gateway.store import IdlePoll, Store
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 CHILD_NICENESS = 19
+STAGE_ROWS = 64  # children whose stage times the node can keep apart (more share rows)
 MAX_PROCESSING_ATTEMPTS = 3  # a job its worker died on this often is quarantined (poison)
 
 
@@ -127,11 +129,11 @@ class Worker:
     locked database) puts the job back, uncounted, and the worker waits before the next."""
 
     def __init__(self, config: Config, site_key: bytes, state: StateDir,
-                 current: Any = None) -> None:
+                 current: Any = None, times: StageRecorder | None = None) -> None:
         from gateway.pipeline import Pipeline
         from gateway.routing import Router
 
-        self.state = state
+        self.state, self.times = state, times
         self.store = Store(state.db, durable=False)
         self.router = Router(config)
         self.pipeline = Pipeline(config, site_key)
@@ -209,6 +211,9 @@ class Worker:
         from gateway.routing import no_route_reason
 
         job_id = row["id"]
+        if self.times is not None:
+            self.times.observe("queue", max(0.0, time.time() - row["received_at"]))
+        lap = Lap(self.times)
         if row["attempts"] > MAX_PROCESSING_ATTEMPTS:
             return self._quarantine(job_id, f"its worker process died {MAX_PROCESSING_ATTEMPTS} "
                                             f"times processing it")
@@ -219,6 +224,7 @@ class Worker:
             self.state.move_to_spool(job_id)
             src = self.state.spooled(job_id)
         parsed = read_for_deid(src)  # read once: routed on its header, then processed
+        lap("read")
         header = parsed.ds
         decision = self.pipeline.redactor.decide(header)
         machine = asdict(machine_record(header, decision))
@@ -227,9 +233,11 @@ class Worker:
         if route is None:
             return self._quarantine(job_id, no_route_reason(header, calling, called),
                                     machine=machine)
+        lap("route")
         out = self.state.output(job_id)
         outcome = self.pipeline.run(parsed, out, profile=route.profile, backup=route.backup,
                                     burned_in=route.burned_in, fsync=True, decision=decision)
+        lap("deidentify")
         if not isinstance(outcome, Forwarded):
             return self._quarantine(job_id, outcome.reason, route.name, route.profile, machine)
         self.store.finish_processing(
@@ -238,6 +246,7 @@ class Worker:
             out_transfer_syntax=outcome.transfer_syntax, counts=outcome.counts,
             not_backed_up=outcome.not_backed_up, destinations=route.destinations,
             machine=machine)
+        lap("record")
         if not route.destinations:
             self.state.done(job_id)
 
@@ -248,10 +257,10 @@ class Worker:
 
 
 def worker_main(config: Config, site_key: bytes, root: str, stop: Any,
-                current: Any = None) -> None:
+                current: Any = None, times: StageRecorder | None = None) -> None:
     """Entry point of a worker process (`current`: where it notes the job in hand)."""
     _child_setup(config, "worker", stop.node_pid)
-    worker = Worker(config, site_key, StateDir(root), current)
+    worker = Worker(config, site_key, StateDir(root), current, times)
     poll = IdlePoll()
     while not stop.is_set():
         orphaned_check(stop.node_pid)
@@ -261,7 +270,8 @@ def worker_main(config: Config, site_key: bytes, root: str, stop: Any,
             stop.wait(poll.wait_time())
 
 
-def forwarder_main(config: Config, name: str, root: str, stop: Any) -> None:
+def forwarder_main(config: Config, name: str, root: str, stop: Any,
+                   times: StageRecorder | None = None) -> None:
     """Entry point of the forwarder process of one destination."""
     from gateway.net.forwarder import Outbox
     from gateway.net.tls import client_context
@@ -270,7 +280,7 @@ def forwarder_main(config: Config, name: str, root: str, stop: Any) -> None:
     local_stop = threading.Event()  # the slots' flag, set when the node's flag is
     outbox = Outbox(name, config.destinations[name], StateDir(root),
                     calling_ae=config.network.ae_title, stop=local_stop,
-                    tls=client_context(config, name))
+                    tls=client_context(config, name), times=times)
     outbox.start()
     while not stop.wait(0.1):
         orphaned_check(stop.node_pid)
@@ -340,6 +350,9 @@ class Service:
         self.reload_requested = threading.Event()
         self.reloads = 0
         self.receiver = Receiver(config, site_key, self.state.db, self.state.spool)
+        self.stage_times = StageTimes(self.ctx, STAGE_ROWS)
+        self.metrics, self.metrics_server = node_metrics(config, self.state.db, self.state.root,
+                                                         self.stage_times, self.receiver)
         self.children = self._children(config, site_key, self.stop_children)
         self.audit = None
         if config.audit.syslog:
@@ -350,12 +363,14 @@ class Service:
     def _children(self, config: Config, site_key: bytes, stop: StopFlag) -> list[_Child]:
         root = str(self.state.root)
         workers = [self.ctx.RawArray("c", 64) for _ in range(max(1, config.network.workers))]
+        times = [self.stage_times.recorder(i % STAGE_ROWS)
+                 for i in range(len(workers) + len(config.destinations))]
         return [
-            _Child(f"worker-{i}", worker_main, (config, site_key, root, stop, current),
-                   current=current)
+            _Child(f"worker-{i}", worker_main,
+                   (config, site_key, root, stop, current, times.pop()), current=current)
             for i, current in enumerate(workers)
         ] + [
-            _Child(f"forwarder-{name}", forwarder_main, (config, name, root, stop))
+            _Child(f"forwarder-{name}", forwarder_main, (config, name, root, stop, times.pop()))
             for name in config.destinations
         ]
 
@@ -379,6 +394,8 @@ class Service:
         if self.audit is not None:
             self.audit.started(self.store)
         self.receiver.start()
+        if self.metrics_server is not None:
+            self.metrics_server.start()
         if self.audit is not None:
             from pynetdicom import evt
 
@@ -451,6 +468,7 @@ class Service:
         running one: the workers and forwarders stop after their current object and start again
         with it, and the receiver keeps listening (changes to `network` wait for a restart). A
         bad one is refused with the problem, logged and printed, and nothing changes."""
+        from gateway.net.tls import client_context
         from gateway.pipeline import Pipeline
         from gateway.sitekey import SiteKeyError, load_site_key
 
@@ -467,12 +485,14 @@ class Service:
                 raise ConfigError(source, "state_dir", "the state directory cannot change "
                                   "while the node runs; a new one takes a restart")
             Pipeline(config, key)
+            for name in config.destinations:
+                client_context(config, name)
         except (ConfigError, SiteKeyError, ValueError, OSError) as exc:
             self.log.error("config.reload_refused", config=source, problem=str(exc))
             _say(f"gantry: reload refused, the node keeps its running configuration: {exc}")
             self._record(refused=str(exc))
             return False
-        restart = tuple(name for name in ("network", "audit")
+        restart = tuple(name for name in ("network", "audit", "metrics")
                         if getattr(config, name) != getattr(self.config, name))
         self._stop_children(self.children, self.stop_children, grace=60)
         self.config, self.digest, self.loaded_at = config, digest, time.time()
@@ -482,6 +502,8 @@ class Service:
         self.children = self._children(config, key, self.stop_children)
         for child in self.children:
             self._spawn(child)
+        if self.metrics is not None:
+            self.metrics.destinations = list(config.destinations)
         self.log.info("config.reloaded", config=source, sha256=(digest or "")[:12],
                       workers=len(self.children) - len(config.destinations),
                       destinations=list(config.destinations))
@@ -526,6 +548,10 @@ class Service:
                 self.log.debug("child.stopped", child=child.name,
                                exitcode=child.process.exitcode)
         self.log.info("service.stopped", pending=self.store.pending_jobs())
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        if self.metrics is not None:
+            self.metrics.close()
         if self.audit is not None:
             self.audit.stopped(self.store)
         self.store.close()

@@ -7,6 +7,7 @@ world-readable) and checks the message names the file, the element or the peer, 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -184,3 +185,97 @@ def test_deidentify_keeps_its_quarantine_copies_of_originals_owner_only(tmp_path
     methods = list(ds["DeidentificationMethod"].value)
     assert methods == [item.CodeMeaning for item in ds.DeidentificationMethodCodeSequence]
     assert "Retain Longitudinal Temporal Information Modified Dates Option" in methods
+
+
+# ------------------------------------------------------------------ output for scripts
+
+LONG_REASON = "no route: modality OT, calling AE " + "X" * 200
+
+
+def quarantined_state(tmp_path: Path, n: int) -> tuple[Path, list[str]]:
+    """A configuration whose state directory holds `n` quarantined jobs (originals on disk):
+    the first half sent by CT_1 for a long reason, the rest by MR_2 for 'unreadable: ...'."""
+    from gateway.store import Store
+
+    key = create_key_file(tmp_path / "site.key")
+    config = tmp_path / "gantry.yaml"
+    config.write_text(f"site_key: {{file: {key}}}\nstate_dir: {tmp_path / 'state'}\n")
+    state = StateDir(tmp_path / "state")
+    store = Store(state.db, durable=False)
+    ids = [f"{i:032x}" for i in range(n)]
+    store.add_jobs([(j, {"calling_ae": "CT_1" if i < n // 2 else "MR_2", "called_ae": "GANTRY",
+                         "peer": "127.0.0.1", "sop_hash": "h", "sop_class_uid": "1.2.3",
+                         "transfer_syntax": "1.2.840.10008.1.2.1", "size": 1})
+                    for i, j in enumerate(ids)])
+    store.claim_jobs("worker-1-x", limit=n)
+    for i, job in enumerate(ids):
+        store.quarantine(job, LONG_REASON if i < n // 2 else "unreadable: not a DICOM file")
+        state.quarantined(job).write_bytes(b"original")
+    store.close()
+    return config, ids
+
+
+def run_gantry(capsys, *args: str) -> tuple[int, str, str]:
+    """`gantry ARGS` in this process (pytest's stdin is no terminal): status, stdout, stderr."""
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_quarantine_list_filters_prints_json_and_stops_quietly_in_a_pipe(tmp_path, capsys):
+    config, ids = quarantined_state(tmp_path, 400)
+    code, out, _ = run_gantry(capsys, "quarantine", "list", "--json", "--reason", "UNREADABLE",
+                              "--config", str(config))
+    listed = json.loads(out)
+    assert code == 0 and [r["job"] for r in listed] == ids[200:]
+    assert {r["calling_ae"] for r in listed} == {"MR_2"}
+    assert all(r["reason"] == "unreadable: not a DICOM file" for r in listed)
+    _, out, err = run_gantry(capsys, "quarantine", "list", "--calling-ae", "CT_1", "--config",
+                             str(config))
+    assert out.count("\n") == 200 and err == "200 quarantined\n"
+    # 400 long lines (over 64 KB) into `head -1`: the reader leaves early; no traceback,
+    # no "Broken pipe" message.
+    piped = subprocess.run(f"{sys.executable} -m gateway.cli quarantine list --config {config} "
+                           "| head -1", shell=True, capture_output=True, text=True, timeout=120)
+    assert piped.stdout.startswith(ids[0]) and piped.stdout.count("\n") == 1
+    assert piped.stderr == "", piped.stderr
+
+
+def test_release_purge_and_prune_print_one_line_and_purge_all_asks(tmp_path, capsys):
+    config, ids = quarantined_state(tmp_path, 6)
+    state = tmp_path / "state"
+    # No terminal to ask: purge --all refuses, says how to confirm, and deletes nothing.
+    code, out, err = run_gantry(capsys, "quarantine", "purge", "--all", "--config", str(config))
+    assert code == 1 and out == ""
+    assert "purge 6 quarantined originals" in err and "--yes" in err
+    assert len(list((state / "quarantine").iterdir())) == 6
+    assert run_gantry(capsys, "quarantine", "release", "--all", "--calling-ae", "MR_2",
+                      "--config", str(config)) == (
+        0, f"3 released: no node is running on {state}; `gantry serve` will re-run them with "
+           "the configuration it is started with\n", "")
+    assert run_gantry(capsys, "quarantine", "purge", "--all", "--yes", "--config",
+                      str(config)) == (0, "3 purged\n", "")
+    assert not list((state / "quarantine").iterdir())  # three purged, three back in the spool
+    assert sorted(p.name for p in (state / "spool").iterdir()) == [f"{j}.dcm" for j in ids[3:]]
+    code, out, err = run_gantry(capsys, "prune", "--older-than", "0", "--config", str(config))
+    assert code == 0 and err == ""
+    assert out.startswith("pruned 3 objects") and out.count("\n") == 1
+
+
+def test_deidentify_quiet_prints_the_summary_only_and_lines_never_wrap(tmp_path, gantry_env):
+    deep = tmp_path / "in" / ("a-folder-with-a-long-name-" * 4)
+    deep.mkdir(parents=True)
+    for i in range(3):
+        (deep / f"not-dicom-{i}.dcm").write_bytes(b"x" * 10)
+    args = [sys.executable, "-m", "gateway.cli", "deidentify", str(tmp_path / "in")]
+    loud = subprocess.run([*args, str(tmp_path / "out1"), "--workers", "1"], env=gantry_env,
+                          capture_output=True, text=True, timeout=120)
+    lines = [line for line in loud.stderr.splitlines() if line.startswith("quarantined ")]
+    assert len(lines) == 3 and all(str(deep) in line and line.endswith("too short for the "
+                                   "128-byte preamble and 'DICM' prefix of a DICOM file "
+                                   "(PS3.10 7.1)") for line in lines)
+    quiet = subprocess.run([*args, str(tmp_path / "out2"), "--workers", "1", "--quiet"],
+                           env=gantry_env, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 1 and quiet.stderr == ""
+    assert quiet.stdout.startswith("3 objects: 0 de-identified, 3 quarantined\n")

@@ -40,7 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
     p.add_argument("--workers", type=_positive, default=None,
                    help="processes (default: all cores)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar and no line per refused file: the summary only (the "
+                        "reasons stay in OUTPUT-quarantine)")
     p.set_defaults(func=cmd_deidentify)
 
     p = sub.add_parser("audit", help="the inspector's findings and risk scores")
@@ -83,8 +85,10 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
         def on_result(src: Path, outcome: Outcome) -> None:
             nonlocal drawn
             progress.advance(task)
-            if not isinstance(outcome, Forwarded):
-                console.print(f"quarantined {src}: {outcome.reason}", highlight=False)
+            if not isinstance(outcome, Forwarded) and not args.quiet:
+                # One line per file, never wrapped at the console's width (80 when piped).
+                console.print(f"quarantined {src}: {outcome.reason}", highlight=False,
+                              markup=False, soft_wrap=True)
             if time.monotonic() - drawn > 0.1:
                 drawn = time.monotonic()
                 progress.refresh()

@@ -48,7 +48,17 @@ def register(sub: Any) -> None:
             target = a.add_mutually_exclusive_group(required=True)
             target.add_argument("job", nargs="?", help="job id (or a unique prefix)")
             if name != "show":
-                target.add_argument("--all", action="store_true", help="every quarantined job")
+                target.add_argument("--all", action="store_true",
+                                    help="every quarantined job (that the filters select)")
+        if name != "show":
+            a.add_argument("--reason", metavar="TEXT",
+                           help="only objects whose reason contains TEXT (any case)")
+            a.add_argument("--calling-ae", metavar="AE", help="only objects sent by AE")
+        if name == "list":
+            a.add_argument("--json", action="store_true", help="print JSON")
+        if name == "purge":
+            a.add_argument("--yes", action="store_true",
+                           help="do not ask before purging --all (for scripts)")
         a.set_defaults(func=cmd_quarantine)
 
     p = sub.add_parser("prune", help="forget objects delivered or purged more than DAYS ago "
@@ -161,17 +171,27 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
     _config, state, store = _open(args.config)
     if args.action == "list":
-        rows = store.quarantined()
+        rows = _selected(store.quarantined(), args)
+        if args.json:
+            print(json.dumps([{"job": r["id"], "quarantined_at": _when(r["updated_at"]),
+                               "calling_ae": r["calling_ae"], "route": r["route"],
+                               "sop_class_uid": r["sop_class_uid"], "reason": r["reason"]}
+                              for r in rows], indent=2))
+            return 0
         for r in rows:
             print(f"{r['id']}  {_when(r['updated_at'])}  {r['calling_ae'] or '-':16}  "
                   f"{r['reason']}")
         print(f"{len(rows)} quarantined", file=sys.stderr)
         return 0
     try:
-        jobs = ([r["id"] for r in store.quarantined()] if getattr(args, "all", False)
-                else [store.find_job(args.job)["id"]])
+        jobs = ([r["id"] for r in _selected(store.quarantined(), args)]
+                if getattr(args, "all", False) else [store.find_job(args.job)["id"]])
     except StoreError as exc:
         print(f"gantry: {exc}", file=sys.stderr)
+        return 1
+    if args.action == "purge" and args.all and not args.yes and not _confirm(
+            f"purge {len(jobs)} quarantined originals from {state.root}? They are deleted for "
+            "good."):
         return 1
     if args.action == "show":
         job = jobs[0]
@@ -215,6 +235,27 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         print(f"{done} released: no node is running on {state.root}; `gantry serve` will "
               "re-run them with the configuration it is started with")
     return 0 if done == len(jobs) else 1
+
+
+def _selected(rows: list[Any], args: argparse.Namespace) -> list[Any]:
+    """The quarantined rows that `--reason` and `--calling-ae` select."""
+    reason = (getattr(args, "reason", None) or "").casefold()
+    calling = getattr(args, "calling_ae", None)
+    return [r for r in rows if reason in (r["reason"] or "").casefold()
+            and (calling is None or (r["calling_ae"] or "").strip() == calling.strip())]
+
+
+def _confirm(question: str) -> bool:
+    """Ask on the terminal; without one (a script, cron), refuse and say how to confirm."""
+    if not sys.stdin.isatty():
+        print(f"gantry: {question} Not done: there is no terminal to ask; add --yes to "
+              "confirm.", file=sys.stderr)
+        return False
+    answer = input(f"{question} [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        print("nothing purged", file=sys.stderr)
+        return False
+    return True
 
 
 def cmd_reload(args: argparse.Namespace) -> int:

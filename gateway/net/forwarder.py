@@ -33,6 +33,7 @@ from pynetdicom.status import code_to_category
 
 from gateway.config import DestinationConfig
 from gateway.logs import get_logger
+from gateway.metrics import StageRecorder
 from gateway.net import set_nodelay
 from gateway.net.reach import connection_problem
 from gateway.net.reactor_pause import guard
@@ -234,7 +235,7 @@ class Slot(threading.Thread):
         if not self.assoc.is_established:  # gone before the object was sent: not its fault
             self._lost(store, claim, "lost the association before the C-STORE", counted=False)
             return
-        started = time.monotonic()
+        sent = time.perf_counter()
         try:
             rsp = self.assoc.send_c_store(payload)
         except (RuntimeError, OSError) as exc:
@@ -245,11 +246,14 @@ class Slot(threading.Thread):
             self._refuse(store, claim, f"cannot send to {box.name}: {type(exc).__name__}")
             return
         self.last_used = time.monotonic()
+        took = time.perf_counter() - sent
+        if box.times is not None:
+            box.times.observe("send", took)
         status = getattr(rsp, "Status", None) if rsp else None
         if status is None:  # pynetdicom aborts the association when its DIMSE timeout expires
             self._lost(store, claim, (
                 f"did not answer the C-STORE within {box.dimse_timeout:g} s"
-                if self.last_used - started >= box.dimse_timeout
+                if took >= box.dimse_timeout
                 else "aborted the association during the C-STORE"))
             return
         category = code_to_category(status)
@@ -315,9 +319,10 @@ class Outbox:
     def __init__(self, name: str, dest: DestinationConfig, state: StateDir, *,
                  calling_ae: str, stop: Any, max_pdu: int = 0, batch: int = 16,
                  poll: float = 0.02, idle: float = 10.0, dimse_timeout: float = 120.0,
-                 tls: ClientContext | None = None) -> None:
+                 tls: ClientContext | None = None, times: StageRecorder | None = None) -> None:
         self.name, self.dest, self.state, self.tls = name, dest, state, tls
         self.dimse_timeout = dimse_timeout  # how long an object's C-STORE may go unanswered
+        self.times = times  # the node's "send" stage histogram
         self.calling_ae, self.stop, self.max_pdu = calling_ae, stop, max_pdu
         self.batch, self.poll, self.idle = batch, poll, idle
         self.owner = f"fwd-{name}-{os.getpid()}"

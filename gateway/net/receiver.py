@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -131,13 +132,15 @@ class Receiver:
     """A pynetdicom SCP that turns each C-STORE into a spooled file and a `received` job."""
 
     def __init__(self, config: Config, site_key: bytes, store_path: Path, spool_dir: Path,
-                 on_received: Callable[[str], None] | None = None) -> None:
+                 on_received: Callable[[str], None] | None = None,
+                 on_success: Callable[[float], None] | None = None) -> None:
         self.net: NetworkConfig = config.network
         self.key = site_key
         self.store_path = store_path
         self.spool_dir = spool_dir
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.on_received = on_received
+        self.on_success = on_success  # told each Success's latency in seconds
         self.log = get_logger("gateway.receiver")
         self._store: Store | None = None
         self._commit = threading.Condition()
@@ -187,19 +190,26 @@ class Receiver:
         server = self.ae.make_server((self.net.host, self.net.port), evt_handlers=handlers,
                                      ssl_context=self.tls, server_class=ConnectionServer)
         server.per_peer = self.net.max_associations_per_peer
-        threading.Thread(target=server.serve_forever, name="gantry-accept", daemon=True).start()
+        self._accepting = threading.Thread(target=server.serve_forever, name="gantry-accept",
+                                           daemon=True)
+        self._accepting.start()
         self.ae._servers.append(server)  # as AE.start_server does: shutdown() removes it
         self._server = server
         self.log.info("receiver.listening", ae_title=self.net.ae_title, host=self.net.host,
                       port=self.port, tls=self.tls is not None)
+
+    def listening(self) -> bool:
+        """The socket is open and its accept loop runs."""
+        return (self._server is not None and self._server.socket.fileno() >= 0
+                and self._accepting.is_alive())
 
     def bind(self, event: Any, handler: Callable[[Any], None]) -> None:
         """Add a pynetdicom event handler to the listening server (after `start`)."""
         self._server.bind(event, handler)
 
     def stop_accepting(self) -> None:
-        """Close the listening socket; associations in flight carry on."""
-        if self._server is not None:
+        """Close the listening socket (once); associations in flight carry on."""
+        if self._server is not None and self._server.socket.fileno() >= 0:
             self._server.shutdown()  # stops the accept loop and closes the socket
             self.log.info("receiver.closed")
 
@@ -340,6 +350,7 @@ class Receiver:
             raise item.error
 
     def _on_store(self, event: Any) -> int:
+        started = time.perf_counter()
         job_id = uuid.uuid4().hex
         try:
             req = event.request
@@ -398,6 +409,8 @@ class Receiver:
             os.close(fd)
         if self.on_received is not None:
             self.on_received(job_id)
+        if self.on_success is not None:
+            self.on_success(time.perf_counter() - started)
         return SUCCESS
 
     @staticmethod

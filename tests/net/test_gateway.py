@@ -349,8 +349,8 @@ def test_refusals_quarantine_and_nothing_identifying_is_logged_or_audited(tmp_pa
         moves = [e for e in events if e["event"] == "job.state"]
         assert len(moves) >= 13 * 3 and all(len(e["job"]) == 32 for e in moves)
         purged = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "quarantine", "purge", "--all", "--config",
-             str(config)], capture_output=True, text=True, check=True).stdout
+            [sys.executable, "-m", "gateway.cli", "quarantine", "purge", "--all", "--yes",
+             "--config", str(config)], capture_output=True, text=True, check=True).stdout
         assert "9 purged" in purged
         assert not list((tmp_path / "state" / "quarantine").iterdir())
     finally:
