@@ -3,15 +3,19 @@
 For each machine signature (Manufacturer / ManufacturerModelName) the index counts objects,
 image sizes, modalities, SOP classes and BurnedInAnnotation values, how many are at risk of
 burned-in text, which rules cover them, and how many would be refused (at risk, no rule). It only
-keeps device text and counts, never patient data. `scaffold_yaml` turns an index into a starting
-configuration; `ctp_rules_yaml` turns a CTP script into YAML rules.
+keeps device text and counts, never patient data (gateway/scaffold.py turns an index into a
+starting configuration); `ctp_rules_yaml` turns a CTP script into YAML rules.
+
+With OCR (`index_folder(..., ocr=policy)`), each at-risk image is also read for burned-in text:
+per machine, how many images carried text, how many identifying text and of what kind (a name or
+ID of the object, a date, a long number, a configured pattern), and the rectangle that holds all
+identifying text found, a starting point for a rule. Words themselves are never kept.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,9 +26,11 @@ import yaml
 from pydicom.dataset import Dataset
 
 from gateway.deid.ctp_script import Signature, first_match
-from gateway.deid.redact import Decision, Redactor
+from gateway.deid.identifiers import IdentifierSet
+from gateway.deid.ocr import TextPolicy, read_words
+from gateway.deid.redact import Decision, RedactionError, Redactor, decode_pixels, palette
 from gateway.deid.signatures import expr_to_match
-from gateway.dicomio import DicomReadError, read_header
+from gateway.dicomio import DicomReadError, read_full, read_header
 
 
 def _size(ds: Dataset) -> str:
@@ -93,8 +99,10 @@ class MachineEntry:
     at_risk: int = 0
     rules: Counter[str] = field(default_factory=Counter)  # rule name ('' = no rule)
     refused: int = 0
+    text: TextSeen | None = None  # with OCR: what the at-risk images carried
 
     def as_dict(self) -> dict[str, Any]:
+        text = {"text": self.text.as_dict()} if self.text is not None else {}
         return {
             "signature": self.signature,
             "objects": self.count,
@@ -106,7 +114,44 @@ class MachineEntry:
             "covered": sum(n for name, n in self.rules.items() if name),
             "rules": {name: n for name, n in self.rules.most_common() if name},
             "refused": self.refused,
+            **text,
         }
+
+
+@dataclass
+class TextSeen:
+    """What OCR found in the at-risk images of one machine (counts and places, no words)."""
+
+    read: int = 0  # images OCR read
+    unreadable: int = 0  # images whose pixels could not be decoded
+    with_text: int = 0
+    identifying: int = 0  # images with identifying text
+    kinds: Counter[str] = field(default_factory=Counter)  # kind → images
+    region: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 of all identifying text
+
+    def add(self, words: int, findings: list) -> None:
+        self.read += 1
+        self.with_text += words > 0
+        self.identifying += bool(findings)
+        for kind in {f.kind for f in findings}:
+            self.kinds[kind] += 1
+        for f in findings:
+            x, y, w, h = f.box
+            x0, y0, x1, y1 = self.region or (x, y, x + w, y + h)
+            self.region = (min(x0, x), min(y0, y), max(x1, x + w), max(y1, y + h))
+
+    def as_dict(self) -> dict[str, Any]:
+        x0, y0, x1, y1 = self.region or (0, 0, 0, 0)
+        return {"read": self.read, "unreadable": self.unreadable, "with_text": self.with_text,
+                "identifying": self.identifying, "kinds": dict(self.kinds.most_common()),
+                "identifying_region": [x0, y0, x1 - x0, y1 - y0] if self.region else None}
+
+    def summary(self) -> str:
+        if not self.read:
+            return "-" if not self.unreadable else f"{self.unreadable} unreadable"
+        kinds = ", ".join(f"{k} ({n})" for k, n in self.kinds.most_common())
+        return (f"{self.with_text}/{self.read} with text, {self.identifying} identifying"
+                + (f": {kinds}" if kinds else ""))
 
 
 class MachineIndex:
@@ -123,6 +168,18 @@ class MachineIndex:
         record = machine_record(header, self.redactor.decide(header))
         known = first_match(self.ctp, header) if self.ctp else None
         self.add_record(record, known.name if known else "")
+
+    def add_text(self, ds: Dataset, policy: TextPolicy) -> None:
+        """Read one whole object's burned-in text by OCR into its machine's counts."""
+        entry = self.machines[self.redactor.decide(ds).signature]
+        seen = entry.text = entry.text or TextSeen()
+        try:
+            pixels = decode_pixels(ds)
+        except (RedactionError, ValueError):  # no pixel data, or data that does not decode
+            seen.unreadable += 1
+            return
+        words = read_words(pixels.array, pixels.photometric, palette(ds, pixels))
+        seen.add(len(words), policy.classify(words, [IdentifierSet.from_dataset(ds).spans]))
 
     def add_record(self, record: MachineRecord, ctp_name: str = "") -> None:
         """Count one object already described (as the gateway stores what it receives)."""
@@ -152,8 +209,9 @@ class MachineIndex:
                            "machines": [e.as_dict() for e in self.entries()]}, indent=2)
 
     def table(self) -> str:
+        ocr = any(e.text is not None for e in self.machines.values())
         head = ("machine signature", "objects", "modalities", "sizes", "burned-in",
-                "at risk", "covered by", "refused")
+                "at risk", "covered by", "refused") + (("burned-in text (OCR)",) if ocr else ())
         rows = [head]
         for e in self.entries():
             d = e.as_dict()
@@ -161,8 +219,9 @@ class MachineIndex:
                 e.signature, str(e.count), _counts(e.modalities), _counts(e.sizes),
                 _counts(e.burned_in), str(e.at_risk),
                 _counts(Counter(d["rules"])) or "-", str(e.refused),
-            ))
-        widths = [min(48, max(len(r[i]) for r in rows)) for i in range(len(head))]
+            ) + ((e.text.summary() if e.text else "-",) if ocr else ()))
+        widths = [min(48 if i < 8 else 96, max(len(r[i]) for r in rows))
+                  for i in range(len(head))]
         lines = ["  ".join(c[:w].ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                  for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
@@ -189,9 +248,10 @@ def iter_files(root: Path) -> Iterator[Path]:
             yield Path(folder) / name
 
 
-def index_folder(root: Path, redactor: Redactor, ctp: list[Signature] | None = None
-                 ) -> MachineIndex:
-    """Read every header under `root` into a MachineIndex (unreadable files are only counted)."""
+def index_folder(root: Path, redactor: Redactor, ctp: list[Signature] | None = None,
+                 ocr: TextPolicy | None = None) -> MachineIndex:
+    """Read every header under `root` into a MachineIndex (unreadable files are only counted);
+    with `ocr`, also the burned-in text of every at-risk image."""
     index = MachineIndex(redactor, ctp)
     for path in iter_files(root):
         try:
@@ -200,82 +260,16 @@ def index_folder(root: Path, redactor: Redactor, ctp: list[Signature] | None = N
             index.unreadable += 1
             continue
         index.add(header)
+        if ocr is not None and redactor.at_risk(header):
+            try:
+                full = read_full(path)
+            except DicomReadError:
+                full = header  # no pixel data: counted as unreadable
+            index.add_text(full, ocr)
     return index
 
 
 # ---------------------------------------------------------------------------- YAML writers
-
-
-def _q(value: str) -> str:
-    return json.dumps(value)  # JSON strings are valid YAML scalars
-
-
-def _slug(*parts: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", " ".join(parts).lower()).strip("-") or "machine"
-
-
-def scaffold_yaml(index: MachineIndex, source: str) -> str:
-    """A configuration with one redaction entry per machine signature and image size.
-
-    Entries whose regions the CTP library knows (every object of the group matched the same
-    CTP signature) are active; the others are written commented out, so that objects at risk
-    stay quarantined until someone gives their machine regions.
-    """
-    groups = sorted(index.groups.items(), key=lambda kv: (-kv[1].count, kv[0]))
-    by_name = {sig.name: sig for sig in index.ctp}
-    total = sum(g.count for _, g in groups)
-    out = [
-        f"# Gantry configuration scaffolded by `gantry scaffold` from {source}:",
-        f"# {total} objects, {len(index.machines)} machine signatures, {len(groups)} "
-        "signature/size groups.",
-        "# Review every entry against real images before use. Entries with regions from CTP's",
-        "# library are active; the others are commented out: objects at risk from those",
-        "# machines stay quarantined until you give them regions ([x, y, width, height];",
-        "# negative x / y count from the right / bottom). `regions: []` declares that a machine",
-        "# burns in no text. The first matching rule wins, top to bottom.",
-        "redaction:",
-        "  on_risk: quarantine",
-    ]
-    body: list[str] = []
-    used: set[str] = set()
-    active = 0
-    for (signature, size), g in groups:
-        name = _slug(g.manufacturer or "unknown", g.model or "unknown", size)
-        while name in used:
-            name += "-x"
-        used.add(name)
-        known = [n for n in g.ctp if n]
-        ctp_sig = by_name.get(known[0]) if len(known) == 1 and not g.ctp[""] else None
-        body.append("")
-        body.append(f"    # {signature} — {size}: {g.count} objects, {g.at_risk} at risk")
-        if ctp_sig is not None:
-            body.append(f"    # regions from CTP {ctp_sig.name}"
-                        + (f" ({ctp_sig.label})" if ctp_sig.label else ""))
-            prefix = "    "
-            active += 1
-        else:
-            if known:
-                body.append(f"    # CTP signatures match only some objects: {', '.join(known)}")
-            body.append("    # no known regions: fill them in and uncomment"
-                        if g.at_risk else "    # not at risk: uncomment only if it burns in text")
-            prefix = "    # "
-        lines = [f"- name: {_q(name)}", "  match:"]
-        lines.append(f"    Manufacturer: {_q(g.manufacturer)}" if g.manufacturer
-                     else "    Manufacturer: {present: false}")
-        lines.append(f"    ManufacturerModelName: {_q(g.model)}" if g.model
-                     else "    ManufacturerModelName: {present: false}")
-        if size != "-":
-            rows, cols = size.split("x")
-            lines += [f"    Rows: {rows}", f"    Columns: {cols}"]
-        if ctp_sig is not None:
-            lines.append("  regions:")
-            lines += [f"    - [{x}, {y}, {w}, {h}]" for x, y, w, h in ctp_sig.regions]
-        else:
-            # left empty on purpose: uncommented as is, the configuration does not load
-            lines.append("  regions:  # required: [[x, y, width, height], ...], or [] for none")
-        body += [prefix + line for line in lines]
-    out.append("  rules:" if active else "  rules: []")
-    return "\n".join(out + body) + "\n"
 
 
 def ctp_rules_yaml(signatures: Iterable[Signature], source: str = "") -> str:

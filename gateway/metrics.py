@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import generate_latest
 
 from gateway.config import Config, ConfigError
@@ -217,9 +217,8 @@ class NodeMetrics:
             forwarded = dict(self.outcomes.forwarded)
             quarantined = dict(self.outcomes.quarantined)
             status = self._destination_status()
-        family = _counter("gantry_objects_forwarded", "Objects a destination accepted",
-                          ["route", "destination"], forwarded)
-        yield family
+        yield _counter("gantry_objects_forwarded", "Objects a destination accepted",
+                       ["route", "destination"], forwarded)
         yield _counter("gantry_objects_quarantined", "Objects quarantined, by reason class",
                        ["route", "reason"], quarantined)
         backlog = GaugeMetricFamily("gantry_backlog_objects", "Objects waiting for a "
@@ -271,9 +270,7 @@ class NodeMetrics:
 
 
 def _counter(name: str, doc: str, labels: list[str],
-             values: dict[tuple[str, str], int]) -> Any:
-    from prometheus_client.core import CounterMetricFamily
-
+             values: dict[tuple[str, str], int]) -> CounterMetricFamily:
     family = CounterMetricFamily(name, doc, labels=labels)
     for key, n in sorted(values.items()):
         family.add_metric(list(key), n)

@@ -11,6 +11,9 @@ them with dcmtk `storescu` over one association:
 3. storescu → pynetdicom no-op SCP    (answers Success without storing anything: the floor
                                          of any receiver built on pynetdicom, Gantry's included)
 4. storescu → `gantry serve` → storescp
+5. the same over DICOM TLS at both ends (storescu +tls → Gantry → storescp +tls, client
+   certificates required everywhere, certificates made by openssl for the run), after
+   storescu +tls → storescp +tls direct (the TLS wire limit)
 
 For each: objects/s as the sender sees it (all Success answers), objects/s end to end (all
 files at storescp), Success latency p50/p99 (from storescu's millisecond log timestamps), and
@@ -18,8 +21,8 @@ for Gantry the peak RSS of its processes (node + workers + forwarder) sampled du
 at each quarter of the run (flat memory means no growth with the object count).
 
 Usage: python scripts/bench_gateway.py [--count N] [--senders K] [--association-per-object]
-       [--keep DIR]
-Needs dcmtk (storescu, storescp) on PATH. Sets TCP_NODELAY=1 for dcmtk (see DESIGN.md).
+       [--keep DIR] [--no-tls]
+Needs dcmtk (storescu, storescp) and openssl on PATH. Sets TCP_NODELAY=1 for dcmtk (see DESIGN.md).
 """
 
 from __future__ import annotations
@@ -100,13 +103,13 @@ def generate(folder: Path, count: int) -> list[Path]:
 
 
 class StoreSCP:
-    def __init__(self, folder: Path, fork: bool) -> None:
+    def __init__(self, folder: Path, fork: bool, tls: tuple[str, ...] = ()) -> None:
         self.folder = folder
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.proc = subprocess.Popen(
-            ["storescp", *(["--fork"] if fork else []), "-aet", "PACS", "+uf",
+            ["storescp", *(["--fork"] if fork else []), *tls, "-aet", "PACS", "+uf",
              "--output-directory", str(folder), str(self.port)], env=DCMTK_ENV,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)  # its --fork children go with it on stop()
@@ -121,7 +124,7 @@ class StoreSCP:
 
 
 def send(port: int, files: list[Path], logcfg: Path, called: str, senders: int,
-         per_object: bool = False) -> tuple[float, list[float]]:
+         per_object: bool = False, tls: tuple[str, ...] = ()) -> tuple[float, list[float]]:
     """`senders` storescu at once, the files split between them: one association each, or
     with `per_object` one storescu run (and association, proposing only the file's class) per
     file, as modalities that associate for every image do; (seconds until the last one
@@ -129,7 +132,7 @@ def send(port: int, files: list[Path], logcfg: Path, called: str, senders: int,
 
     def storescu(i: int, batch: list[Path]) -> tuple[int, str]:
         run = subprocess.run(
-            ["storescu", *(["-R"] if per_object else []), "-lc", str(logcfg),
+            ["storescu", *(["-R"] if per_object else []), *tls, "-lc", str(logcfg),
              "-aet", f"MODALITY{i}", "-aec", called, "127.0.0.1", str(port), *map(str, batch)],
             env=DCMTK_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         return run.returncode, run.stdout
@@ -265,12 +268,40 @@ def process_tree_cpu(pid: int) -> dict[str, float]:
     return used
 
 
-def gantry_config(root: Path, dest_port: int, port: int) -> Path:
+def make_pki(folder: Path) -> Path:
+    """A CA and, signed by it, certificates for gantry, pacs and modality (all 127.0.0.1)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ca.ext").write_text("basicConstraints=critical,CA:TRUE\n"
+                                   "keyUsage=critical,keyCertSign,cRLSign\n")
+    (folder / "leaf.ext").write_text("basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\n"
+                                     "extendedKeyUsage=serverAuth,clientAuth\n")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    for name in ("ca", "gantry", "pacs", "modality"):
+        openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+                "-subj", f"/CN={name}", "-out", f"{name}.csr")
+        signer = (["-signkey", "ca.key"] if name == "ca"
+                  else ["-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"])
+        openssl("x509", "-req", "-in", f"{name}.csr", *signer, "-days", "2", "-extfile",
+                "ca.ext" if name == "ca" else "leaf.ext", "-out", f"{name}.pem")
+    return folder
+
+
+def dcmtk_tls(pki: Path | None, who: str) -> tuple[str, ...]:
+    """dcmtk's options for TLS as `who`, trusting the run's CA (none without a pki)."""
+    if pki is None:
+        return ()
+    return ("+tls", str(pki / f"{who}.key"), str(pki / f"{who}.pem"), "+cf", str(pki / "ca.pem"))
+
+
+def gantry_config(root: Path, dest_port: int, port: int, pki: Path | None = None) -> Path:
     key = root / "site.key"
     if not key.exists():
         create_key_file(key)
     shutil.rmtree(root / "state", ignore_errors=True)
-    cfg = {
+    cfg: dict = {
         "site_key": {"file": str(key)}, "state_dir": str(root / "state"), "log_level": "info",
         "network": {"ae_title": "GANTRY", "host": "127.0.0.1", "port": port,
                     "workers": 2},
@@ -278,6 +309,11 @@ def gantry_config(root: Path, dest_port: int, port: int) -> Path:
                                   "port": dest_port, "associations": 2}},
         "routes": [{"name": "all", "destinations": ["pacs"]}],
     }
+    if pki is not None:
+        mine = {"certificate": str(pki / "gantry.pem"), "private_key": str(pki / "gantry.key")}
+        cfg["network"]["tls"] = {**mine, "ca_certificates": str(pki / "ca.pem"),
+                                 "require_client_certificate": True}
+        cfg["destinations"]["pacs"]["tls"] = {**mine, "ca_certificates": str(pki / "ca.pem")}
     path = root / "gantry.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -289,6 +325,45 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+def run_gantry(root: Path, files: list[Path], logcfg: Path, k: int, per_object: bool,
+               pki: Path | None) -> tuple[dict, dict]:
+    """storescu → `gantry serve` → storescp (over TLS with a pki): the timings, and the CPU per
+    process and the RSS samples."""
+    scp = StoreSCP(root / "gantry-out", True, dcmtk_tls(pki, "pacs"))  # two associations in
+    port = free_port()
+    config = gantry_config(root, scp.port, port, pki)
+    env = {**os.environ, "GANTRY_LOG_FILE": str(root / "gantry.log")}
+    gw = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config",
+                           str(config)], env=env, cwd=Path(__file__).resolve().parents[1])
+    wait_port(port)
+    time.sleep(3)  # let the worker and forwarder processes finish importing
+    samples: list[tuple[int, int, int]] = []  # (objects at storescp, rss, peak)
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            cur, peak = process_tree_rss(gw.pid)
+            samples.append((scp.count(), cur, peak))
+            stop.wait(0.25)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        cpu0 = process_tree_cpu(gw.pid)
+        t0 = time.perf_counter()
+        elapsed, lat = send(port, files, logcfg, "GANTRY", k, per_object,
+                            dcmtk_tls(pki, "modality"))
+        total = wait_count(scp, len(files), t0)
+        cpu1 = process_tree_cpu(gw.pid)
+    finally:
+        stop.set()
+        sampler.join()
+        gw.terminate()
+        gw.wait(60)
+        scp.stop()
+    return dict(send=elapsed, total=total, lat=lat), dict(cpu0=cpu0, cpu1=cpu1, samples=samples)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=1000)
@@ -298,8 +373,10 @@ def main() -> int:
                         help="one storescu run, and association, per file (use a smaller "
                              "--count: each run starts a process)")
     parser.add_argument("--keep", metavar="DIR", help="work here and keep the files")
+    parser.add_argument("--no-tls", action="store_true",
+                        help="skip the TLS runs (dcmtk direct and Gantry over DICOM TLS)")
     args = parser.parse_args()
-    for tool in ("storescu", "storescp", "pgrep"):
+    for tool in ("storescu", "storescp", "pgrep", "openssl"):
         if shutil.which(tool) is None:
             print(f"{tool} not found (install dcmtk)", file=sys.stderr)
             return 2
@@ -359,39 +436,17 @@ def run(args: argparse.Namespace, root: Path) -> int:
         floor.wait(10)
     results["pynetdicom floor"] = dict(send=elapsed, total=None, lat=lat)
 
-    # 4. gantry
-    scp = StoreSCP(root / "gantry-out", True)  # Gantry forwards on two associations
-    port = free_port()
-    config = gantry_config(root, scp.port, port)
-    env = {**os.environ, "GANTRY_LOG_FILE": str(root / "gantry.log")}
-    gw = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config",
-                           str(config)], env=env, cwd=Path(__file__).resolve().parents[1])
-    wait_port(port)
-    time.sleep(3)  # let the worker and forwarder processes finish importing
-    samples: list[tuple[int, int, int]] = []  # (objects at storescp, rss, peak)
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            cur, peak = process_tree_rss(gw.pid)
-            samples.append((scp.count(), cur, peak))
-            stop.wait(0.25)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        cpu0 = process_tree_cpu(gw.pid)
-        t0 = time.perf_counter()
-        elapsed, lat = send(port, files, logcfg, "GANTRY", k, per_object)
-        total = wait_count(scp, len(files), t0)
-        cpu1 = process_tree_cpu(gw.pid)
-    finally:
-        stop.set()
-        sampler.join()
-        gw.terminate()
-        gw.wait(60)
+    # 4. gantry, 5. the same over TLS (after dcmtk direct over TLS)
+    results["gantry"], gantry_use = run_gantry(root, files, logcfg, k, per_object, None)
+    if not args.no_tls:
+        pki = make_pki(root / "pki")
+        scp = StoreSCP(root / "direct-tls-out", fork, dcmtk_tls(pki, "pacs"))
+        elapsed, lat = send(scp.port, files, logcfg, "PACS", k, per_object,
+                            dcmtk_tls(pki, "modality"))
+        total = wait_count(scp, len(files), time.perf_counter() - elapsed)
         scp.stop()
-    results["gantry"] = dict(send=elapsed, total=total, lat=lat)
+        results["dcmtk direct TLS"] = dict(send=elapsed, total=total, lat=lat)
+        results["gantry TLS"], _ = run_gantry(root, files, logcfg, k, per_object, pki)
 
     # report
     n = len(files)
@@ -401,11 +456,11 @@ def run(args: argparse.Namespace, root: Path) -> int:
           f"{os.cpu_count()} CPUs")
     direct = n / results["dcmtk direct"]["send"]
     naive = n / results["naive relay"]["send"]
-    print(f"\n{'path':16} {'Success obj/s':>14} {'end-to-end obj/s':>17} "
+    print(f"\n{'path':18} {'Success obj/s':>14} {'end-to-end obj/s':>17} "
           f"{'p50 ms':>8} {'p99 ms':>8}")
     for name, r in results.items():
         end = f"{n / r['total']:17.1f}" if r["total"] else f"{'-':>17}"
-        print(f"{name:16} {n / r['send']:14.1f} {end} "
+        print(f"{name:18} {n / r['send']:14.1f} {end} "
               f"{pct(r['lat'], 50):8.1f} {pct(r['lat'], 99):8.1f}")
     g = results["gantry"]
     print(f"\ngantry / naive relay (Success): {n / g['send'] / naive:.2f}x   "
@@ -415,6 +470,12 @@ def run(args: argparse.Namespace, root: Path) -> int:
     floor_rate = n / results["pynetdicom floor"]["send"]
     print(f"gantry / pynetdicom floor (Success): {n / g['send'] / floor_rate:.2f}x   "
           f"(naive relay / floor: {naive / floor_rate:.2f}x)")
+    if "gantry TLS" in results:
+        t, d = results["gantry TLS"], results["dcmtk direct TLS"]
+        print(f"gantry TLS / gantry (Success): {g['send'] / t['send']:.2f}x   (end to end: "
+              f"{g['total'] / t['total']:.2f}x; dcmtk direct TLS / direct: "
+              f"{results['dcmtk direct']['send'] / d['send']:.2f}x)")
+    cpu0, cpu1, samples = gantry_use["cpu0"], gantry_use["cpu1"], gantry_use["samples"]
     used = {name: (cpu1[name] - cpu0.get(name, 0.0)) * 1000 / n for name in cpu1}
     print("gantry CPU per object (until all delivered): "
           + ", ".join(f"{name} {ms:.1f} ms" for name, ms in sorted(used.items())

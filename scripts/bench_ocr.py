@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.config import parse_config  # noqa: E402
 from gateway.deid.ocr import read_words  # noqa: E402
-from gateway.deid.redact import _palette, decode_pixels  # noqa: E402
+from gateway.deid.redact import decode_pixels, palette  # noqa: E402
 from gateway.pipeline import Forwarded, Pipeline  # noqa: E402
 
 DATA = Path(data_store.__file__).parent / "data"
@@ -42,11 +42,11 @@ DATA = Path(data_store.__file__).parent / "data"
 def ocr_ms(path: Path, repeat: int) -> float:
     ds = dcmread(path)
     pixels = decode_pixels(ds)
-    read_words(pixels.array, pixels.photometric, _palette(ds, pixels))  # engine start-up
+    read_words(pixels.array, pixels.photometric, palette(ds, pixels))  # engine start-up
     times = []
     for _ in range(repeat):
         t0 = time.process_time()
-        read_words(pixels.array, pixels.photometric, _palette(ds, pixels))
+        read_words(pixels.array, pixels.photometric, palette(ds, pixels))
         times.append((time.process_time() - t0) * 1000)
     return statistics.median(times)
 

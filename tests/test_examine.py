@@ -195,3 +195,57 @@ def test_batch_quarantines_burned_in_without_rule_and_redacts_with_one(archive, 
         ds = pydicom.dcmread(path)
         assert ds.BurnedInAnnotation == "NO" and not ds.pixel_array[:40].any()
     assert PATIENT.split("^")[0] not in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- OCR report
+
+
+def test_examine_ocr_reports_text_per_machine(tmp_path, capsys):
+    """An at-risk capture with a name, a date and a measurement burned in, one without text,
+    and a CT: per machine, images with text, identifying text and its kinds, and where."""
+    pytest.importorskip("tesserocr", reason="the OCR extra is not installed")
+    from PIL import Image, ImageDraw, ImageFont
+
+    from gateway.deid.ocr import KIND_DATE, KIND_IDENTIFIER, OcrUnavailable, check_available
+    from gateway.deid.redact import decode_pixels, store_pixels
+
+    try:
+        check_available()
+    except OcrUnavailable as exc:
+        pytest.skip(str(exc))
+    font = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+    face = ImageFont.truetype(str(font), 14) if font.exists() else ImageFont.load_default(14)
+    folder = tmp_path / "archive"
+    src = _write("SC_rgb_jpeg_dcmd.dcm", folder / "text.dcm", Manufacturer="ACME",
+                 ManufacturerModelName="Capture 2", Modality="OT", StudyDate="20240312")
+    ds = pydicom.dcmread(src)
+    pixels = decode_pixels(ds)
+    canvas = Image.new("L", (pixels.columns, pixels.rows), 0)
+    draw = ImageDraw.Draw(canvas)
+    for y, text in ((40, "ZZYZX, QUINTESSA"), (100, "2024-03-12"), (160, "EDV 45.3 ml")):
+        x0, y0, x1, y1 = draw.textbbox((30, y), text, font=face)
+        pixels.array[0, y0 - 3:y1 + 3, x0 - 3:x1 + 3] = 0
+        draw.text((30, y), text, fill=255, font=face)
+    pixels.array[0][np.asarray(canvas) > 96] = 255
+    store_pixels(ds, pixels)
+    ds.save_as(src, enforce_file_format=True)
+    _write("SC_rgb_jpeg_dcmd.dcm", folder / "blank.dcm", Manufacturer="BLANK",
+           ManufacturerModelName="Capture 3", Modality="OT")
+    _write("CT_small.dcm", folder / "ct.dcm")
+
+    assert main(["examine", str(folder), "--ocr", "--json"]) == 0
+    out = capsys.readouterr().out
+    machines = {m["signature"]: m for m in json.loads(out)["machines"]}
+    text = machines["ACME / Capture 2"]["text"]
+    assert (text["read"], text["with_text"], text["identifying"]) == (1, 1, 1)
+    assert set(text["kinds"]) == {KIND_IDENTIFIER, KIND_DATE}
+    x, y, w, h = text["identifying_region"]
+    assert 25 <= x <= 40 and 30 <= y <= 48 and y + h < 160  # the name and date, not the EDV
+    blank = machines["BLANK / Capture 3"]["text"]
+    assert (blank["read"], blank["with_text"], blank["identifying"]) == (1, 0, 0)
+    assert "text" not in machines["GE MEDICAL SYSTEMS / RHAPSODE"]
+    assert main(["examine", str(folder), "--ocr"]) == 0
+    table = capsys.readouterr().out
+    assert "1/1 with text, 1 identifying" in table
+    for output in (out, table):
+        assert "ZZYZX" not in output.upper() and "2024-03-12" not in output

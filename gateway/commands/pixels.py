@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -15,8 +14,8 @@ from gateway.examine import (
     MachineRecord,
     ctp_rules_yaml,
     index_folder,
-    scaffold_yaml,
 )
+from gateway.scaffold import scaffold_index, scaffold_yaml
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "by --config")
     p.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--ocr", action="store_true",
+                   help="also read the burned-in text of at-risk images (a folder only): per "
+                        "machine, images with text, identifying text and its kinds, and where")
     p.set_defaults(func=cmd_examine)
 
     p = sub.add_parser("scaffold", help="write a configuration with a redaction entry per "
@@ -72,7 +74,7 @@ def cmd_examine(args: argparse.Namespace) -> int:
     elif not args.path.exists():
         return _missing(args.path)
     else:
-        index = index_folder(args.path, redactor)
+        index = index_folder(args.path, redactor, ocr=redactor.verify_policy if args.ocr else None)
     print(index.as_json() if args.json else index.table())
     return 0
 
@@ -108,10 +110,8 @@ def cmd_scaffold(args: argparse.Namespace) -> int:
     except CtpScriptError as exc:
         print(f"gantry: {exc}", file=sys.stderr)
         return 2
-    config = load_config(args.config)
-    # at-risk lists from the config, but no rules: the scaffold lists every machine
-    redaction = dataclasses.replace(config.redaction, rules=(), ctp_scripts=())
-    index = index_folder(args.path, Redactor(redaction), ctp)
+    empty = scaffold_index(load_config(args.config), ctp)  # the config's at-risk lists only
+    index = index_folder(args.path, empty.redactor, empty.ctp)
     args.output.write_text(scaffold_yaml(index, str(args.path)))
     known = sum(1 for g in index.groups.values()
                 if len([n for n in g.ctp if n]) == 1 and not g.ctp[""])

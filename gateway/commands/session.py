@@ -91,7 +91,7 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     with _open(args) as session:
         result = {"anonymize": session.anonymize_metadata, "redact": session.redact_pixels,
                   "verify": session.verify}[args.checkpoint]()
-    print(result.__str__(limit=len(result.records) if args.all else 40))
+    print(result.table(limit=len(result.records) if args.all else 40))
     return 0
 
 

@@ -106,12 +106,14 @@ def _api():  # -> tesserocr.PyTessBaseAPI, one per thread (and so per forked pro
     return api
 
 
-def _read_image(gray: np.ndarray) -> list[tuple[int, Box, str]]:
-    """(line, box, text) of every word Tesseract reads in one 8-bit grey image."""
+def _read_image(gray: np.ndarray, line_only: bool = False) -> list[tuple[int, Box, str]]:
+    """(line, box, text) of every word Tesseract reads in one 8-bit grey image (`line_only`:
+    the image is one line of text)."""
     import tesserocr
     from PIL import Image
 
     api = _api()
+    api.SetPageSegMode(tesserocr.PSM.SINGLE_LINE if line_only else tesserocr.PSM.SPARSE_TEXT_OSD)
     api.SetImage(Image.fromarray(np.ascontiguousarray(gray), mode="L"))
     api.Recognize()
     words: list[tuple[int, Box, str]] = []
@@ -185,6 +187,8 @@ def read_words(frames: np.ndarray, photometric: str,
             found = _read_frame(luma)
             bright = np.where(value >= BRIGHT, 255, 0).astype(np.uint8)
             found += [(line + LINE_OFFSET, box, text) for line, box, text in _read_frame(bright)]
+            found += [(line + 2 * LINE_OFFSET, box, text)
+                      for line, box, text in _read_lines(luma)]
             seen[key] = found
         words += [Word(index, line, box, text) for line, box, text in found]
     return words
@@ -213,6 +217,67 @@ def _read_frame(gray: np.ndarray) -> list[tuple[int, Box, str]]:
 
 
 BORDER = 10
+INK_CONTRAST = 48  # of 255: how far a stroke stands from its neighbourhood's mean
+LINE_HEIGHT = (7, 48)  # pixels: the heights of a line of burned-in text looked for
+LINE_TARGET = 36  # pixels: the height a line is enlarged to before it is read
+
+
+def _line_regions(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """(row0, row1, col0, col1) of the places that look like one line of text: sharp edges
+    (glyph strokes, a label's outline) joined along the line, split where a row has none, of a
+    text line's height and at least twice as wide as high."""
+    from scipy import ndimage
+
+    data = gray.astype(np.int16)
+    edge = np.zeros(gray.shape, dtype=bool)
+    edge[:, 1:] |= np.abs(data[:, 1:] - data[:, :-1]) >= INK_CONTRAST
+    edge[1:, :] |= np.abs(data[1:, :] - data[:-1, :]) >= INK_CONTRAST
+    joined = ndimage.binary_closing(edge, structure=np.ones((1, 9), dtype=bool))
+    labels, _ = ndimage.label(joined)
+    lo, hi = LINE_HEIGHT
+    regions = []
+    for index, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
+        mine = labels[rows, cols] == index
+        # a row of a line has many edges; one crossed only by a few vertical lines has not
+        busy = mine.sum(axis=1) >= max(2, (cols.stop - cols.start) // 25)
+        start = None
+        for r, on in enumerate([*busy, False]):  # runs of rows with edges: one line each
+            if on and start is None:
+                start = r
+            elif not on and start is not None:
+                height = r - start
+                used = np.flatnonzero(mine[start:r].any(axis=0))
+                width = int(used[-1] - used[0] + 1) if used.size else 0
+                if lo <= height <= hi and width >= 2 * height:
+                    regions.append((rows.start + start, rows.start + r,
+                                    cols.start + int(used[0]), cols.start + int(used[-1]) + 1))
+                start = None
+    return regions
+
+
+def _read_lines(gray: np.ndarray) -> list[tuple[int, Box, str]]:
+    """The words of every line region of `gray`, each region read on its own, enlarged."""
+    found = []
+    for n, (r0, r1, c0, c1) in enumerate(_line_regions(gray)):
+        crop = gray[r0:r1, c0:c1]
+        scale = max(1, min(4, -(-LINE_TARGET // (r1 - r0))))
+        if scale > 1:  # smooth enlargement: glyph outlines Tesseract knows, not pixel steps
+            from PIL import Image
+
+            crop = np.asarray(Image.fromarray(crop).resize(
+                (crop.shape[1] * scale, crop.shape[0] * scale), Image.Resampling.BICUBIC))
+        # a margin of the line's own background (its commonest value): a label read with the
+        # dark image around it is taken for a picture, not text
+        values, counts = np.unique(crop, return_counts=True)
+        crop = np.pad(crop, BORDER, mode="constant", constant_values=values[counts.argmax()])
+        for _, (x, y, w, h), text in _read_image(crop, line_only=True):
+            x0 = c0 + max(0, (x - BORDER) // scale)
+            y0 = r0 + max(0, (y - BORDER) // scale)
+            x1 = min(c1, c0 + -(-(x + w - BORDER) // scale))
+            y1 = min(r1, r0 + -(-(y + h - BORDER) // scale))
+            if x1 > x0 and y1 > y0:
+                found.append((n, (x0, y0, x1 - x0, y1 - y0), text))
+    return found
 
 
 # ---------------------------------------------------------------------------- identifying text
@@ -221,11 +286,11 @@ _MONTHS = ("jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec|january|februar
            "june|july|august|september|october|november|december")
 DATE_PATTERNS = (  # matched on the line with digit look-alikes in numbers read as digits
     r"(?<![0-9])[0-9]{4}[-/. ][0-9]{1,2}[-/. ][0-9]{1,2}(?![0-9])",  # 2024-03-12, 2024/3/12
-    r"(?<![0-9])[0-9]{1,2}[-/.][0-9]{1,2}[-/.](?:[0-9]{4}|[0-9]{2})(?![0-9])",  # 12/03/2024
+    r"(?<![0-9])[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{2,4}(?![0-9])",  # 12/03/2024, 12.3.24
     r"(?<![0-9])[0-9]{4}[-/.][0-9]{1,2}[-/.]",  # 2024-03- (a day OCR could not read)
-    rf"(?<![0-9])[0-3]?[0-9][- .]*(?:{_MONTHS})\.?[- .,]*(?:[0-9]{{4}}|[0-9]{{2}})(?![0-9])",
-    rf"\b(?:{_MONTHS})\.?[- ]*[0-3]?[0-9](?:st|nd|rd|th)?,?[- ]*(?:[0-9]{{4}}|[0-9]{{2}})"
-    r"(?![0-9])",
+    # with a month's name, any number after it is taken for a year (OCR adds or drops digits)
+    rf"(?<![0-9])[0-3]?[0-9][- .]*(?:{_MONTHS})\.?[- .,]*[0-9]{{2,5}}",
+    rf"\b(?:{_MONTHS})\.?[- ]*[0-3]?[0-9](?:st|nd|rd|th)?,?[- ]*[0-9]{{2,5}}",
 )
 ID_PATTERN = r"[0-9]{7,}"
 # what OCR reads in place of a digit inside a number
@@ -345,12 +410,60 @@ class TextPolicy:
                 starts.append(len(text))
                 text += word.text
             spans = self.line_spans(text, identifiers)
+            kinds: list[str | None] = []
             for word, start in zip(line_words, starts, strict=True):
                 end = start + len(word.text)
-                kinds = [k for s, e, k in spans if s < end and e > start]
-                if kinds:
-                    findings.append(Finding(word.frame, word.box, kinds[0]))
+                kinds.append(next((k for s, e, k in spans if s < end and e > start), None))
+            _widen_names(line_words, kinds)
+            findings += _runs(line_words, kinds)
         return findings
+
+
+def _runs(words: Sequence[Word], kinds: Sequence[str | None]) -> list[Finding]:
+    """One finding per run of neighbouring identifying words of a line (at most two heights
+    apart), boxing the whole run: the space between two parts of a name is no safer than them."""
+    runs: list[tuple[list[Word], str]] = []
+    previous: Word | None = None
+    for word, kind in zip(words, kinds, strict=True):
+        if kind is None:
+            previous = None
+            continue
+        if previous is not None and \
+                _gap(previous.box, word.box) <= 2 * max(word.box[3], previous.box[3]):
+            runs[-1][0].append(word)
+        else:
+            runs.append(([word], kind))
+        previous = word
+    out = []
+    for run, kind in runs:
+        x0, y0 = min(w.box[0] for w in run), min(w.box[1] for w in run)
+        x1 = max(w.box[0] + w.box[2] for w in run)
+        y1 = max(w.box[1] + w.box[3] for w in run)
+        out.append(Finding(run[0].frame, (x0, y0, x1 - x0, y1 - y0), kind))
+    return out
+
+
+def _widen_names(words: Sequence[Word], kinds: list[str | None]) -> None:
+    """A word of letters right next to a name of the object (within a space's width) is taken
+    for another part of the name that OCR misread: 'Nguyen Baa Minh' loses 'Baa' too."""
+    changed = True
+    while changed:
+        changed = False
+        for i, word in enumerate(words):
+            if kinds[i] or not _TOKEN.fullmatch(word.text.strip(".,^'-")) or \
+                    not word.text.strip(".,^'-").isalpha():
+                continue
+            for j in (i - 1, i + 1):
+                if 0 <= j < len(words) and kinds[j] == KIND_IDENTIFIER and \
+                        _gap(words[j].box, word.box) <= max(word.box[3], words[j].box[3]):
+                    kinds[i] = KIND_IDENTIFIER
+                    changed = True
+                    break
+
+
+def _gap(a: Box, b: Box) -> int:
+    """Horizontal distance between two boxes (0 when they overlap)."""
+    return max(0, max(a[0], b[0]) - min(a[0] + a[2], b[0] + b[2]))
 
 
 def padded(box: Box, rows: int, columns: int) -> Box:

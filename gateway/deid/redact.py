@@ -110,7 +110,7 @@ class Redactor:
         self._modalities = {m.upper() for m in cfg.at_risk_modalities}
         self._sop_classes = set(cfg.at_risk_sop_classes)
         self.text_policy = TextPolicy(cfg.ocr_patterns, redact_all=cfg.ocr_redact == "all")
-        self._verify_policy = TextPolicy(cfg.ocr_patterns)
+        self.verify_policy = TextPolicy(cfg.ocr_patterns)
 
     def match(self, header: Dataset) -> Rule | None:
         return first_match(self.rules, header)
@@ -147,7 +147,7 @@ class Redactor:
         place; the findings (boxes and kinds, no text). Pixels stay untouched when there are
         none. RedactionError when the pixels cannot be decoded."""
         pixels = decode_pixels(ds)
-        words = read_words(pixels.array, pixels.photometric, _palette(ds, pixels))
+        words = read_words(pixels.array, pixels.photometric, palette(ds, pixels))
         findings = tuple(self.text_policy.classify(words, identifiers))
         for finding in findings:
             box = padded(finding.box, pixels.rows, pixels.columns)
@@ -161,14 +161,14 @@ class Redactor:
         """The pixel half of verify: problems (frame and kind, no text) for identifying text
         OCR still reads in the stored pixels of `ds`."""
         pixels = decode_pixels(ds)
-        words = read_words(pixels.array, pixels.photometric, _palette(ds, pixels))
-        found = self._verify_policy.classify(words, identifiers)
+        words = read_words(pixels.array, pixels.photometric, palette(ds, pixels))
+        found = self.verify_policy.classify(words, identifiers)
         frames = sorted({(f.frame, f.kind) for f in found})
         return [f"{kind} is still readable in the pixels of frame {frame + 1}"
                 for frame, kind in frames]
 
 
-def _palette(ds: Dataset, pixels: Pixels):  # -> Callable[[np.ndarray], np.ndarray] | None
+def palette(ds: Dataset, pixels: Pixels):  # -> Callable[[np.ndarray], np.ndarray] | None
     """A function mapping palette indices to RGB for a PALETTE COLOR object, else None."""
     if pixels.photometric != "PALETTE COLOR":
         return None

@@ -19,7 +19,6 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from gateway.batch import iter_inputs
 from gateway.deid.signatures import machine_signature
 from gateway.deid.values import stored_text
 from gateway.dicomio import DicomReadError, read_for_deid
@@ -105,12 +104,23 @@ def read_index_row(path: str) -> dict[str, Any]:
 
 
 def _stat_all(root: Path) -> Iterator[tuple[str, int, int]]:
-    for path in iter_inputs(root):
-        try:
-            st = path.stat()
-        except OSError:
-            continue  # gone between listing and stat
-        yield str(path), st.st_size, st.st_mtime_ns
+    """Path, size and mtime of the files `gantry deidentify` would read (batch.iter_inputs),
+    with strings instead of Path objects: a re-ingest is mostly this walk."""
+    if root.is_file():
+        st = root.stat()
+        yield str(root), st.st_size, st.st_mtime_ns
+        return
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue  # gone between listing and stat
+            yield path, st.st_size, st.st_mtime_ns
 
 
 def plan(db: sqlite3.Connection, source: Path) -> tuple[list[tuple[str, int, int, bool]],

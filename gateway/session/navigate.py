@@ -38,8 +38,12 @@ class Listing(Generic[T]):
             yield self._make(row)
 
     def __getitem__(self, index: int) -> T:
-        rows = list(self)
-        return rows[index]
+        if index < 0:
+            index += len(self)
+        row = self._db.execute(f"{self._sql} LIMIT 1 OFFSET ?", [*self._args, index]).fetchone()
+        if index < 0 or row is None:
+            raise IndexError(index)
+        return self._make(row)
 
     def __repr__(self) -> str:
         return f"<{len(self)} items>"

@@ -73,7 +73,11 @@ class Checkpoint:
             return ("file", "at risk", "rule", "regions", "verdict")
         return ("file", "residual findings", "residual score", "verdict")
 
-    def __str__(self, limit: int = 40) -> str:
+    def __str__(self) -> str:
+        return self.table()
+
+    def table(self, limit: int = 40) -> str:
+        """The first `limit` records as a table, and the counts."""
         rows = [self.header()] + [self.row(r) for r in self.records[:limit]]
         widths = [min(60, max(len(r[i]) for r in rows)) for i in range(len(rows[0]))]
         lines = ["  ".join(c[:w].ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()

@@ -42,7 +42,7 @@ def test_the_whole_flow_in_python(dump: Path, batch_folder: Any, tmp_path: Path,
         anonymized = session.anonymize_metadata()
         redacted = session.redact_pixels()
         verified = session.verify()
-        printed += [c.__str__(limit=10_000) for c in (anonymized, redacted, verified)]
+        printed += [c.table(limit=10_000) for c in (anonymized, redacted, verified)]
         by_path = {r.path: r for r in verified.records}
         assert len(by_path) == len(files) - ingested.duplicates
         # what changes: the planted names and IDs, in every good planted file (some share a UID
@@ -189,6 +189,9 @@ def test_navigation_and_dataframe(batch_folder: Any, tmp_path: Path) -> None:
         assert sorted(walked) == sorted(str(h.SOPInstanceUID) for h in headers)
         study = next(s for s in session.studies if s.count == 2)  # the planted pair
         assert {i.path for i in study.instances} == {str(p) for p in batch_folder.same_study}
+        assert session.instances[-1] == list(session.instances)[-1]
+        with pytest.raises(IndexError):
+            session.instances[len(headers)]
         instance = study.instances[0]
         assert instance.series.series_uid == instance.header().SeriesInstanceUID
         shown = repr([session, *session.patients, *session.studies, *session.instances])
