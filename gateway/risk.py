@@ -29,7 +29,7 @@ LEVELS = ("session", "patient", "study", "series", "instance")
 UNREADABLE = "UNREADABLE"
 PATIENT_ID, STUDY_UID, SERIES_UID = 0x00100020, 0x0020000D, 0x0020000E
 
-__all__ = ["LEVELS", "UNREADABLE", "Auditor", "Finding", "RiskReport", "aggregate"]
+__all__ = ["LEVELS", "UNREADABLE", "Auditor", "Finding", "RiskReport", "aggregate", "audit_paths"]
 
 
 @dataclass(frozen=True)
@@ -156,3 +156,11 @@ def aggregate(placed: Iterable[tuple[RiskReport, Placement | None]],
                                      for st, series in studies.items()])
                 for p, studies in tree.items()]
     return group("session", label, patients + loose)
+
+
+def audit_paths(paths: Iterable[str | Path], config: Config, key: bytes | None = None,
+                profile: str = "default", label: str = "") -> RiskReport:
+    """The whole report over files (a folder's, a session's instances): each file assessed
+    under `config`, rolled up per series, study, patient and the whole."""
+    auditor = Auditor(config, profile, key)
+    return aggregate((auditor.assess_file(Path(p)) for p in paths), label)

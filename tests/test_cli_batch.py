@@ -464,3 +464,26 @@ def test_deidentify_with_a_named_profile(batch_folder: BatchFolder, gantry_env: 
                  "--profile", "nosuch")
     assert run.returncode == 2 and "no profile 'nosuch'" in run.stderr
     assert "known: default, bare" in run.stderr and not (tmp_path / "x").exists()
+
+
+def test_audit_of_a_session_database_is_the_audit_of_its_instances(
+        batch_folder: BatchFolder, gantry_env: dict, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for path in batch_folder.good:
+        shutil.copy(path, src / path.name)
+    shutil.copy(src / "ct.dcm", src / "zz-ct.dcm")  # an identical duplicate: one instance
+    db = tmp_path / "work.db"
+    ingest = gantry(gantry_env, "ingest", db, src, "--workers", "1", "--quiet")
+    assert ingest.returncode == 0, printed(ingest)
+    run, report = _audit(gantry_env, db)
+    assert run.returncode == 0, printed(run)
+    (src / "zz-ct.dcm").unlink()
+    _, by_path = _audit(gantry_env, src)
+    assert report["instances"] == len(batch_folder.good)
+    assert sorted((Path(o["file"]).name, o["score"]) for o in report["objects"]) == sorted(
+        (Path(o["file"]).name, o["score"]) for o in by_path["objects"])
+    assert report["score"] == by_path["score"] and report["patients"] == by_path["patients"]
+    above = gantry(gantry_env, "audit", db, "--fail-on-risk", str(report["score"] - 1))
+    assert above.returncode == 1 and "above --fail-on-risk" in above.stderr
+    assert_nothing_planted(batch_folder, printed(run) + printed(above))

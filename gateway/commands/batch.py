@@ -15,7 +15,7 @@ from gateway.config import Config, ConfigError, load_config
 from gateway.deid.diff import diff
 from gateway.dicomio import read_full
 from gateway.pipeline import Forwarded, Outcome
-from gateway.risk import LEVELS, Auditor, RiskReport, aggregate
+from gateway.risk import LEVELS, RiskReport, audit_paths
 from gateway.sitekey import SiteKeyError, load_site_key
 
 
@@ -45,8 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "reasons stay in OUTPUT-quarantine)")
     p.set_defaults(func=cmd_deidentify)
 
-    p = sub.add_parser("audit", help="the inspector's findings and risk scores")
-    p.add_argument("path", type=Path, help="a DICOM file, or a folder tree of them")
+    p = sub.add_parser("audit", help="what the configuration will change, and risk scores")
+    p.add_argument("path", type=Path,
+                   help="a DICOM file, a folder tree of them, or a session database")
     p.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
     p.add_argument("--profile", default="default", help="profile name from the config")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -137,19 +138,45 @@ def _risk_limit(text: str) -> int:
     return value
 
 
+def _session_audit(db: Path, config_path: Path | None) -> RiskReport:
+    """A session database's audit, under its configuration (or `config_path`, loaded into it)."""
+    from gateway.session import Session
+
+    with Session(db) as session:
+        if config_path is not None:
+            session.load_config(config_path)
+        audit = getattr(session, "audit", None)
+        if audit is not None:
+            return audit()
+        return audit_paths((i.path for i in session.instances), session.config,
+                           _key_or_none(session.config))
+
+
+def _key_or_none(config: Config) -> bytes | None:
+    """With the key, groups are named as the output names them; without, by number."""
+    try:
+        return load_site_key(config)
+    except (ConfigError, SiteKeyError):
+        return None
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    from gateway.session.db import is_session_db
+
     if not args.path.exists():
         print(f"gantry: {args.path}: no such file or folder", file=sys.stderr)
         return 2
-    if args.profile != "default" and args.profile not in config.profiles:
-        return _no_profile("audit", args.profile, config)
-    try:  # with the key, groups are named as the output names them; without, by number
-        key: bytes | None = load_site_key(config)
-    except (ConfigError, SiteKeyError):
-        key = None
-    auditor = Auditor(config, args.profile, key)
-    session = aggregate(auditor.assess_file(path) for path in iter_inputs(args.path))
+    if args.path.is_file() and is_session_db(args.path):
+        if args.profile != "default":
+            print("gantry audit: --profile is for a file or folder; a session audits with its "
+                  "configuration's profile", file=sys.stderr)
+            return 2
+        session = _session_audit(args.path, args.config)
+    else:
+        config = load_config(args.config)
+        if args.profile != "default" and args.profile not in config.profiles:
+            return _no_profile("audit", args.profile, config)
+        session = audit_paths(iter_inputs(args.path), config, _key_or_none(config), args.profile)
     print(json.dumps(_audit_json(session), indent=2) if args.json else _audit_text(session))
     status = 0
     if session.unreadable:
