@@ -62,6 +62,10 @@ def cmd_examine(args: argparse.Namespace) -> int:
     if args.path is not None and args.path.is_file() and is_session_db(args.path):
         from gateway.session import Session
 
+        if args.ocr:
+            print(f"gantry examine: --ocr reads pixels, which a session does not index: give "
+                  f"the folder {args.path} was ingested from", file=sys.stderr)
+            return 2
         with Session(args.path) as session:
             if args.config:
                 session.load_config(args.config)
