@@ -6,6 +6,9 @@ quarantine folder beside the output with a `.reason.txt` file. Work is spread ov
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import itertools
 import os
 import shutil
 from collections import Counter
@@ -13,15 +16,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydicom.dataset import Dataset
+
 from gateway.config import Config
 from gateway.fanout import fan_out
 from gateway.pipeline import Forwarded, Outcome, Pipeline, Quarantined, layout_path
 from gateway.safetext import safe_message
 
+CONFLICT = ("conflict: another file has the same SOP Instance UID and different content; "
+            "neither is exported")
+
 
 @dataclass
 class BatchSummary:
-    """What a batch run did."""
+    """What a batch run did: every input is written, a duplicate, or quarantined."""
 
     output: Path
     quarantine: Path
@@ -29,10 +37,13 @@ class BatchSummary:
     quarantined: int = 0
     counts: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)
+    # byte-identical copies of a written input (same SOP Instance UID): (copy, the input written)
+    duplicates: list[tuple[Path, Path]] = field(default_factory=list)
+    conflicts: list[Path] = field(default_factory=list)  # inputs quarantined as CONFLICT
 
     @property
     def total(self) -> int:
-        return self.written + self.quarantined
+        return self.written + len(self.duplicates) + self.quarantined
 
 
 def iter_inputs(path: Path) -> Iterator[Path]:
@@ -71,9 +82,14 @@ def _quarantine(src: Path, root: Path, qdir: Path, reason: str) -> None:
 
 
 def run_batch(source: Path, output: Path, config: Config, key: bytes, workers: int | None = None,
-              on_result: Callable[[Path, Outcome], None] | None = None) -> BatchSummary:
-    """De-identify everything under `source` into `output`; never drop an input silently."""
+              on_result: Callable[[Path, Outcome], None] | None = None,
+              profile: str = "default") -> BatchSummary:
+    """De-identify everything under `source` into `output` with the named profile of `config`;
+    never drop an input silently, never write one input's output over another's."""
     source, output = Path(source), Path(output)
+    if profile != "default" and profile not in config.profiles:
+        known = ", ".join(["default", *config.profiles])
+        raise ValueError(f"no profile {profile!r} in {config.source} (known: {known})")
     if source.is_dir():
         for folder in (output, quarantine_dir(output)):
             if folder.resolve().is_relative_to(source.resolve()):
@@ -88,10 +104,16 @@ def run_batch(source: Path, output: Path, config: Config, key: bytes, workers: i
     workers = workers or os.cpu_count() or 1
     root = source if source.is_dir() else source.parent
 
-    def record(src: Path, outcome: Outcome) -> None:
+    # Forwarded inputs by new SOP Instance UID: several inputs of one UID are resolved at the
+    # end (identical bytes: one is written, the others are duplicates; different: a conflict).
+    by_sop: dict[str, list[tuple[int, Path]]] = {}
+
+    def record(i: int, outcome: Outcome) -> None:
+        src = files[i]
         if isinstance(outcome, Forwarded):
             summary.written += 1
             summary.counts.update(outcome.counts)
+            by_sop.setdefault(outcome.sop_uid, []).append((i, outcome.path))
         else:
             assert isinstance(outcome, Quarantined)
             summary.quarantined += 1
@@ -102,17 +124,102 @@ def run_batch(source: Path, output: Path, config: Config, key: bytes, workers: i
 
     def work(src: Path) -> Outcome:
         try:
-            return pipeline.process(src, place)
+            return _write_once(pipeline, src, place, profile)
         except OSError as exc:  # a full disk: the file is refused, saying why, and the run goes on
             return Quarantined(f"cannot write the de-identified object: {safe_message(exc)}")
 
-    if not hasattr(os, "fork"):  # not Linux or another Unix: one process, no crash isolation
-        for src in files:
-            record(src, work(src))
-        return summary
-    # Even one worker is a child process: a crash on one file then costs that file, not the run.
-    fan_out(files, work, workers,
-            lambda i, outcome: record(files[i], outcome),
-            lambda i, how: record(files[i], Quarantined(
-                f"worker died: the process de-identifying this file was {how}")))
+    try:
+        if not hasattr(os, "fork"):  # not Linux or another Unix: one process, no crash isolation
+            for i, src in enumerate(files):
+                record(i, work(src))
+        else:
+            # Even one worker is a child process: a crash on one file costs that file, not the run.
+            fan_out(files, work, workers, record,
+                    lambda i, how: record(i, Quarantined(
+                        f"worker died: the process de-identifying this file was {how}")))
+    except BaseException:  # interrupted: no staged copy is left in OUTPUT
+        for group in by_sop.values():
+            for _, path in group:
+                if path.name.endswith(STAGED):
+                    path.unlink(missing_ok=True)
+        raise
+    for group in by_sop.values():
+        if len(group) > 1:
+            _resolve(group, files, root, summary)
+        elif group[0][1].name.endswith(STAGED):  # an output of an earlier run: replaced
+            os.replace(group[0][1], _final(group[0][1]))
     return summary
+
+
+STAGED = ".staged"
+
+
+def _write_once(pipeline: Pipeline, src: Path, place: Callable[[Dataset], Path],
+                profile: str) -> Outcome:
+    """Process `src` and put its output in place only if no other input's output is there: the
+    first to arrive is linked to its name; a later one of the same name stays staged beside it
+    (a hidden file) for `run_batch` to resolve. A worker never replaces a file in OUTPUT."""
+    targets: list[Path] = []
+
+    def staged(ds: Dataset) -> Path:
+        target = place(ds)
+        targets.append(target)
+        return target.with_name(f".{target.name}.{os.getpid()}.{next(_SERIAL)}{STAGED}")
+
+    outcome = pipeline.process(src, staged, profile=profile)
+    if not isinstance(outcome, Forwarded):
+        return outcome
+    try:
+        os.link(outcome.path, targets[-1])
+    except FileExistsError:
+        return outcome  # same name as another input's output: resolved by the parent
+    except BaseException:
+        outcome.path.unlink(missing_ok=True)
+        raise
+    outcome.path.unlink()
+    return dataclasses.replace(outcome, path=targets[-1])
+
+
+_SERIAL = itertools.count()
+
+
+def _final(staged: Path) -> Path:
+    """The name in OUTPUT of a staged copy (`.NAME.PID.SERIAL.staged`)."""
+    return staged.with_name(staged.name[1:].rsplit(".", 3)[0])
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _resolve(group: list[tuple[int, Path]], files: list[Path], root: Path,
+             summary: BatchSummary) -> None:
+    """Inputs that share one SOP Instance UID: identical inputs keep the first (in input order)
+    as written and the others are duplicates; different ones are all a conflict, quarantined,
+    and no output of theirs is left (an earlier run's included)."""
+    group = sorted(group)
+    inputs = [files[i] for i, _ in group]
+    staged = [path for _, path in group if path.name.endswith(STAGED)]
+    summary.written -= len(group)
+    if len({_digest(p) for p in inputs}) == 1:
+        summary.written += 1
+        summary.duplicates += [(p, inputs[0]) for p in inputs[1:]]
+        if len(staged) == len(group):  # none could be linked: OUTPUT held an earlier run's
+            os.replace(staged[0], _final(staged[0]))
+            staged = staged[1:]
+        for path in staged:
+            path.unlink()
+        return
+    for _, path in group:
+        path.unlink(missing_ok=True)
+        if path in staged:
+            _final(path).unlink(missing_ok=True)
+    for src in inputs:
+        summary.quarantined += 1
+        summary.reasons[CONFLICT.split(":")[0]] += 1
+        summary.conflicts.append(src)
+        _quarantine(src, root, summary.quarantine, CONFLICT)

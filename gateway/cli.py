@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "gateway.commands.recover",   # recover
     "gateway.commands.pixels",    # examine, scaffold, rules import-ctp
     "gateway.commands.gateway",   # serve, status, quarantine, demo
+    "gateway.commands.config",    # config show
     "gateway.commands.session",   # ingest, configure, backup, anonymize, redact, verify, export
 )
 

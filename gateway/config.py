@@ -56,13 +56,23 @@ def _check_ae(title: str) -> None:
 
 TagAction = Literal["keep", "remove", "empty", "replace", "hash"]
 
+# Options of the default profile (the research defaults): dates shifted per patient within
+# `date_shift_days`, age / sex / size / weight kept; private elements removed (no Retain Safe
+# Private). A configuration that names no options gets these; `options: []` is the bare Basic
+# Profile.
+DEFAULT_OPTIONS = (
+    "Retain Longitudinal Temporal Information with Modified Dates Option",
+    "Retain Patient Characteristics Option",
+)
+
 
 @dataclass(frozen=True)
 class TagOverride:
-    """A per-tag override on top of the profile (`phi_tags`)."""
+    """A per-tag override on top of the profile (`phi_tags`). `name` is a label for people."""
 
     action: TagAction
     value: str | None = None
+    name: str | None = None
 
     def __post_init__(self) -> None:
         if self.action == "replace" and self.value is None:
@@ -75,7 +85,7 @@ class TagOverride:
 class ProfileConfig:
     """The Basic Profile plus options, named as PS3.15 names them, and per-tag overrides."""
 
-    options: tuple[str, ...] = ()
+    options: tuple[str, ...] = DEFAULT_OPTIONS
     phi_tags: dict[str, TagOverride] = field(default_factory=dict)
     date_shift_days: tuple[int, int] = (-365, -1)
     pseudonym_prefix: str = "GANTRY-"
@@ -286,6 +296,36 @@ class RouteConfig:
                 raise ValueError(f"tags.{exc}") from None
 
 
+# Risk weights of the audit, by what a finding is (see gateway/risk.py).
+RISK_WEIGHTS: dict[str, int] = {
+    "identity": 20,     # PatientID, PatientName and the other identifying attributes
+    "person_name": 10,  # any other PN
+    "sequence": 5,      # a sequence removed or emptied whole
+    "text": 4,          # LO, LT, ST, UT, SH, UC
+    "private": 3,       # a private element
+    "date": 3,          # DA, DT
+    "other": 2,         # any other element the profile acts on
+    "uid": 1,           # a UI to be replaced
+    "burned_in": 50,    # BurnedInAnnotation YES
+}
+
+
+@dataclass(frozen=True)
+class RiskConfig:
+    """How the audit weighs its findings into a 0-100 score (categories of RISK_WEIGHTS)."""
+
+    weights: dict[str, int] = field(default_factory=lambda: dict(RISK_WEIGHTS))
+
+    def __post_init__(self) -> None:
+        for name, weight in self.weights.items():
+            if name not in RISK_WEIGHTS:
+                raise ValueError(f"weights: unknown category {name!r}; expected one of: "
+                                 + ", ".join(RISK_WEIGHTS))
+            if not 0 <= weight <= 100:
+                raise ValueError(f"weights.{name}: {weight} is outside 0..100")
+        object.__setattr__(self, "weights", {**RISK_WEIGHTS, **self.weights})
+
+
 @dataclass(frozen=True)
 class AuditConfig:
     """IHE ATNA audit messages (PS3.15 A.5) to a syslog collector: `syslog` is
@@ -323,6 +363,7 @@ class Config:
     profiles: dict[str, ProfileConfig] = field(default_factory=dict)
     backup: BackupConfig = BackupConfig()
     redaction: RedactionConfig = RedactionConfig()
+    risk: RiskConfig = RiskConfig()
     network: NetworkConfig = NetworkConfig()
     destinations: dict[str, DestinationConfig] = field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
@@ -352,6 +393,37 @@ class Config:
         return self.profile if name == "default" else self.profiles[name]
 
 
+# ---------------------------------------------------------------------------- other spellings
+
+# Values other de-identification tools use where Gantry has no such value.
+VALUE_HINTS = {
+    word: "; dates are not shifted per tag: with the Modified Dates option (a default) every "
+          "date moves by the patient's offset within profile.date_shift_days"
+    for word in ("shift", "jitter")
+}
+
+
+def _seed_hint(cls: type, key: str, value: Any) -> str:
+    """What Gantry calls a key that other tools' configurations use ('' when it knows none)."""
+    if key == "date_jitter":
+        bounds = "[MIN, MAX]"
+        if isinstance(value, dict) and {"min_days", "max_days"} <= set(value):
+            bounds = f"[{value['min_days']}, {value['max_days']}]"
+        return (f"the per-patient date shift is profile.date_shift_days: {bounds} (whole days, "
+                "used by the Modified Dates option in profile.options, on by default)")
+    if key == "remove_private_tags":
+        return ("private elements are always removed unless profile.options names 'Retain Safe "
+                "Private Option' (which keeps those of PS3.15 Table E.3.10-1); keep one more "
+                "with profile.phi_tags: {'(gggg,eeee)': {action: keep}}")
+    if key in ("privacy_profile", "deid_profile"):
+        return ("the profile is the PS3.15 Basic Profile plus the options named in "
+                "profile.options (`options: []` is the Basic Profile alone; left out: "
+                + ", ".join(DEFAULT_OPTIONS) + ")")
+    if cls is Config and key in {f.name for f in dataclasses.fields(ProfileConfig)}:
+        return f"{key} belongs under profile: write it as profile.{key}"
+    return ""
+
+
 # ---------------------------------------------------------------------------- loading
 
 
@@ -371,9 +443,12 @@ def _convert(tp: Any, value: Any, source: str, path: str) -> Any:
                 errors.append(exc.problem)
         raise ConfigError(source, path, "; ".join(errors))
     if origin is Literal:
+        if isinstance(value, str) and value.lower() in args:  # REMOVE, Quarantine: the same
+            return value.lower()
         if value not in args:
             allowed = ", ".join(repr(a) for a in args)
-            raise ConfigError(source, path, f"{value!r} is not one of {allowed}")
+            hint = VALUE_HINTS.get(str(value).lower(), "")
+            raise ConfigError(source, path, f"{value!r} is not one of {allowed}{hint}")
         return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -418,6 +493,9 @@ def _build(cls: type, data: dict, source: str, path: str) -> Any:
     for key, value in data.items():
         sub = f"{path}.{key}" if path else str(key)
         if key not in names:
+            hint = _seed_hint(cls, str(key), value)
+            if hint:
+                raise ConfigError(source, sub, f"not a Gantry key: {hint}")
             expected = ", ".join(sorted(names))
             raise ConfigError(source, sub, f"unknown key; expected one of: {expected}")
         kwargs[key] = _convert(hints[key], value, source, sub)

@@ -3,8 +3,8 @@
 For each machine signature (Manufacturer / ManufacturerModelName) the index counts objects,
 image sizes, modalities, SOP classes and BurnedInAnnotation values, how many are at risk of
 burned-in text, which rules cover them, and how many would be refused (at risk, no rule). It only
-keeps device text and counts, never patient data. `scaffold_yaml` turns an index into a starting
-configuration; `ctp_rules_yaml` turns a CTP script into YAML rules.
+keeps device text and counts, never patient data (gateway/scaffold.py turns an index into a
+starting configuration); `ctp_rules_yaml` turns a CTP script into YAML rules.
 
 With OCR (`index_folder(..., ocr=policy)`), each at-risk image is also read for burned-in text:
 per machine, how many images carried text, how many identifying text and of what kind (a name or
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -271,78 +270,6 @@ def index_folder(root: Path, redactor: Redactor, ctp: list[Signature] | None = N
 
 
 # ---------------------------------------------------------------------------- YAML writers
-
-
-def _q(value: str) -> str:
-    return json.dumps(value)  # JSON strings are valid YAML scalars
-
-
-def _slug(*parts: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", " ".join(parts).lower()).strip("-") or "machine"
-
-
-def scaffold_yaml(index: MachineIndex, source: str) -> str:
-    """A configuration with one redaction entry per machine signature and image size.
-
-    Entries whose regions the CTP library knows (every object of the group matched the same
-    CTP signature) are active; the others are written commented out, so that objects at risk
-    stay quarantined until someone gives their machine regions.
-    """
-    groups = sorted(index.groups.items(), key=lambda kv: (-kv[1].count, kv[0]))
-    by_name = {sig.name: sig for sig in index.ctp}
-    total = sum(g.count for _, g in groups)
-    out = [
-        f"# Gantry configuration scaffolded by `gantry scaffold` from {source}:",
-        f"# {total} objects, {len(index.machines)} machine signatures, {len(groups)} "
-        "signature/size groups.",
-        "# Review every entry against real images before use. Entries with regions from CTP's",
-        "# library are active; the others are commented out: objects at risk from those",
-        "# machines stay quarantined until you give them regions ([x, y, width, height];",
-        "# negative x / y count from the right / bottom). `regions: []` declares that a machine",
-        "# burns in no text. The first matching rule wins, top to bottom.",
-        "redaction:",
-        "  on_risk: quarantine",
-    ]
-    body: list[str] = []
-    used: set[str] = set()
-    active = 0
-    for (signature, size), g in groups:
-        name = _slug(g.manufacturer or "unknown", g.model or "unknown", size)
-        while name in used:
-            name += "-x"
-        used.add(name)
-        known = [n for n in g.ctp if n]
-        ctp_sig = by_name.get(known[0]) if len(known) == 1 and not g.ctp[""] else None
-        body.append("")
-        body.append(f"    # {signature} — {size}: {g.count} objects, {g.at_risk} at risk")
-        if ctp_sig is not None:
-            body.append(f"    # regions from CTP {ctp_sig.name}"
-                        + (f" ({ctp_sig.label})" if ctp_sig.label else ""))
-            prefix = "    "
-            active += 1
-        else:
-            if known:
-                body.append(f"    # CTP signatures match only some objects: {', '.join(known)}")
-            body.append("    # no known regions: fill them in and uncomment"
-                        if g.at_risk else "    # not at risk: uncomment only if it burns in text")
-            prefix = "    # "
-        lines = [f"- name: {_q(name)}", "  match:"]
-        lines.append(f"    Manufacturer: {_q(g.manufacturer)}" if g.manufacturer
-                     else "    Manufacturer: {present: false}")
-        lines.append(f"    ManufacturerModelName: {_q(g.model)}" if g.model
-                     else "    ManufacturerModelName: {present: false}")
-        if size != "-":
-            rows, cols = size.split("x")
-            lines += [f"    Rows: {rows}", f"    Columns: {cols}"]
-        if ctp_sig is not None:
-            lines.append("  regions:")
-            lines += [f"    - [{x}, {y}, {w}, {h}]" for x, y, w, h in ctp_sig.regions]
-        else:
-            # left empty on purpose: uncommented as is, the configuration does not load
-            lines.append("  regions:  # required: [[x, y, width, height], ...], or [] for none")
-        body += [prefix + line for line in lines]
-    out.append("  rules:" if active else "  rules: []")
-    return "\n".join(out + body) + "\n"
 
 
 def ctp_rules_yaml(signatures: Iterable[Signature], source: str = "") -> str:

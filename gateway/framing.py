@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from typing import BinaryIO
 
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -42,20 +42,24 @@ def check_sequences(ds: Dataset, where: str = "", depth: int = 0) -> None:
     parses undefined-length sequences as it reads) are checked item by item."""
     if depth > MAX_NESTING:
         raise Malformed(f"{where.split('[')[0]}: sequences nested deeper than {MAX_NESTING} "
-                            f"levels")
+                        f"levels")
+
+    def name(tag: int) -> str:  # only when there is something to say: this loop is hot
+        return f"{where}.{tag_str(tag)}" if where else tag_str(tag)
+
     for tag, elem in ds._dict.items():
-        name = f"{where}.{tag_str(tag)}" if where else tag_str(tag)
-        if int(tag) >> 16 == 0xFFFE:
-            raise Malformed(f"{name}: an item or delimiter tag where an element should be")
+        if tag >> 16 == 0xFFFE:
+            raise Malformed(f"{name(tag)}: an item or delimiter tag where an element should be")
         if isinstance(elem, RawDataElement):
-            if elem.value is not None and (elem.VR == "SQ"
-                                           or _is_sequence(tag, elem.VR, elem.length)):
-                implicit = elem.is_implicit_VR or elem.VR == "UN"
+            vr = elem.VR
+            if elem.value is not None and (vr == "SQ" or vr in (None, "UN")
+                                           and _is_sequence(tag, vr, elem.length)):
+                implicit = elem.is_implicit_VR or vr == "UN"
                 walker = _Walker(elem.value, implicit, elem.is_little_endian)
-                walker.items(0, len(elem.value), name, depth + 1)
+                walker.items(0, len(elem.value), name(tag), depth + 1)
         elif elem.VR == "SQ" and isinstance(elem.value, Sequence):
             for i, item in enumerate(elem.value):
-                check_sequences(item, f"{name}[{i}]", depth + 1)
+                check_sequences(item, f"{name(tag)}[{i}]", depth + 1)
 
 
 def _is_sequence(tag: int, vr: str | None, length: int) -> bool:
@@ -66,10 +70,8 @@ def _is_sequence(tag: int, vr: str | None, length: int) -> bool:
     if length == UNDEFINED:
         return True
     if vr is None:
-        try:
-            return dictionary_VR(tag) == "SQ"
-        except KeyError:
-            return False
+        entry = DicomDictionary.get(tag)
+        return entry is not None and entry[0] == "SQ"
     return False
 
 
@@ -125,36 +127,39 @@ class _Walker:
             tag = group << 16 | element
             if tag == ITEM_END and end is None:
                 return pos + 8
-            name = f"{where}.{tag_str(tag)}"
             if group == 0xFFFE:
-                raise Malformed(f"{name}: an item or delimiter tag where an element should be")
+                raise Malformed(f"{where}.{tag_str(tag)}: an item or delimiter tag where an "
+                                f"element should be")
             if tag <= last:
-                raise Malformed(f"{name}: out of order")
+                raise Malformed(f"{where}.{tag_str(tag)}: out of order")
             last = tag
             vr: bytes | None = None
             start = pos + 8
             if not self.implicit:
                 vr = self.data[pos + 4:pos + 6]
                 if vr not in _VRS:
-                    raise Malformed(f"{name}: an invalid value representation")
+                    raise Malformed(f"{where}.{tag_str(tag)}: an invalid value representation")
                 if vr in _LONG:
                     if pos + 12 > bound:
-                        raise Malformed(f"{name}: the item ends inside its header")
+                        raise Malformed(f"{where}.{tag_str(tag)}: the item ends inside its header")
                     length, start = self.long(self.data, pos + 8)[0], pos + 12
                 else:
                     length = self.short(self.data, pos + 6)[0]
             text_vr = vr.decode() if vr else None
             if length == UNDEFINED:
                 if text_vr not in (None, "SQ", "UN"):
-                    raise Malformed(f"{name}: undefined length on a {text_vr} element")
+                    raise Malformed(f"{where}.{tag_str(tag)}: undefined length on a {text_vr} "
+                                    f"element")
                 inner = _Walker(self.data, self.implicit or text_vr == "UN", self.little)
-                pos = inner.items(start, None, name, depth + 1, bound)
+                pos = inner.items(start, None, f"{where}.{tag_str(tag)}", depth + 1,
+                                  bound)
                 continue
             if start + length > bound:
-                raise Malformed(f"{name}: declares {length} bytes, the item holds "
+                raise Malformed(f"{where}.{tag_str(tag)}: declares {length} bytes, the item holds "
                                 f"{bound - start}")
-            if text_vr == "SQ" or _is_sequence(tag, text_vr, length):
-                self.items(start, start + length, name, depth + 1)
+            if text_vr == "SQ" or text_vr in (None, "UN") and _is_sequence(tag, text_vr,
+                                                                             length):
+                self.items(start, start + length, f"{where}.{tag_str(tag)}", depth + 1)
             pos = start + length
         if pos != end:
             raise Malformed(f"{where}: its last element runs past the item's end")

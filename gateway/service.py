@@ -11,6 +11,7 @@ the receiver keeps listening), a bad one is refused loudly and the running one k
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import faulthandler
 import multiprocessing as mp
@@ -32,7 +33,7 @@ from gateway.dicomio import DicomReadError, is_transient, parse_problem, read_fo
 from gateway.examine import machine_record
 from gateway.metrics import Lap, StageRecorder, StageTimes, node_metrics
 from gateway.statedir import StateDir
-from gateway.store import IdlePoll, Store
+from gateway.store import IdlePoll, Store, StoreError
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
@@ -151,7 +152,8 @@ class Worker:
             return False
         try:
             for job_id, problem in list(self._to_defer.items()):
-                self.store.defer(job_id, problem)
+                with contextlib.suppress(StoreError):  # requeued by the node meanwhile
+                    self.store.defer(job_id, problem)
                 del self._to_defer[job_id]
             rows = self.store.claim_jobs(self.owner, limit=2)
         except sqlite3.OperationalError as exc:
@@ -169,6 +171,8 @@ class Worker:
         try:
             self._process(row)
             self._delay = 0.0
+        except StoreError:  # the claim is no longer ours (its lease ran out): leave the job be
+            self.log.warning("job.claim_lost", job=job_id)
         except Exception as exc:  # noqa: BLE001 - see the class docstring
             if is_transient(exc) or isinstance(exc, sqlite3.OperationalError):
                 self._wait_after(job_id, parse_problem(exc) if isinstance(exc, OSError)
@@ -178,6 +182,8 @@ class Worker:
                 self._failed(job_id, exc)
             except sqlite3.OperationalError as again:  # quarantined once the database lets us
                 self._wait_after(job_id, f"database: {again}")
+            except StoreError:
+                self.log.warning("job.claim_lost", job=job_id)
         finally:
             if self.current is not None:
                 self.current.value = b""
@@ -205,6 +211,8 @@ class Worker:
             self.store.defer(job_id, problem)
         except sqlite3.OperationalError:  # the database is what fails: give it back later
             self._to_defer[job_id] = problem
+        except StoreError:  # requeued by the node meanwhile
+            pass
 
     def _process(self, row: Any) -> None:
         from gateway.pipeline import Forwarded
@@ -215,8 +223,8 @@ class Worker:
             self.times.observe("queue", max(0.0, time.time() - row["received_at"]))
         lap = Lap(self.times)
         if row["attempts"] > MAX_PROCESSING_ATTEMPTS:
-            return self._quarantine(job_id, f"its worker process died {MAX_PROCESSING_ATTEMPTS} "
-                                            f"times processing it")
+            return self._quarantine(job_id, f"its worker process died (or overran its lease) "
+                                            f"{MAX_PROCESSING_ATTEMPTS} times processing it")
         src = self.state.original(job_id)
         if src is None:
             return self._quarantine(job_id, "original missing from the spool")

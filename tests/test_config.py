@@ -159,3 +159,135 @@ def test_a_binary_key_file_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"site_key\.file.*raw\.key.*hex text") as info:
         load_site_key(config)
     assert "codec" not in str(info.value)
+
+
+# ------------------------------------------------------------------ one set of defaults
+
+
+def _fields(cls: type, prefix: str = "") -> list[str]:
+    """Every key path of a configuration dataclass (sections walked, mappings not)."""
+    import dataclasses
+    import typing
+
+    paths = []
+    for f in dataclasses.fields(cls):
+        if f.name == "source":
+            continue
+        paths.append(prefix + f.name)
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            paths += _fields(hint, f"{prefix}{f.name}.")
+    return paths
+
+
+def test_no_file_no_profile_and_the_embedded_default_are_one_configuration(
+        tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from gateway.config import DEFAULT_OPTIONS
+
+    embedded = load_config(None)
+    bare = load_config(write(tmp_path, {"site_key": {"env": "GANTRY_SITE_KEY"}}))
+    assert replace(bare, source="x") == replace(embedded, source="x")
+    # The research defaults: Modified Dates within -365..-1, Patient Characteristics kept, no
+    # private elements (no Retain Safe Private).
+    assert set(embedded.profile.options) == set(DEFAULT_OPTIONS) == {
+        MODIFIED, "Retain Patient Characteristics Option"}
+    assert embedded.profile.date_shift_days == (-365, -1)
+    # A named profile that leaves its options out gets the same; `options: []` is bare Basic.
+    named = load_config(write(tmp_path, {"profiles": {"a": {}, "bare": {"options": []}}}))
+    assert named.profiles["a"] == embedded.profile
+    assert named.profiles["bare"].options == ()
+
+
+def test_every_key_is_documented_in_the_shipped_example() -> None:
+    from gateway.config import Config
+
+    text = (REPO / "config" / "gantry.yaml").read_text()
+    missing = [path for path in _fields(Config) if f"{path.rsplit('.', 1)[-1]}:" not in text]
+    assert not missing, f"config/gantry.yaml does not document {missing}"
+
+
+def test_config_show_prints_what_loads_back_and_never_the_key(
+        tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "5e" * 24
+    monkeypatch.setenv("GANTRY_SITE_KEY", secret)
+    for source in (None, REPO / "config" / "gantry.yaml"):
+        args = ["config", "show"] + (["--config", str(source)] if source else [])
+        assert main(args) == 0
+        shown = capsys.readouterr().out
+        assert secret not in shown
+        again = write(tmp_path, shown, "shown.yaml")
+        expected = load_config(source)
+        # Relative paths would move with the file: compare with the source's base directory.
+        from dataclasses import replace
+        assert replace(load_config(again), source="x") == replace(expected, source="x")
+    assert "env: GANTRY_SITE_KEY" in main_output(["config", "show"], capsys)
+    assert "Retain Patient Characteristics Option" in main_output(["config", "show"], capsys)
+    key_file = tmp_path / "site.key"
+    assert main(["keys", "init", str(key_file)]) == 0
+    cfg = write(tmp_path, {"site_key": {"file": "site.key"}})
+    shown = main_output(["config", "show", "--config", str(cfg)], capsys)
+    assert "file: site.key" in shown and key_file.read_text().strip() not in shown
+
+
+def main_output(args: list[str], capsys) -> str:
+    capsys.readouterr()
+    assert main(args) == 0
+    return capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ other tools' spellings
+
+SEED = [
+    # (configuration as another tool's documents write it, Gantry key the message names)
+    pytest.param({"date_jitter": {"min_days": -30, "max_days": -1}},
+                 "profile.date_shift_days: [-30, -1]", id="date_jitter"),
+    pytest.param({"profile": {"date_jitter": {"min_days": -9, "max_days": -2}}},
+                 "profile.date_shift_days: [-9, -2]", id="date_jitter-under-profile"),
+    pytest.param({"remove_private_tags": True}, "Retain Safe Private Option",
+                 id="remove_private_tags"),
+    pytest.param({"privacy_profile": "basic"}, "profile.options", id="privacy_profile"),
+    pytest.param({"phi_tags": {"0010,0010": {"action": "REMOVE"}}}, "profile.phi_tags",
+                 id="phi_tags-at-top"),
+    pytest.param({"profile": {"phi_tags": {"StudyDate": {"action": "SHIFT"}}}},
+                 "profile.date_shift_days", id="shift-action"),
+    pytest.param({"profile": {"phi_tags": {"StudyDate": {"action": "JITTER"}}}},
+                 "profile.date_shift_days", id="jitter-action"),
+    pytest.param({"profile": {"phi_tags": {"PatientName": {"action": "REPLACE"}}}},
+                 "'value'", id="replace-without-value"),
+]
+
+
+@pytest.mark.parametrize(("data", "gantry_key"), SEED)
+def test_other_tools_spellings_fail_naming_the_gantry_key(tmp_path: Path, data: dict,
+                                                          gantry_key: str) -> None:
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and gantry_key in message, message
+
+
+def test_upper_case_actions_and_a_name_label_work(tmp_path: Path, site_key: bytes) -> None:
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from gateway.config import TagOverride
+    from gateway.deid.profile import Profile
+    from gateway.deid.remediate import remediate
+
+    config = load_config(write(tmp_path, {"profile": {"phi_tags": {
+        "0008,0090": {"name": "Referring Physician's Name", "action": "REMOVE"},
+        "StudyID": {"action": "KEEP", "name": "Study ID"},
+        "(0008,0080)": {"action": "Replace", "value": "SITE"},
+    }}}))
+    tags = config.profile.phi_tags
+    assert tags["0008,0090"] == TagOverride("remove", name="Referring Physician's Name")
+    assert tags["StudyID"].action == "keep" and tags["(0008,0080)"].action == "replace"
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    study_id = ds.StudyID
+    assert "ReferringPhysicianName" in ds and study_id
+    remediate(ds, Profile.from_config(config.profile), site_key)
+    assert "ReferringPhysicianName" not in ds
+    assert ds.StudyID == study_id and ds.InstitutionName == "SITE"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -15,8 +14,8 @@ from gateway.examine import (
     MachineRecord,
     ctp_rules_yaml,
     index_folder,
-    scaffold_yaml,
 )
+from gateway.scaffold import scaffold_index, scaffold_yaml
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -115,10 +114,8 @@ def cmd_scaffold(args: argparse.Namespace) -> int:
     except CtpScriptError as exc:
         print(f"gantry: {exc}", file=sys.stderr)
         return 2
-    config = load_config(args.config)
-    # at-risk lists from the config, but no rules: the scaffold lists every machine
-    redaction = dataclasses.replace(config.redaction, rules=(), ctp_scripts=())
-    index = index_folder(args.path, Redactor(redaction), ctp)
+    empty = scaffold_index(load_config(args.config), ctp)  # the config's at-risk lists only
+    index = index_folder(args.path, empty.redactor, empty.ctp)
     args.output.write_text(scaffold_yaml(index, str(args.path)))
     known = sum(1 for g in index.groups.values()
                 if len([n for n in g.ctp if n]) == 1 and not g.ctp[""])

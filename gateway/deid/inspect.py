@@ -9,6 +9,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
+from gateway.config import RISK_WEIGHTS
 from gateway.deid.dummies import TEXT, dummy_for
 from gateway.deid.keyed import CLASS_UID_TAGS, is_well_known_uid
 from gateway.deid.profile import Profile
@@ -19,6 +20,7 @@ from gateway.deid.remediate import (
     PATIENT_NAME,
 )
 from gateway.deid.tags import tag_str
+from gateway.deid.vr import BINARY_VRS, TEXT_VRS
 
 BANDS = ((75, "CRITICAL"), (50, "HIGH"), (25, "MEDIUM"), (0, "LOW"))
 BURNED_IN = 0x00280301
@@ -52,20 +54,26 @@ def band(score: int) -> str:
     return next(name for floor, name in BANDS if score >= floor)
 
 
-def _weight(tag: BaseTag, vr: str, action: str) -> int:
+# Overrides (`phi_tags`) as the action they take; keep is no action.
+OVERRIDE_ACTIONS = ("remove", "empty", "replace", "hash")
+HASH_WIDTHS = (16, 64)  # a `hash` override writes 16 hex digits (64 for long text and names)
+
+
+def kind(tag: BaseTag, vr: str) -> str:
+    """What a finding is, for its weight."""
     if tag in (PATIENT_ID, PATIENT_NAME) or tag in IDENTIFYING_TAGS:
-        return 20
+        return "identity"
     if vr == "PN":
-        return 10
+        return "person_name"
     if tag.is_private:
-        return 3
+        return "private"
     if vr in ("DA", "DT"):
-        return 3
+        return "date"
     if vr == "UI":
-        return 1
+        return "uid"
     if vr in ("LO", "LT", "ST", "UT", "SH", "UC"):
-        return 4
-    return 2
+        return "text"
+    return "other"
 
 
 def _says_yes(ds: Dataset, tag: int) -> bool:
@@ -76,27 +84,53 @@ def _says_yes(ds: Dataset, tag: int) -> bool:
 def _already_clean(elem: DataElement, action: str, profile: Profile, removed: bool,
                    shifted: bool) -> bool:
     """A value that is already what remediation writes: a well-known UID, or, in an object that
-    declares its identity removed, a `2.25.` UID, a pseudonym or a dummy; or a date of an object
-    whose dates say they were modified. (Many devices mint `2.25.` UIDs of their own: in an
-    object that does not declare itself de-identified they are original identifiers.)"""
+    declares its identity removed, a `2.25.` UID, a pseudonym, a dummy, an override's value or
+    hash, or cleaned text; or a date of an object whose dates say they were modified. (Many
+    devices mint `2.25.` UIDs of their own: in an object that does not declare itself
+    de-identified they are original identifiers.)"""
     text = str(elem.value)
-    if elem.VR == "UI":
+    if elem.VR == "UI" and action in ("U", "C", "D"):
         return is_well_known_uid(text) or (removed and text.startswith("2.25."))
+    if action == "replace":
+        override = profile.overrides.get(int(elem.tag))
+        return override is not None and text == override.value
     if not removed:
         return False
-    if elem.tag in (PATIENT_ID, PATIENT_NAME):
+    if action == "pseudonym":
         return text.startswith(profile.pseudonym_prefix)
+    if action == "hash":
+        return len(text) in HASH_WIDTHS and all(c in "0123456789ABCDEF" for c in text)
     if action == "D":
         return text in (TEXT, str(dummy_for(elem.VR)))
-    return action == "C" and shifted and elem.VR in ("DA", "DT")
+    if action == "C" and elem.VR in ("DA", "DT"):
+        return shifted
+    return action == "C"  # text of a de-identified object has been cleaned
 
 
-def inspect(ds: Dataset, profile: Profile) -> Report:
-    """Findings (element path, VR, action, weight) and a risk score for `ds`."""
+def _acts(elem: DataElement, action: str, profile: Profile) -> bool:
+    """Whether remediation changes this element at all under `action` (C leaves times, numbers
+    and dates without Modified Dates as they are; curve and overlay bits are kept; no UID is
+    replaced under Retain UIDs)."""
+    if elem.VR == "UI" and action in ("U", "C", "D"):
+        return not profile.retain_uids
+    if action != "C" or elem.VR == "SQ":
+        return True
+    if elem.VR in ("DA", "DT"):
+        return profile.modified_dates
+    if elem.VR in BINARY_VRS:
+        return not 0x5000 <= elem.tag >> 16 <= 0x60FF
+    return elem.VR in TEXT_VRS
+
+
+def inspect(ds: Dataset, profile: Profile, weights: dict[str, int] | None = None) -> Report:
+    """Findings (element path, VR, action, weight) and a risk score for `ds`: every element the
+    profile, its `phi_tags` overrides and its pseudonyms will change."""
+    weights = {**RISK_WEIGHTS, **(weights or {})}
     findings: list[Finding] = []
     removed = _says_yes(ds, IDENTITY_REMOVED)
     modified = ds.get(LONGITUDINAL_MODIFIED)
     shifted = removed and modified is not None and str(modified.value) == "MODIFIED"
+    sop_class = str(ds.get("SOPClassUID", "") or "")
 
     def walk(item: Dataset, path: str) -> None:
         for elem in item:
@@ -106,33 +140,41 @@ def inspect(ds: Dataset, profile: Profile) -> Report:
             where = f"{path}{tag_str(tag)}"
             vr = elem.VR
             empty = elem.value is None or elem.value == "" or elem.value == []
-            if tag.is_private:
-                if 0x10 <= tag.element <= 0xFF:
-                    continue
+            override = profile.overrides.get(int(tag))
+            if tag.is_private and 0x10 <= tag.element <= 0xFF:
+                continue
+            if override is not None:
+                action = override.action if override.action in OVERRIDE_ACTIONS else "K"
+            elif tag.is_private:
                 creator = item.get((tag.group << 16) | (tag.element >> 8))
                 kept = profile.is_safe_private(
                     tag.group, str(creator.value) if creator is not None else None, tag.element)
                 action = "K" if kept else "X"
+            elif tag in (PATIENT_ID, PATIENT_NAME):
+                action = "pseudonym"
             else:
-                action = profile.code_for(tag) or (
-                    "U" if vr == "UI" and tag not in CLASS_UID_TAGS else "")
-            if vr == "SQ":
-                if action == "X" or action == "Z":
-                    findings.append(Finding(where, vr, action, 5))
+                action = profile.code_for(tag, sop_class) or (
+                    "U" if vr == "UI" and tag not in CLASS_UID_TAGS else
+                    "C" if vr in ("DA", "DT") and profile.modified_dates else "")
+            if vr == "SQ" and action not in ("remove", "empty", "replace", "hash"):
+                if action in ("X", "Z"):
+                    if action == "X" or not empty:
+                        findings.append(Finding(where, vr, action, weights["sequence"]))
                     continue
                 for i, sub in enumerate(elem.value or ()):
-                    walk(sub, f"{where}[{i}].")
+                    walk(sub, f"{path}{tag_str(tag)}[{i}].")
                 continue
-            if not action or action == "K" or empty or _already_clean(
-                    elem, action, profile, removed, shifted):
+            if (not action or action == "K" or empty
+                    or not _acts(elem, action, profile)
+                    or _already_clean(elem, action, profile, removed, shifted)):
                 continue
-            findings.append(Finding(where, vr, action, _weight(tag, vr, action)))
+            findings.append(Finding(where, vr, action, weights[kind(tag, vr)]))
 
     walk(ds, "")
     score = sum(f.weight for f in findings)
     if _says_yes(ds, BURNED_IN):
-        score += 50
-        findings.append(Finding(tag_str(BURNED_IN), "CS", "pixels", 50))
+        score += weights["burned_in"]
+        findings.append(Finding(tag_str(BURNED_IN), "CS", "pixels", weights["burned_in"]))
     return Report(tuple(findings), min(100, score))
 
 

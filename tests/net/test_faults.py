@@ -303,3 +303,18 @@ def test_a_locked_database_defers_instead_of_killing_the_worker(tmp_path):
     assert (row["state"], row["attempts"]) == (FORWARDING, 1)
     assert [e["detail"] for e in store.events("j1")].count("deferred: database: database is "
                                                            "locked") == 1
+
+
+def test_a_claim_lost_to_an_expired_lease_is_left_alone(tmp_path):
+    """The worker took longer than its lease, and the node requeued the job meanwhile: when the
+    worker comes to record its result, it leaves the job to whoever holds it now (before, the
+    refused move was taken for the object's fault, its quarantine refused too, and the worker
+    died of it)."""
+    worker, state, store = in_process_worker(tmp_path)
+    spool_bytes(state, store, "j1", _ct_bytes(tmp_path, "1.2.826.0.1.3680043.8.498.1.7"))
+    (row,) = worker.store.claim_jobs(worker.owner, lease=-1)  # already expired
+    assert store.reclaim() == 1  # the node's periodic requeue
+    worker.process(row)  # de-identifies, then finds the job is no longer its own
+    assert store.job("j1")["state"] == "received"
+    assert worker.run_once()  # and processes it properly when it claims it again
+    assert store.job("j1")["state"] == FORWARDING

@@ -77,8 +77,8 @@ def test_an_object_that_keeps_killing_its_worker_is_quarantined(tmp_path):
     worker.run_once()
     row = store.job("j1")
     assert row["state"] == QUARANTINED
-    assert row["reason"] == (f"its worker process died {MAX_PROCESSING_ATTEMPTS} times "
-                             f"processing it")
+    assert row["reason"] == (f"its worker process died (or overran its lease) "
+                             f"{MAX_PROCESSING_ATTEMPTS} times processing it")
 
 
 def test_reasons_are_stored_with_quoted_values_blanked(tmp_path):

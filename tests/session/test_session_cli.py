@@ -47,9 +47,10 @@ def test_the_checkpoints_on_the_command_line(dump: Path, batch_folder: Any, tmp_
     assert len(mine) > 100
     for name, data in mine.items():
         assert theirs.get(name) == data, f"{name} differs from gantry deidentify's"
-    # deidentify writes more only where the session refuses to choose between conflicting files
+    # deidentify refuses conflicting files too (it may write one whose copy it quarantined for
+    # another reason, where the session refuses to choose)
     conflicts = runs["ingest"].stdout.split(" SOP Instance UIDs in conflict")[0].split()[-1]
-    assert 0 < len(set(theirs) - set(mine)) <= int(conflicts)
+    assert int(conflicts) > 0 and len(set(theirs) - set(mine)) <= int(conflicts)
     reasons = tree(tmp_path / "session" / "OUT-quarantine")
     for name, data in reasons.items():
         if name.endswith(".reason.txt"):
