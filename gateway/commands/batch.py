@@ -119,8 +119,9 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
         print(f"duplicate {copy}: the same bytes as {first}, written once")
     for src in summary.conflicts:
         print(f"quarantined {src}: {CONFLICT}")
+    duplicates = f", {len(summary.duplicates)} duplicates" if summary.duplicates else ""
     print(f"{summary.total} objects: {summary.written} de-identified, "
-          f"{summary.quarantined} quarantined, {len(summary.duplicates)} duplicates")
+          f"{summary.quarantined} quarantined{duplicates}")
     if summary.counts:
         actions = ", ".join(f"{code} {n}" for code, n in sorted(summary.counts.items()))
         print(f"elements changed per action: {actions}")
