@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from conftest import SITE_KEY
 from ctfleet import DRIFT, FLEET, PLANTED, write_fleet
 from PIL import Image
 
@@ -35,14 +34,14 @@ MODELS = sorted({f"{maker} {model}" for maker, model, *_ in FLEET})
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def exported(tmp_path_factory: pytest.TempPathFactory, site_key: bytes) -> tuple[Path, Path]:
     """(session database, its dump): the fleet, one series of 3 slices per scanner, exported
     under a configuration that redacts a corner of one model."""
     root = tmp_path_factory.mktemp("report")
     write_fleet(root / "dump", series_per_machine=1, slices=3)
     (root / "gantry.yaml").write_text(CONFIG)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GANTRY_SITE_KEY", SITE_KEY.hex())
+        mp.setenv("GANTRY_SITE_KEY", site_key.hex())
         with Session(root / "s.gantry", workers=1, progress=False) as session:
             session.ingest(root / "dump")
             session.load_config(root / "gantry.yaml")
@@ -71,9 +70,9 @@ def images(html: str) -> list[Image.Image]:
 
 
 def test_output_only_report_holds_no_original_identifier(exported, tmp_path, monkeypatch,
-                                                         capsys):
+                                                         capsys, site_key):
     db, dump = exported
-    monkeypatch.setenv("GANTRY_SITE_KEY", SITE_KEY.hex())
+    monkeypatch.setenv("GANTRY_SITE_KEY", site_key.hex())
     out = tmp_path / "share.html"
     assert main(["report", str(db), "-o", str(out), "--output-only"]) == 0
     assert "report written" in capsys.readouterr().out
@@ -88,9 +87,10 @@ def test_output_only_report_holds_no_original_identifier(exported, tmp_path, mon
     assert 'alt="before"' not in html and 'alt="after"' in html
 
 
-def test_full_report_shows_originals_boxes_and_outliers(exported, tmp_path, monkeypatch):
+def test_full_report_shows_originals_boxes_and_outliers(exported, tmp_path, monkeypatch,
+                                                        site_key):
     db, _ = exported
-    monkeypatch.setenv("GANTRY_SITE_KEY", SITE_KEY.hex())
+    monkeypatch.setenv("GANTRY_SITE_KEY", site_key.hex())
     with Session(db, progress=False) as session:
         qc = session.qc()
         path = session.report(tmp_path / "full.html")
@@ -103,9 +103,9 @@ def test_full_report_shows_originals_boxes_and_outliers(exported, tmp_path, monk
     assert before and any(im.convert("RGB").getpixel((20, 0)) == (255, 40, 40) for im in before)
 
 
-def test_qc_of_a_session_database(exported, monkeypatch, capsys):
+def test_qc_of_a_session_database(exported, monkeypatch, capsys, site_key):
     db, _ = exported
-    monkeypatch.setenv("GANTRY_SITE_KEY", SITE_KEY.hex())
+    monkeypatch.setenv("GANTRY_SITE_KEY", site_key.hex())
     assert main(["qc", str(db), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert len(data["machines"]) == len(FLEET)
@@ -127,9 +127,9 @@ def chromium(page: Path, shot: Path, profile: Path) -> list[str]:
 
 @pytest.mark.skipif(shutil.which("chromium") is None,
                     reason="needs Debian chromium (headless browser for the report)")
-def test_report_renders_in_headless_chromium(exported, tmp_path, monkeypatch):
+def test_report_renders_in_headless_chromium(exported, tmp_path, monkeypatch, site_key):
     db, _ = exported
-    monkeypatch.setenv("GANTRY_SITE_KEY", SITE_KEY.hex())
+    monkeypatch.setenv("GANTRY_SITE_KEY", site_key.hex())
     with Session(db, progress=False) as session:
         page = session.report(tmp_path / "report.html", output_only=True)
     # The console capture sees errors: a page with one is caught.
