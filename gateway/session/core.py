@@ -202,9 +202,13 @@ class Session:
         """The gatekeeper's verdict on each file and what the inspector still finds."""
         return self._checkpoint("verify")
 
-    def export(self, out: str | os.PathLike) -> _export.ExportSummary:
+    def export(self, out: str | os.PathLike, safe: bool = True) -> _export.ExportSummary:
         """Write every file through the pipeline into `out`, refused originals into
-        `out`-quarantine; resumable (see gateway.session.export)."""
+        `out`-quarantine; resumable (see gateway.session.export). The gatekeeper (verify)
+        always runs: `safe=False` is refused."""
+        if not safe:
+            raise ValueError("export always runs the gatekeeper (verify) and refuses what it "
+                             "refuses; there is no safe=False")
         config = self.config
         return _export.export(self.db, self.path, Path(out), config, load_site_key(config),
                               self.workers, self.progress)
