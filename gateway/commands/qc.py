@@ -23,7 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("report", help="one self-contained HTML page: counts, risk, quarantine "
                                       "reasons, fleet QC, contact sheets (of a session)")
-    p.add_argument("db", type=Path, help="a session database")
+    p.add_argument("db", type=Path, nargs="?", help="a session database")
+    p.add_argument("--config", type=Path,
+                   help="instead of DB: the gateway of this configuration, from its state "
+                        "(outcomes, quarantine reasons, thumbnails of quarantined originals)")
     p.add_argument("-o", "--output", type=Path, required=True, help="the HTML file to write")
     p.add_argument("--output-only", action="store_true",
                    help="from the latest export's de-identified objects alone: fit to share "
@@ -81,9 +84,39 @@ def cmd_qc(args: argparse.Namespace) -> int:
     return 0
 
 
+def node_report(config_path: Path, output: Path, output_only: bool) -> Path:
+    """The report of a gateway node from its state: every job's machine, modality, outcome
+    and reason; the quarantined originals as 'before' thumbnails unless `output_only`."""
+    from gateway.commands.gateway import _open
+    from gateway.qc.report import ReportObject, write_report
+
+    config, state, store = _open(str(config_path))
+    try:
+        rows = store.conn.execute(
+            "SELECT j.id, j.state, j.reason, m.manufacturer, m.model, m.modality "
+            "FROM jobs j LEFT JOIN machines m ON m.job_id = j.id ORDER BY j.received_at"
+        ).fetchall()
+    finally:
+        store.close()
+    objects = []
+    for job, outcome, reason, maker, model, modality in rows:
+        original = state.quarantined(job) if outcome == "quarantined" else None
+        objects.append(ReportObject(
+            " ".join(x for x in (maker, model) if x) or "unknown machine", modality or "?",
+            outcome, reason if outcome == "quarantined" else None,
+            original=original if original is not None and original.exists() else None))
+    return write_report(output, objects, output_only=output_only,
+                        title=f"Gantry gateway report: {config.network.ae_title}")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    with _session(args.db) as session:
-        out = session.report(args.output, output_only=args.output_only)
+    if (args.db is None) == (args.config is None):
+        raise ValueError("gantry report: give a session database or --config FILE (not both)")
+    if args.config is not None:
+        out = node_report(args.config, args.output, args.output_only)
+    else:
+        with _session(args.db) as session:
+            out = session.report(args.output, output_only=args.output_only)
     print(f"report written: {out}" + ("" if args.output_only else
                                       " (it shows original images: patient data)"))
     return 0

@@ -421,6 +421,13 @@ def test_demo_runs_end_to_end(tmp_path):
     assert str(tmp_path / "research-pacs") in run.stdout
     assert f"Report: {tmp_path / 'report.html'}" in run.stdout
     assert "Made from de-identified objects only" in (tmp_path / "report.html").read_text()
+    node = subprocess.run([sys.executable, "-m", "gateway.cli", "report", "--config",
+                           str(tmp_path / "gantry.yaml"), "-o", str(tmp_path / "node.html")],
+                          capture_output=True, text=True, timeout=120)
+    assert node.returncode == 0, node.stderr
+    html = (tmp_path / "node.html").read_text()
+    assert "contain patient data" in html and '<tr class="machine">' in html
+    assert "delivered" in html
 
 
 def test_sigterm_finishes_the_receive_in_flight(tmp_path, storescp, gateway):
