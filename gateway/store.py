@@ -36,7 +36,7 @@ TRANSITIONS: dict[tuple[str | None, str], str] = {
     (PROCESSED, FORWARDING): "queued in the outboxes",
     (PROCESSED, DELIVERED): "route has no destination",
     (FORWARDING, DELIVERED): "every destination accepted it",
-    (FORWARDING, QUARANTINED): "a destination refused it permanently",
+    (FORWARDING, QUARANTINED): "a destination refused it permanently (the others finished)",
     (QUARANTINED, RECEIVED): "released for another pass",
     (QUARANTINED, PURGED): "original deleted from quarantine",
 }
@@ -89,7 +89,10 @@ class Claim:
     sop_class_uid: str
     transfer_syntax: str
     attempts: int      # every attempt (connection failures included): drives the backoff
-    refusals: int = 0  # transient failure statuses so far: bounded by max_retries
+    # failed attempts at the object so far (a failure status worth retrying, an association
+    # aborted or no answer during its C-STORE): max_retries bounds them, connection failures
+    # do not count (stored in the `refusals` column)
+    refusals: int = 0
 
 
 class Store:
@@ -379,8 +382,9 @@ class Store:
             (destination, PENDING)).fetchone()
         return row["t"]
 
-    def delivered(self, job_id: str, destination: str, status: int) -> bool:
-        """Record a Success/Warning; returns True when the whole job is now delivered."""
+    def delivered(self, job_id: str, destination: str, status: int) -> str | None:
+        """Record a Success/Warning. Returns the job's new state when this was its last
+        delivery to finish: DELIVERED, or QUARANTINED when another destination refused it."""
         now = time.time()
         with self.tx() as tx:
             tx.execute("UPDATE deliveries SET state = ?, status = ?, error = NULL, "
@@ -388,25 +392,40 @@ class Store:
                        "updated_at = ? WHERE job_id = ? AND destination = ?",
                        (SENT, status, now, job_id, destination))
             self._delivery_event(tx, job_id, destination, SENT, status)
-            left = tx.execute("SELECT count(*) FROM deliveries WHERE job_id = ? AND state != ?",
-                              (job_id, SENT)).fetchone()[0]
-            state = tx.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if left == 0 and state is not None and state["state"] == FORWARDING:
-                self._move_from(tx, job_id, FORWARDING, DELIVERED, destination)
-                return True
-        return False
+            return self._finish_forwarding(tx, job_id, destination)
+
+    def _finish_forwarding(self, tx: Tx, job_id: str, destination: str) -> str | None:
+        """When no delivery of a forwarding job is left pending or sending: DELIVERED if every
+        destination took it, else QUARANTINED with the refusals' reasons (the object may have
+        reached the others: a release sends it to every destination again, a harmless
+        duplicate). Returns the new state, or None while deliveries remain."""
+        rows = tx.execute("SELECT destination, state, error FROM deliveries WHERE job_id = ? "
+                          "ORDER BY destination", (job_id,)).fetchall()
+        job = tx.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if (job is None or job["state"] != FORWARDING
+                or any(r["state"] in (PENDING, SENDING) for r in rows)):
+            return None
+        refused = [r["error"] or f"{r['destination']} refused it" for r in rows
+                   if r["state"] == FAILED]
+        if not refused:
+            self._move_from(tx, job_id, FORWARDING, DELIVERED, destination)
+            return DELIVERED
+        reason = "; ".join(refused)
+        self._move_from(tx, job_id, FORWARDING, QUARANTINED, reason, reason=reason)
+        return QUARANTINED
 
     def retry_later(self, job_id: str, destination: str, *, delay: float, error: str,
-                    status: int | None = None) -> None:
-        """Back to pending, due after `delay` seconds, with the last error recorded (a
-        `status` means the destination refused it for now: counted in `refusals`)."""
+                    status: int | None = None, failed: bool = False) -> None:
+        """Back to pending, due after `delay` seconds, with the last error recorded; `failed`:
+        the attempt failed on the object (counted in `refusals`, which max_retries bounds),
+        not on reaching the destination."""
         now = time.time()
         with self.tx() as tx:
             tx.execute("UPDATE deliveries SET state = ?, attempts = attempts + 1, next_at = ?, "
                        "refusals = coalesce(refusals, 0) + ?, "
                        "status = ?, error = ?, lease_owner = NULL, lease_until = NULL, "
                        "updated_at = ? WHERE job_id = ? AND destination = ?",
-                       (PENDING, now + delay, int(status is not None), status, error, now,
+                       (PENDING, now + delay, int(failed), status, error, now,
                         job_id, destination))
             self._delivery_event(tx, job_id, destination, PENDING, status, error)
 
@@ -419,8 +438,10 @@ class Store:
                            "AND state = ?", (PENDING, job_id, destination, SENDING))
 
     def delivery_failed(self, job_id: str, destination: str, *, status: int | None,
-                        reason: str) -> None:
-        """A permanent refusal: the delivery fails and the job goes to quarantine."""
+                        reason: str) -> str | None:
+        """A permanent refusal by one destination. The job goes to quarantine once no other
+        delivery is left to finish (the others still get the object): returns its new state
+        then, as `delivered` does, else None."""
         reason = scrub_values(reason)
         now = time.time()
         with self.tx() as tx:
@@ -429,9 +450,7 @@ class Store:
                        "updated_at = ? WHERE job_id = ? AND destination = ?",
                        (FAILED, status, reason, now, job_id, destination))
             self._delivery_event(tx, job_id, destination, FAILED, status, reason)
-            row = tx.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is not None and row["state"] == FORWARDING:
-                self._move_from(tx, job_id, FORWARDING, QUARANTINED, reason, reason=reason)
+            return self._finish_forwarding(tx, job_id, destination)
 
     # ------------------------------------------------------------------ operations
 
@@ -509,14 +528,16 @@ class Store:
             "SELECT state, count(*) AS n FROM jobs GROUP BY state")}
 
     def destination_status(self) -> list[dict[str, Any]]:
-        """Backlog, last error and oldest pending age per destination."""
+        """Backlog (deliveries the outboxes will still send: pending or sending, of a job
+        still forwarding), last error and oldest pending age per destination."""
         now = time.time()
         out = []
         for row in self.conn.execute(
-            "SELECT destination, sum(state IN (?, ?)) AS backlog, "
-            "sum(state = ?) AS delivered, sum(state = ?) AS failed "
-            "FROM deliveries GROUP BY destination ORDER BY destination",
-            (PENDING, SENDING, SENT, FAILED),
+            "SELECT d.destination, sum(d.state IN (?, ?) AND j.state = ?) AS backlog, "
+            "sum(d.state = ?) AS delivered, sum(d.state = ?) AS failed "
+            "FROM deliveries d JOIN jobs j ON j.id = d.job_id "
+            "GROUP BY d.destination ORDER BY d.destination",
+            (PENDING, SENDING, FORWARDING, SENT, FAILED),
         ):
             last = self.conn.execute(
                 "SELECT error, status, updated_at FROM deliveries WHERE destination = ? "
@@ -524,8 +545,8 @@ class Store:
                 (row["destination"],)).fetchone()
             oldest = self.conn.execute(
                 "SELECT min(j.received_at) FROM deliveries d JOIN jobs j ON j.id = d.job_id "
-                "WHERE d.destination = ? AND d.state IN (?, ?)",
-                (row["destination"], PENDING, SENDING)).fetchone()[0]
+                "WHERE d.destination = ? AND d.state IN (?, ?) AND j.state = ?",
+                (row["destination"], PENDING, SENDING, FORWARDING)).fetchone()[0]
             out.append({
                 "destination": row["destination"], "backlog": row["backlog"] or 0,
                 "delivered": row["delivered"] or 0, "failed": row["failed"] or 0,

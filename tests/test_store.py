@@ -49,7 +49,7 @@ def test_lifecycle_records_every_move(store):
     finish(store, "j1")
     claims = store.claim_deliveries("pacs", "f1")
     assert [c.job_id for c in claims] == ["j1"]
-    assert store.delivered("j1", "pacs", 0) is True
+    assert store.delivered("j1", "pacs", 0) == DELIVERED
     moves = [(e["from_state"], e["to_state"]) for e in store.events("j1")]
     assert moves == [(None, RECEIVED), (RECEIVED, PROCESSING), (PROCESSING, "processed"),
                      ("processed", FORWARDING), (FORWARDING, DELIVERED)]
@@ -146,10 +146,10 @@ def test_fan_out_delivered_only_when_every_destination_is(store):
     store.claim_jobs("w")
     finish(store, "j1", dests=("pacs", "other"))
     store.claim_deliveries("pacs", "f")
-    assert store.delivered("j1", "pacs", 0) is False
+    assert store.delivered("j1", "pacs", 0) is None
     assert store.job("j1")["state"] == FORWARDING
     store.claim_deliveries("other", "f")
-    assert store.delivered("j1", "other", 0xB000) is True
+    assert store.delivered("j1", "other", 0xB000) == DELIVERED
     assert store.job("j1")["state"] == DELIVERED
     assert {d["destination"]: d["status"] for d in store.deliveries("j1")} == {
         "pacs": 0, "other": 0xB000}
@@ -171,11 +171,40 @@ def test_permanent_refusal_quarantines_with_the_status(store):
     store.claim_jobs("w")
     finish(store, "j1")
     store.claim_deliveries("pacs", "f")
-    store.delivery_failed("j1", "pacs", status=0xA900, reason="pacs answered status 0xA900")
+    assert store.delivery_failed("j1", "pacs", status=0xA900,
+                                 reason="pacs answered status 0xA900") == QUARANTINED
     row = store.job("j1")
     assert row["state"] == QUARANTINED and row["reason"] == "pacs answered status 0xA900"
     store.release("j1")
     assert store.job("j1")["state"] == RECEIVED and store.deliveries("j1") == []
+
+
+def test_a_refusal_waits_for_the_other_destinations_then_quarantines(store):
+    add(store, "j1")
+    store.claim_jobs("w")
+    finish(store, "j1", dests=("other", "pacs"))
+    store.claim_deliveries("pacs", "f")
+    assert store.delivery_failed("j1", "pacs", status=0xA900,
+                                 reason="pacs answered status 0xA900") is None
+    assert store.job("j1")["state"] == FORWARDING  # "other" may still get it
+    assert [d["backlog"] for d in store.destination_status()] == [1, 0]
+    (claim,) = store.claim_deliveries("other", "f")
+    assert store.delivered("j1", "other", 0) == QUARANTINED
+    row = store.job("j1")
+    assert row["state"] == QUARANTINED and row["reason"] == "pacs answered status 0xA900"
+    assert [d["backlog"] for d in store.destination_status()] == [0, 0]
+
+
+def test_status_counts_no_backlog_for_a_job_no_longer_forwarding(store):
+    # A database from before the fix above: a job quarantined by one destination's refusal,
+    # its other delivery left pending, which no outbox would ever send.
+    add(store, "j1")
+    store.claim_jobs("w")
+    finish(store, "j1", dests=("other", "pacs"))
+    store.conn.execute("UPDATE jobs SET state = ? WHERE id = 'j1'", (QUARANTINED,))
+    assert store.claim_deliveries("other", "f") == []
+    status = {d["destination"]: d for d in store.destination_status()}
+    assert status["other"]["backlog"] == 0 and status["other"]["oldest_pending_s"] is None
 
 
 def test_audit_row_per_object_without_identifiers(store):

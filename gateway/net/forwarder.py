@@ -6,11 +6,17 @@ one lacks), streams the de-identified file as is, or re-encodes it in an uncompr
 destination accepted when it refused the original one (`transcode.py`). Outcomes:
 
 - Success → delivered; Warning → delivered, status recorded;
-- connection failure → pending again after exponential backoff with jitter (forever: a
-  destination down for hours loses nothing);
-- transient failure status (Out of Resources, resource limitation) → backoff, up to
-  `max_retries`, then quarantine;
+- connection failure (refused, unreachable, association rejected or lost before the C-STORE)
+  → pending again after exponential backoff with jitter (forever: a destination down for hours
+  loses nothing);
+- a failed attempt at the object (transient failure status such as Out of Resources, the
+  association aborted or broken during its C-STORE, no answer within the DIMSE timeout) →
+  backoff and retry, `max_retries` times after the first attempt, then quarantine with the
+  reason;
 - any other failure status → quarantine with that status.
+
+A refusal by one destination of a fan-out does not stop the others: the job is quarantined
+once they have all finished (store.py).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from gateway.net.reactor_pause import guard
 from gateway.net.tls import ClientContext
 from gateway.net.transcode import TranscodeError, transcode
 from gateway.statedir import StateDir
-from gateway.store import Claim, IdlePoll, Store
+from gateway.store import DELIVERED, QUARANTINED, Claim, IdlePoll, Store
 
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 MAX_CONTEXTS = 128
@@ -141,7 +147,7 @@ class Slot(threading.Thread):
             + self.outbox.outbox_pairs(store)))
         ae = AE(ae_title=self.outbox.calling_ae)
         ae.acse_timeout = 30
-        ae.dimse_timeout = 120
+        ae.dimse_timeout = self.outbox.dimse_timeout
         ae.network_timeout = 60
         proposed: set[tuple[str, str]] = set()
         fallback: set[str] = set()
@@ -226,47 +232,73 @@ class Slot(threading.Thread):
                 return
             box.log.info("delivery.transcoded", job=claim.job_id, destination=box.name,
                          to_syntax=str(payload.file_meta.TransferSyntaxUID))
+        if not self.assoc.is_established:  # gone before the object was sent: not its fault
+            self._lost(store, claim, "lost the association before the C-STORE", counted=False)
+            return
         sent = time.perf_counter()
         try:
             rsp = self.assoc.send_c_store(payload)
-        except (RuntimeError, OSError, ConnectionError) as exc:
-            self._lost(store, claim, f"send failed: {type(exc).__name__}")
+        except (RuntimeError, OSError) as exc:
+            self._lost(store, claim, f"broke the connection during the C-STORE "
+                                     f"({type(exc).__name__})")
             return
         except Exception as exc:  # noqa: BLE001 - cannot encode: fail closed
             self._refuse(store, claim, f"cannot send to {box.name}: {type(exc).__name__}")
             return
         self.last_used = time.monotonic()
+        took = time.perf_counter() - sent
         if box.times is not None:
-            box.times.observe("send", time.perf_counter() - sent)
+            box.times.observe("send", took)
         status = getattr(rsp, "Status", None) if rsp else None
-        if status is None:
-            self._lost(store, claim, "no response")
+        if status is None:  # pynetdicom aborts the association when its DIMSE timeout expires
+            self._lost(store, claim, (
+                f"did not answer the C-STORE within {box.dimse_timeout:g} s"
+                if took >= box.dimse_timeout
+                else "aborted the association during the C-STORE"))
             return
         category = code_to_category(status)
         if category in ("Success", "Warning"):
-            if store.delivered(claim.job_id, box.name, status):
-                box.state.done(claim.job_id)
+            self._settle(claim.job_id, store.delivered(claim.job_id, box.name, status))
             if category == "Warning":
                 box.log.warning("delivery.warning", job=claim.job_id, destination=box.name,
                                 status=f"0x{status:04X}")
-        elif is_transient(status) and claim.refusals + 1 < box.dest.max_retries:
-            store.retry_later(claim.job_id, box.name, status=status,
-                              error=f"status 0x{status:04X}", delay=self._delay(claim.attempts))
+        elif is_transient(status):
+            self._failed_attempt(store, claim, f"answered status 0x{status:04X}", status)
         else:
-            reason = f"{box.name} answered status 0x{status:04X}"
-            if is_transient(status):
-                reason += f" {claim.refusals + 1} times"
-            self._refuse(store, claim, reason, status)
+            self._refuse(store, claim, f"{box.name} answered status 0x{status:04X}", status)
+
+    def _failed_attempt(self, store: Store, claim: Claim, what: str,
+                        status: int | None = None) -> None:
+        """An attempt at the object failed (`what` the destination did): retried after a
+        backoff while the failed attempts before it are fewer than max_retries, else the
+        delivery fails with how many attempts it had."""
+        box = self.outbox
+        if claim.refusals < box.dest.max_retries:
+            store.retry_later(claim.job_id, box.name, status=status, error=what,
+                              delay=self._delay(claim.attempts), failed=True)
+            return
+        n = claim.refusals + 1
+        self._refuse(store, claim, f"{box.name} {what} ({n} attempt{'s' * (n != 1)}, "
+                                   f"max_retries {box.dest.max_retries})", status)
 
     def _refuse(self, store: Store, claim: Claim, reason: str, status: int | None = None) -> None:
-        """A permanent failure: the delivery fails and the job's original goes to quarantine."""
-        store.delivery_failed(claim.job_id, self.outbox.name, status=status, reason=reason)
-        self.outbox.state.move_to_quarantine(claim.job_id)
+        """A permanent failure of this delivery; the job is quarantined once the other
+        destinations have finished with it."""
+        self._settle(claim.job_id, store.delivery_failed(
+            claim.job_id, self.outbox.name, status=status, reason=reason))
 
-    def _lost(self, store: Store, claim: Claim, error: str) -> None:
-        store.retry_later(claim.job_id, self.outbox.name, error=error,
-                          delay=self._delay(claim.attempts))
-        self.outbox.log.warning("association.lost", destination=self.outbox.name, error=error)
+    def _settle(self, job_id: str, outcome: str | None) -> None:
+        """The files of a job whose last delivery just finished: gone once delivered, the
+        original to quarantine when a destination refused it."""
+        if outcome == DELIVERED:
+            self.outbox.state.done(job_id)
+        elif outcome == QUARANTINED:
+            self.outbox.state.move_to_quarantine(job_id)
+
+    def _lost(self, store: Store, claim: Claim, what: str, *, counted: bool = True) -> None:
+        """The association went away with this object in hand: a failed attempt at it when
+        `counted` (it was on the wire), else a connection failure."""
+        self.outbox.log.warning("association.lost", destination=self.outbox.name, error=what)
         if self.assoc is not None:
             try:
                 self.assoc.abort()
@@ -274,6 +306,11 @@ class Slot(threading.Thread):
                 pass
             self.assoc = None
             self.contexts = set()
+        if counted:
+            self._failed_attempt(store, claim, what)
+        else:
+            store.retry_later(claim.job_id, self.outbox.name, error=what,
+                              delay=self._delay(claim.attempts))
 
 
 class Outbox:
@@ -281,9 +318,10 @@ class Outbox:
 
     def __init__(self, name: str, dest: DestinationConfig, state: StateDir, *,
                  calling_ae: str, stop: Any, max_pdu: int = 0, batch: int = 16,
-                 poll: float = 0.02, idle: float = 10.0,
+                 poll: float = 0.02, idle: float = 10.0, dimse_timeout: float = 120.0,
                  tls: ClientContext | None = None, times: StageRecorder | None = None) -> None:
         self.name, self.dest, self.state, self.tls = name, dest, state, tls
+        self.dimse_timeout = dimse_timeout  # how long an object's C-STORE may go unanswered
         self.times = times  # the node's "send" stage histogram
         self.calling_ae, self.stop, self.max_pdu = calling_ae, stop, max_pdu
         self.batch, self.poll, self.idle = batch, poll, idle
@@ -296,7 +334,8 @@ class Outbox:
         rows = store.conn.execute(
             "SELECT DISTINCT j.sop_class_uid, j.out_transfer_syntax FROM deliveries d "
             "JOIN jobs j ON j.id = d.job_id WHERE d.destination = ? AND d.state IN "
-            "('pending', 'sending') LIMIT 200", (self.name,)).fetchall()
+            "('pending', 'sending') AND j.state = 'forwarding' LIMIT 200",
+            (self.name,)).fetchall()
         return [(r[0], r[1]) for r in rows]
 
     def start(self) -> None:

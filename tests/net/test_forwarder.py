@@ -146,12 +146,14 @@ def test_transient_status_is_retried_then_quarantined(box, tmp_path):
     port = free_port()
     ids = queue(state, store, [Path(get_testdata_file("CT_small.dcm"))])
     start(port, max_retries=3)  # first down: connection failures do not use up the retries
-    assert wait_for(lambda: store.deliveries(ids[0])[0]["attempts"] >= 4)
+    assert wait_for(lambda: store.deliveries(ids[0])[0]["attempts"] >= 5)
     pacs = StandInPacs(tmp_path / "pacs", ae_title="PACS", port=port, status=0xA700).start()
     try:
         assert wait_for(lambda: states(store, ids) == {QUARANTINED})
-        assert store.job(ids[0])["reason"] == "pacs answered status 0xA700 3 times"
-        assert store.deliveries(ids[0])[0]["refusals"] == 2
+        # max_retries counts retries: one attempt and three more
+        assert store.job(ids[0])["reason"] == (
+            "pacs answered status 0xA700 (4 attempts, max_retries 3)")
+        assert store.deliveries(ids[0])[0]["refusals"] == 3
     finally:
         pacs.stop()
 
