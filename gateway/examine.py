@@ -30,6 +30,7 @@ from gateway.deid.identifiers import IdentifierSet
 from gateway.deid.ocr import TextPolicy, read_words
 from gateway.deid.redact import Decision, RedactionError, Redactor, decode_pixels, palette
 from gateway.deid.signatures import expr_to_match
+from gateway.deid.validity import device_text
 from gateway.dicomio import DicomReadError, read_full, read_header
 
 
@@ -39,7 +40,7 @@ def _size(ds: Dataset) -> str:
 
 
 def _text(ds: Dataset, keyword: str) -> str:
-    return " ".join(str(ds.get(keyword, "") or "").split())
+    return device_text(ds, keyword)  # never a value invalid for its VR: it may hide identifiers
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def machine_record(header: Dataset, decision: Decision) -> MachineRecord:
         model=_text(header, "ManufacturerModelName"),
         size=_size(header),
         modality=_text(header, "Modality"),
-        sop_class=str(header.get("SOPClassUID", "") or ""),
+        sop_class=_text(header, "SOPClassUID"),
         burned_in=_text(header, "BurnedInAnnotation").upper() or "absent",
         at_risk=decision.at_risk,
         rule=decision.rule or "",

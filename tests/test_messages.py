@@ -278,4 +278,4 @@ def test_deidentify_quiet_prints_the_summary_only_and_lines_never_wrap(tmp_path,
     quiet = subprocess.run([*args, str(tmp_path / "out2"), "--workers", "1", "--quiet"],
                            env=gantry_env, capture_output=True, text=True, timeout=120)
     assert quiet.returncode == 1 and quiet.stderr == ""
-    assert quiet.stdout.startswith("3 objects: 0 de-identified, 3 quarantined\n")
+    assert quiet.stdout.startswith("3 objects: 0 de-identified, 3 quarantined")

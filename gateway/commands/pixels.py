@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_examine)
 
     p = sub.add_parser("scaffold", help="write a configuration with a redaction entry per "
-                                        "machine signature found in PATH")
+                                        "machine signature found in PATH (a folder or a session)")
     p.add_argument("path", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True, help="configuration to write")
     p.add_argument("--ctp", type=Path, default=None,
@@ -61,6 +61,10 @@ def cmd_examine(args: argparse.Namespace) -> int:
     if args.path is not None and args.path.is_file() and is_session_db(args.path):
         from gateway.session import Session
 
+        if args.ocr:
+            print(f"gantry examine: --ocr reads pixels, which a session does not index: give "
+                  f"the folder {args.path} was ingested from", file=sys.stderr)
+            return 2
         with Session(args.path) as session:
             if args.config:
                 session.load_config(args.config)
@@ -100,11 +104,28 @@ def _received_index(config: Config, redactor: Redactor) -> MachineIndex:
 
 
 def cmd_scaffold(args: argparse.Namespace) -> int:
+    from gateway.session.db import is_session_db
+
     if not args.path.exists():
         return _missing(args.path)
     if args.output.exists() and not args.force:
         print(f"gantry: {args.output}: exists (use --force to overwrite)", file=sys.stderr)
         return 2
+    if args.path.is_file() and is_session_db(args.path):
+        from gateway.session import Session
+
+        if args.ctp:
+            print("gantry scaffold: --ctp is for a folder; a session prefills from the shipped "
+                  "library", file=sys.stderr)
+            return 2
+        args.output.unlink(missing_ok=True)  # --force
+        with Session(args.path) as session:
+            if args.config:
+                session.load_config(args.config)
+            session.scaffold_config(args.output)
+            count = len(session.instances)
+        print(f"{args.output}: scaffolded from {count} instances of {args.path}")
+        return 0
     try:
         ctp = load_script(args.ctp or builtin_script_path())
     except CtpScriptError as exc:

@@ -1,10 +1,11 @@
 """The identifying tokens of one object, and where they occur in a piece of text.
 
-An identifier is compared as a run of whole tokens (letters and digits; case and punctuation
-ignored): `1CT1` is found in `CHEST 1CT1 X` but `PHILIP` is not found in `PHILIPS`. Runs of
-tokens are compared joined, so `AB-123` also matches `ab 123` and `AB123`, and a date held as
-20240312 matches 2024-03-12, 12/03/2024, 12.03.24 or 12 Mar 2024. Clean (C), verify, the audit
-and the OCR stage all ask the same `IdentifierSet`, so they agree on what identifies.
+An identifier is compared as a run of whole tokens (a token is a run of letters or a run of
+digits; case and punctuation are ignored): `1CT1` is found in `CHEST 1CT1 X`, `chest_1ct1` and
+`1-CT-1` but not in `11CT1`; `JONES` in `JONES2` but `PHILIP` not in `PHILIPS`; `12345` not in
+`9912345`. A date held as 20240312 is also found written 2024-03-12, 12/03/2024, 12.03.24 or
+12 Mar 2024. Clean (C), verify, the audit and the OCR stage all ask the same `IdentifierSet`,
+so they agree on what identifies.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 
 from pydicom.dataset import Dataset
 
@@ -19,8 +21,9 @@ from gateway.deid.dummies import TEXT as DUMMY_TEXT
 from gateway.deid.profile import Profile
 from gateway.deid.values import element_vr, text_values
 
-TOKEN = re.compile(r"[^\W_]+")
+TOKEN = re.compile(r"\d+|[^\W\d_]+")  # a run of digits, or of letters
 MIN_LENGTH = 2  # a token run this long (joined) or longer identifies; single characters do not
+MIN_DIGITS = 3  # an ID that is a number identifies from this many digits
 PATIENT_BIRTH_DATE = 0x00100030
 # Attributes whose whole value identifies a patient or a visit (besides names and dates).
 ID_TAGS = frozenset({
@@ -48,8 +51,15 @@ PLACE_TAGS = frozenset({
 # Name words too common to identify on their own (the whole name still does).
 PARTICLES = frozenset({"da", "de", "del", "der", "des", "di", "do", "dos", "du", "la", "le",
                        "van", "von", "den", "ter", "ten", "st", "y", "al", "el", "bin", "ibn"})
+# An element is a source of identifiers by its VR (UN or none: implicit, looked up) or its tag.
+SOURCE_VRS = frozenset({"SQ", "PN", "DA", "DT", "UN", None})
+SOURCE_TAGS = ID_TAGS | PLACE_TAGS | {PATIENT_BIRTH_DATE}
+DEVICE_TAGS = (0x00080070, 0x00081090)  # Manufacturer, ManufacturerModelName
 MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
           "september", "october", "november", "december")
+
+
+Form = tuple[str, ...]  # case-folded tokens
 
 
 def tokens(text: str) -> list[str]:
@@ -57,59 +67,96 @@ def tokens(text: str) -> list[str]:
     return [m.group().casefold() for m in TOKEN.finditer(text)]
 
 
-def date_forms(value: str) -> set[str]:
-    """The ways people write the date of a DA (or the date part of a DT) value, as joined
-    tokens: 20240312 → 20240312, 12032024, 03122024, 120324, 12mar2024, march122024 ..."""
+def _forms(words: list[str]) -> set[Form]:
+    """A run of tokens as written, and joined into one token where that is one (12 03 2024 →
+    12032024; letters next to digits are two tokens anyway)."""
+    joined = "".join(words)
+    return {tuple(words), (joined,)} if joined.isdigit() or joined.isalpha() else (
+        {tuple(words)} if words else set())
+
+
+@lru_cache(maxsize=4096)  # an object's values recur in the next objects of its study
+def date_forms(value: str) -> frozenset[Form]:
+    """The ways people write the date of a DA (or the date part of a DT) value: 20240312 →
+    20240312, 2024-03-12, 12/03/2024, 03/12/2024, 12.03.24, 3/12/24, 12 Mar 2024, March 12 2024,
+    12-MAR-2024 ... (each as tokens and as one token)."""
     digits = "".join(c for c in value[:10] if c.isdigit())[:8]
+    if len(digits) != 8:
+        return frozenset()
     try:
         day = dt.date(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
     except ValueError:
-        return set()
-    if len(digits) != 8:
-        return set()
+        return frozenset()
     y, yy = f"{day.year:04d}", f"{day.year % 100:02d}"
-    forms: set[str] = set()
+    forms: set[Form] = set()
     for d in {f"{day.day:02d}", str(day.day)}:
         for m in {f"{day.month:02d}", str(day.month)}:
-            forms.update((y + m + d, d + m + y, m + d + y, d + m + yy, m + d + yy))
+            for order in ((y, m, d), (d, m, y), (m, d, y), (d, m, yy), (m, d, yy)):
+                forms |= _forms(list(order))
         for mon in (MONTHS[day.month - 1], MONTHS[day.month - 1][:3]):
-            forms.update((d + mon + y, mon + d + y, d + mon + yy, y + mon + d))
-    return forms
+            for order in ((d, mon, y), (mon, d, y), (d, mon, yy), (y, mon, d)):
+                forms |= _forms(list(order))
+    return frozenset(forms)
 
 
-def name_forms(value: str) -> set[str]:
+@lru_cache(maxsize=4096)  # an object's values recur in the next objects of its study
+def name_forms(value: str) -> frozenset[Form]:
     """A person name's identifying words: each word of its family, given and middle names, and
-    each of those names whole (prefixes, suffixes and name particles alone do not identify)."""
-    forms: set[str] = set()
+    each of those names whole (prefixes, suffixes and name particles alone do not identify).
+    A name holding digits (`CQ500-CT-310`) is an ID: it identifies only whole."""
+    forms: set[Form] = set()
     for group in value.split("="):  # alphabetic, ideographic, phonetic
         for component in group.split("^")[:3]:
             words = tokens(component)
-            forms.update(w for w in words if w not in PARTICLES)
-            forms.add("".join(words))
-    return forms
+            if not any(c.isdigit() for c in component):
+                forms.update((w,) for w in words if w not in PARTICLES)
+            forms |= id_forms(component)
+    return frozenset(forms)
 
 
-def place_forms(value: str) -> set[str]:
+@lru_cache(maxsize=4096)  # an object's values recur in the next objects of its study
+def id_forms(value: str) -> frozenset[Form]:
+    """An ID or number: its tokens (1CT1 → 1 CT 1), and joined where that is one token. A number
+    of fewer than MIN_DIGITS digits (Study ID 17) identifies nothing: it is a version, a count."""
+    forms = _forms(tokens(value))
+    return frozenset(f for f in forms if len("".join(f)) >= MIN_DIGITS or not "".join(f).isdigit())
+
+
+@lru_cache(maxsize=4096)  # an object's values recur in the next objects of its study
+def place_forms(value: str) -> frozenset[Form]:
     """An institution or address: the whole value and each part between commas, carets,
     semicolons or line breaks."""
     parts = re.split(r"[,^;\r\n]", value)
-    return {"".join(tokens(p)) for p in [value, *parts]}
+    return frozenset(f for p in [value, *parts] for f in _forms(tokens(p)))
 
 
 class IdentifierSet:
     """The identifying tokens of one object, collected from its ORIGINAL header."""
 
-    def __init__(self, forms: Iterable[str] = ()) -> None:
-        dummy = DUMMY_TEXT.casefold()
-        self._forms = frozenset(f for f in forms if len(f) >= MIN_LENGTH and f != dummy)
-        self._prefixes = frozenset(f[:i] for f in self._forms for i in range(1, len(f) + 1))
+    def __init__(self, forms: Iterable[Form] = (), values: Iterable[str] = ()) -> None:
+        """`forms`: token runs that identify; `values`: the values they came from (dates
+        aside), for matchers of their own (OCR's tolerant one)."""
+        self.values = frozenset(values)
+        dummy = (DUMMY_TEXT.casefold(),)
+        self._forms = frozenset(f for f in forms
+                                if len("".join(f)) >= MIN_LENGTH and f != dummy)
+        index: dict[str, list[Form]] = {}
+        for form in sorted(self._forms, key=len, reverse=True):
+            index.setdefault(form[0], []).append(form)
+        self._index = index
 
     @classmethod
     def from_dataset(cls, ds: Dataset, profile: Profile | None = None) -> IdentifierSet:
         """Names (every PN), IDs, dates and places of `ds` at every depth. With a `profile`,
         an element the profile keeps as it is (K, an override `keep`, or an unlisted non-PN
-        element) is no identifier: its value may be exported by choice."""
-        return cls(_collect(ds, profile))
+        element) is no identifier: its value may be exported by choice. Nor is a place named in
+        the device's maker or model name (test sites name their institution after the maker)."""
+        people, places, values = _collect(ds, profile)
+        device = [tokens(v) for tag in DEVICE_TAGS if tag in ds._dict
+                  for v in text_values(ds, tag)]
+        places = {f for f in places if not any(_occurs(f, d) for d in device)}
+        kept = {v for v, place in values.items() if not place or _forms(tokens(v)) & places}
+        return _built(frozenset(people | places), frozenset(kept))
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Character spans of `text` holding an identifier, sorted, overlaps merged."""
@@ -123,7 +170,15 @@ class IdentifierSet:
 
     def found_in(self, text: str) -> bool:
         """Whether `text` holds any identifier of the object."""
-        return next(self._matches(text), None) is not None
+        index = self._index
+        if not index:
+            return False
+        words = TOKEN.findall(text.casefold())
+        for i, word in enumerate(words):
+            for form in index.get(word, ()):
+                if len(form) == 1 or tuple(words[i:i + len(form)]) == form:
+                    return True
+        return False
 
     def scrub(self, text: str) -> str:
         """`text` with every identifier removed."""
@@ -141,23 +196,23 @@ class IdentifierSet:
         return len(self._forms)
 
     def _matches(self, text: str) -> Iterator[tuple[int, int]]:
-        """Spans of token runs whose joined, case-folded text is an identifier, by start."""
-        if not self._forms:
+        """Spans of token runs that are a form of an identifier, by start (longest first)."""
+        if not self._index:
             return
-        runs = [(m.start(), m.end(), m.group().casefold()) for m in TOKEN.finditer(text)]
-        prefixes, forms = self._prefixes, self._forms
-        for i, (start, _, word) in enumerate(runs):
-            if word not in prefixes:
-                continue
-            joined, longest = "", None
-            for _, end, nxt in runs[i:]:
-                joined += nxt
-                if joined not in prefixes:
+        runs = list(TOKEN.finditer(text))
+        words = [m.group().casefold() for m in runs]
+        index = self._index
+        for i, word in enumerate(words):
+            for form in index.get(word, ()):
+                n = len(form)
+                if n == 1 or tuple(words[i:i + n]) == form:
+                    yield runs[i].start(), runs[i + n - 1].end()
                     break
-                if joined in forms:
-                    longest = end
-            if longest is not None:
-                yield start, longest
+
+
+@lru_cache(maxsize=64)  # the objects of one study share their identifiers
+def _built(forms: frozenset[Form], values: frozenset[str]) -> IdentifierSet:
+    return IdentifierSet(forms, values)
 
 
 def _kept_by(profile: Profile, tag: int, vr: str, sop_class: str) -> bool:
@@ -168,15 +223,31 @@ def _kept_by(profile: Profile, tag: int, vr: str, sop_class: str) -> bool:
     return code == "K" or (code is None and vr != "PN")
 
 
-def _collect(ds: Dataset, profile: Profile | None) -> set[str]:
-    forms: set[str] = set()
+def _occurs(form: Form, words: list[str]) -> bool:
+    """Whether `form` is a run of `words`, or (one token) a run of them joined."""
+    n = len(form)
+    if any(tuple(words[i:i + n]) == form for i in range(len(words) - n + 1)):
+        return True
+    return n == 1 and any("".join(words[i:j]) == form[0]
+                          for i in range(len(words)) for j in range(i + 2, len(words) + 1))
+
+
+def _collect(ds: Dataset, profile: Profile | None
+             ) -> tuple[set[Form], set[Form], dict[str, bool]]:
+    """The forms of the people's names, IDs and dates of `ds`, those of its places, and the
+    values (dates aside) they came from (→ whether a place)."""
+    people: set[Form] = set()
+    places: set[Form] = set()
+    values: dict[str, bool] = {}
     sop_class = " ".join(text_values(ds, 0x00080016)) if 0x00080016 in ds._dict else ""
 
     def walk(item: Dataset) -> None:
-        for key in list(item._dict):
+        for key, elem in list(item._dict.items()):
             tag = int(key)
-            group = tag >> 16
-            if group & 1 or group == 0x0002 or not tag & 0xFFFF:
+            vr = elem.VR
+            if vr not in SOURCE_VRS and tag not in SOURCE_TAGS:
+                continue  # the common case, decided without a dictionary look-up
+            if tag >> 16 & 1 or tag >> 16 == 0x0002 or not tag & 0xFFFF:
                 continue
             vr = element_vr(item, key)
             if vr == "SQ":
@@ -186,7 +257,7 @@ def _collect(ds: Dataset, profile: Profile | None) -> set[str]:
             if vr == "PN":
                 kind = name_forms
             elif tag in ID_TAGS:
-                kind = _whole
+                kind = id_forms
             elif tag in PLACE_TAGS:
                 kind = place_forms
             elif vr in ("DA", "DT") or tag == PATIENT_BIRTH_DATE:
@@ -196,13 +267,11 @@ def _collect(ds: Dataset, profile: Profile | None) -> set[str]:
             if profile is not None and _kept_by(profile, tag, vr, sop_class):
                 continue
             for value in text_values(item, key):
+                if kind is not date_forms and value:
+                    values[value] = values.get(value, False) or kind is place_forms
                 ranged = kind is date_forms and "-" in value  # a range A-B, or 2024-03-12
                 for part in (value, *value.split("-")) if ranged else (value,):
-                    forms.update(kind(part))
+                    (places if kind is place_forms else people).update(kind(part))
 
     walk(ds)
-    return forms
-
-
-def _whole(value: str) -> set[str]:
-    return {"".join(tokens(value))}
+    return people, places, values

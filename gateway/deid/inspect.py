@@ -1,4 +1,9 @@
-"""The inspector: what the profile will do to an object, weighted into a 0–100 risk score."""
+"""The inspector: what the profile will do to an object, weighted into a 0–100 risk score.
+
+Besides the elements the profile acts on, it reports the kept values verify would refuse: one
+invalid for its VR or VM ("invalid"), one holding an identifier of the object ("identifier"),
+weighed as identity.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +16,14 @@ from pydicom.tag import BaseTag
 
 from gateway.config import RISK_WEIGHTS
 from gateway.deid.dummies import TEXT, dummy_for
+from gateway.deid.identifiers import ID_TAGS, IdentifierSet
 from gateway.deid.keyed import CLASS_UID_TAGS, is_well_known_uid
 from gateway.deid.profile import Profile
-from gateway.deid.remediate import (
-    IDENTIFYING_TAGS,
-    LONGITUDINAL_MODIFIED,
-    PATIENT_ID,
-    PATIENT_NAME,
-)
+from gateway.deid.remediate import LONGITUDINAL_MODIFIED, PATIENT_ID, PATIENT_NAME, public_action
 from gateway.deid.tags import tag_str
-from gateway.deid.vr import BINARY_VRS, TEXT_VRS
+from gateway.deid.validity import element_problem
+from gateway.deid.values import text_values
+from gateway.deid.vr import BINARY_VRS, STRING_VRS, TEXT_VRS
 
 BANDS = ((75, "CRITICAL"), (50, "HIGH"), (25, "MEDIUM"), (0, "LOW"))
 BURNED_IN = 0x00280301
@@ -61,7 +64,7 @@ HASH_WIDTHS = (16, 64)  # a `hash` override writes 16 hex digits (64 for long te
 
 def kind(tag: BaseTag, vr: str) -> str:
     """What a finding is, for its weight."""
-    if tag in (PATIENT_ID, PATIENT_NAME) or tag in IDENTIFYING_TAGS:
+    if tag in (PATIENT_ID, PATIENT_NAME) or tag in ID_TAGS:
         return "identity"
     if vr == "PN":
         return "person_name"
@@ -122,11 +125,21 @@ def _acts(elem: DataElement, action: str, profile: Profile) -> bool:
     return elem.VR in TEXT_VRS
 
 
+def _refusal(item: Dataset, tag: int, vr: str, matcher: IdentifierSet) -> str:
+    """Why verify would refuse a value kept as it is ('' when it would not)."""
+    if element_problem(item, tag) is not None:
+        return "invalid"
+    if vr != "UI" and any(matcher.found_in(v) for v in text_values(item, tag)):
+        return "identifier"
+    return ""
+
+
 def inspect(ds: Dataset, profile: Profile, weights: dict[str, int] | None = None) -> Report:
     """Findings (element path, VR, action, weight) and a risk score for `ds`: every element the
     profile, its `phi_tags` overrides and its pseudonyms will change."""
     weights = {**RISK_WEIGHTS, **(weights or {})}
     findings: list[Finding] = []
+    matcher = IdentifierSet.from_dataset(ds, profile)
     removed = _says_yes(ds, IDENTITY_REMOVED)
     modified = ds.get(LONGITUDINAL_MODIFIED)
     shifted = removed and modified is not None and str(modified.value) == "MODIFIED"
@@ -153,7 +166,7 @@ def inspect(ds: Dataset, profile: Profile, weights: dict[str, int] | None = None
             elif tag in (PATIENT_ID, PATIENT_NAME):
                 action = "pseudonym"
             else:
-                action = profile.code_for(tag, sop_class) or (
+                action = public_action(profile, tag, vr, sop_class) or (
                     "U" if vr == "UI" and tag not in CLASS_UID_TAGS else
                     "C" if vr in ("DA", "DT") and profile.modified_dates else "")
             if vr == "SQ" and action not in ("remove", "empty", "replace", "hash"):
@@ -163,6 +176,11 @@ def inspect(ds: Dataset, profile: Profile, weights: dict[str, int] | None = None
                     continue
                 for i, sub in enumerate(elem.value or ()):
                     walk(sub, f"{path}{tag_str(tag)}[{i}].")
+                continue
+            if (not action or action == "K") and vr in STRING_VRS and not empty:
+                refusal = _refusal(item, tag, vr, matcher)
+                if refusal:
+                    findings.append(Finding(where, vr, refusal, weights["identity"]))
                 continue
             if (not action or action == "K" or empty
                     or not _acts(elem, action, profile)

@@ -173,11 +173,17 @@ def _stretch(data: np.ndarray, photometric: str) -> np.ndarray:
 
 def read_words(frames: np.ndarray, photometric: str,
                palette: Callable[[np.ndarray], np.ndarray] | None = None) -> list[Word]:
-    """Every word of every frame of `frames` (frames, rows, columns, samples). Each frame is
-    read twice: as shown, and with only its brightest pixels (burned-in text is drawn at or
-    near full brightness, or dark on a label that is): lines of the two reads are separate."""
+    """Every word of every frame of `frames` (frames, rows, columns, samples).
+
+    Every frame is read three ways: whole, as shown; whole, with only its brightest pixels
+    (burned-in text is drawn at or near full brightness, or dark on a label that is); and line
+    by line (each place that looks like a line of text, cut out and read alone; a line whose
+    place and pixels were read in an earlier frame is not read again). Lines of the three reads
+    are numbered apart. No sampling: reading the first frame whole and the others line by line
+    misses text (tried on the multi-frame test samples)."""
     words: list[Word] = []
     seen: dict[bytes, list[tuple[int, Box, str]]] = {}
+    lines: dict[bytes, list[tuple[int, Box, str]]] = {}
     for index in range(frames.shape[0]):
         frame = frames[index]
         key = frame.tobytes()
@@ -188,7 +194,7 @@ def read_words(frames: np.ndarray, photometric: str,
             bright = np.where(value >= BRIGHT, 255, 0).astype(np.uint8)
             found += [(line + LINE_OFFSET, box, text) for line, box, text in _read_frame(bright)]
             found += [(line + 2 * LINE_OFFSET, box, text)
-                      for line, box, text in _read_lines(luma)]
+                      for line, box, text in _read_lines(luma, lines)]
             seen[key] = found
         words += [Word(index, line, box, text) for line, box, text in found]
     return words
@@ -255,28 +261,45 @@ def _line_regions(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
     return regions
 
 
-def _read_lines(gray: np.ndarray) -> list[tuple[int, Box, str]]:
-    """The words of every line region of `gray`, each region read on its own, enlarged."""
+def _read_lines(gray: np.ndarray, cache: dict[bytes, list[tuple[int, Box, str]]] | None = None
+                ) -> list[tuple[int, Box, str]]:
+    """The words of every line region of `gray`, each region read on its own, enlarged (a
+    region whose pixels and place are in `cache` is not read again)."""
     found = []
     for n, (r0, r1, c0, c1) in enumerate(_line_regions(gray)):
-        crop = gray[r0:r1, c0:c1]
-        scale = max(1, min(4, -(-LINE_TARGET // (r1 - r0))))
-        if scale > 1:  # smooth enlargement: glyph outlines Tesseract knows, not pixel steps
-            from PIL import Image
+        key = b"%d,%d,%d,%d:" % (r0, r1, c0, c1) + gray[r0:r1, c0:c1].tobytes()
+        if cache is not None and key in cache:
+            found += [(n, box, text) for _, box, text in cache[key]]
+            continue
+        mine = _read_line(gray, r0, r1, c0, c1)
+        if cache is not None:
+            cache[key] = mine
+        found += [(n, box, text) for _, box, text in mine]
+    return found
 
-            crop = np.asarray(Image.fromarray(crop).resize(
-                (crop.shape[1] * scale, crop.shape[0] * scale), Image.Resampling.BICUBIC))
-        # a margin of the line's own background (its commonest value): a label read with the
-        # dark image around it is taken for a picture, not text
-        values, counts = np.unique(crop, return_counts=True)
-        crop = np.pad(crop, BORDER, mode="constant", constant_values=values[counts.argmax()])
-        for _, (x, y, w, h), text in _read_image(crop, line_only=True):
-            x0 = c0 + max(0, (x - BORDER) // scale)
-            y0 = r0 + max(0, (y - BORDER) // scale)
-            x1 = min(c1, c0 + -(-(x + w - BORDER) // scale))
-            y1 = min(r1, r0 + -(-(y + h - BORDER) // scale))
-            if x1 > x0 and y1 > y0:
-                found.append((n, (x0, y0, x1 - x0, y1 - y0), text))
+
+def _read_line(gray: np.ndarray, r0: int, r1: int, c0: int, c1: int
+               ) -> list[tuple[int, Box, str]]:
+    """The words of one line region, read alone."""
+    found = []
+    crop = gray[r0:r1, c0:c1]
+    scale = max(1, min(4, -(-LINE_TARGET // (r1 - r0))))
+    if scale > 1:  # smooth enlargement: glyph outlines Tesseract knows, not pixel steps
+        from PIL import Image
+
+        crop = np.asarray(Image.fromarray(crop).resize(
+            (crop.shape[1] * scale, crop.shape[0] * scale), Image.Resampling.BICUBIC))
+    # a margin of the line's own background (its commonest value): a label read with the
+    # dark image around it is taken for a picture, not text
+    values, counts = np.unique(crop, return_counts=True)
+    crop = np.pad(crop, BORDER, mode="constant", constant_values=values[counts.argmax()])
+    for _, (x, y, w, h), text in _read_image(crop, line_only=True):
+        x0 = c0 + max(0, (x - BORDER) // scale)
+        y0 = r0 + max(0, (y - BORDER) // scale)
+        x1 = min(c1, c0 + -(-(x + w - BORDER) // scale))
+        y1 = min(r1, r0 + -(-(y + h - BORDER) // scale))
+        if x1 > x0 and y1 > y0:
+            found.append((0, (x0, y0, x1 - x0, y1 - y0), text))
     return found
 
 

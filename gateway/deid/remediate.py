@@ -9,7 +9,6 @@ UIDs, which are always remapped (unless Retain UIDs) so that no original UID sur
 from __future__ import annotations
 
 import copy
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -33,28 +32,10 @@ ENCRYPTED_ATTRIBUTES = 0x04000500
 LONGITUDINAL_MODIFIED = 0x00280303
 MEDIA_STORAGE_SOP_INSTANCE, IMPLEMENTATION_CLASS, IMPLEMENTATION_VERSION = (0x00020003, 0x00020012,
                                                                             0x00020013)
-# Attributes whose values identify a patient or a visit, besides every PN.
-IDENTIFYING_TAGS = frozenset({
-    0x00100020,  # PatientID
-    0x00101000,  # OtherPatientIDs
-    0x00100030,  # PatientBirthDate
-    0x00080050,  # AccessionNumber
-    0x00101040,  # PatientAddress
-    0x00102154,  # PatientTelephoneNumbers
-    0x00101090,  # MedicalRecordLocator
-    0x00380010,  # AdmissionID
-    0x00401001,  # RequestedProcedureID
-    0x00400009,  # ScheduledProcedureStepID
-    0x00400253,  # PerformedProcedureStepID
-    0x00200010,  # StudyID
-})
 # Text VRs whose new values may be stored as raw ASCII bytes.
 RAW_TEXT_VRS = STRING_VRS | {"DS", "IS"}
-# Scrubbed from cleaned text too, but not patient identity: verify does not look for them.
-INSTITUTION_TAGS = frozenset({0x00080080, 0x00080081})
 GANTRY_IMPLEMENTATION_UID = "2.25.302521339738478452357281935462735718093"
 GANTRY_IMPLEMENTATION_VERSION = "GANTRY_0_1"
-MIN_IDENTIFIER_LEN = 3
 
 
 @dataclass
@@ -64,8 +45,9 @@ class Remediation:
     originals: Dataset = field(default_factory=Dataset)
     counts: Counter = field(default_factory=Counter)
     uid_map: dict[str, str] = field(default_factory=dict)
+    # Original UIDs, and the identifying values (dates aside) the matcher came from.
     identifiers: set[str] = field(default_factory=set)
-    matcher: IdentifierSet = field(default_factory=IdentifierSet)
+    matcher: IdentifierSet = field(default_factory=IdentifierSet)  # of the original header
     pseudonym: str = ""
     date_offset_days: int | None = None
 
@@ -90,12 +72,17 @@ def _set(ds: Dataset, key: int, vr: str, value: object) -> None:
         ds._dict[key] = DataElement(key, vr, value)
 
 
-def _name_terms(text: str) -> set[str]:
-    terms = {text}
-    for part in text.replace("=", "^").split("^"):
-        terms.update(w for w in part.replace(",", " ").split() if len(w) >= MIN_IDENTIFIER_LEN)
-        terms.add(part.strip())
-    return {t for t in terms if len(t) >= MIN_IDENTIFIER_LEN}
+def public_action(profile: Profile, tag: int, vr: str, sop_class: str = "") -> str | None:
+    """The action code for a public element: the profile's; for one the table does not list,
+    X when its VR is unknown (UN: it may hold anything), Z when it is a person name, else None
+    (kept, UIDs remapped, dates shifted). Remediation, verify and the audit all ask this."""
+    code = profile.code_for(tag, sop_class)
+    if code is None:
+        if vr == "PN":
+            return "Z"
+        if vr == "UN":
+            return "X"
+    return code
 
 
 class _Remediator:
@@ -104,7 +91,6 @@ class _Remediator:
         self.key = key
         self.keep_originals = keep_originals
         self.result = Remediation(matcher=IdentifierSet.from_dataset(ds, profile))
-        self._candidates = self._identifiers(ds)
         patient = stored_text(ds, PATIENT_ID).strip()
         seed = patient or stored_text(ds, PATIENT_NAME) + "|" + stored_text(ds, 0x00100030)
         if seed == "|":
@@ -114,43 +100,12 @@ class _Remediator:
                      if profile.modified_dates else 0)
         if profile.modified_dates:
             self.result.date_offset_days = self.days
-        self._scrub: re.Pattern[str] | None = None
         self.sop_class = stored_text(ds, 0x00080016)
 
-    # ------------------------------------------------------------------ identifiers
-
-    @staticmethod
-    def _identifiers(ds: Dataset) -> dict[str, int]:
-        """Identifying values of the top level → the tag holding them."""
-        found: dict[str, int] = {}
-        for key in list(ds._dict):
-            tag = int(key)
-            if tag in IDENTIFYING_TAGS or tag in INSTITUTION_TAGS:
-                found.update((v, tag) for v in text_values(ds, key))
-            elif element_vr(ds, key) == "PN":
-                for v in text_values(ds, key):
-                    found.update((t, tag) for t in _name_terms(v))
-        return {v: t for v, t in found.items() if len(v) >= MIN_IDENTIFIER_LEN}
-
-    def removed_identifiers(self, ds: Dataset) -> set[str]:
-        """The candidates whose attribute no longer holds them (kept ones are not identifiers)."""
-        gone = set()
-        for value, tag in self._candidates.items():
-            if tag in INSTITUTION_TAGS:
-                continue
-            if tag not in ds._dict or value not in stored_text(ds, tag):
-                gone.add(value)
-        return gone
-
     def scrub(self, text: str) -> str:
-        """Clean (C) free text: remove every identifying value of this object from it, as whole
-        words (case-insensitive; letters bound a word), so words that merely contain one survive."""
-        if self._scrub is None:
-            terms = sorted(self._candidates, key=len, reverse=True)
-            alternatives = "|".join(re.escape(t) for t in terms) or r"(?!x)x"
-            self._scrub = re.compile(rf"(?<![A-Za-z])(?:{alternatives})(?![A-Za-z])",
-                                     re.IGNORECASE)
-        return self._scrub.sub("", text)
+        """Clean (C) free text: remove every identifier of this object from it, as whole tokens
+        (case and punctuation ignored), so words that merely contain one survive."""
+        return self.result.matcher.scrub(text)
 
     # ------------------------------------------------------------------ values
 
@@ -233,7 +188,7 @@ class _Remediator:
             _set(ds, key, vr, self.result.pseudonym)
             self._count("D")
             return True
-        code = profile.code_for(tag, self.sop_class)
+        code = public_action(profile, tag, vr, self.sop_class)
         if code is None or code == "K":
             if vr == "SQ":
                 return self._sequence(ds, ds[key], top, clean)
@@ -419,8 +374,7 @@ def remediate(ds: Dataset, profile: Profile, key: bytes, keep_originals: bool = 
     state.walk(ds, top=True)
     remediate_file_meta(ds, state)
     result = state.result
-    result.identifiers = state.removed_identifiers(ds) | set(result.uid_map)
-    result.identifiers.discard(result.pseudonym)
+    result.identifiers = set(result.uid_map) | result.matcher.values
     if LONGITUDINAL_MODIFIED in ds:  # overwritten below: its original goes to the backup
         state._record(ds, LONGITUDINAL_MODIFIED, True)
     if profile.modified_dates:

@@ -49,6 +49,7 @@ from gateway.deid.ctp_script import (
     resolve_identifier,
 )
 from gateway.deid.tags import parse_tag_key
+from gateway.deid.validity import device_text
 
 Region = tuple[int, int, int, int]
 Test = Callable[[Dataset], bool]
@@ -247,11 +248,11 @@ def first_match(rules: Iterable[Rule], ds: Dataset) -> Rule | None:
 
 
 def machine_signature(ds: Dataset) -> str:
-    """'Manufacturer / ManufacturerModelName' of the device that made the object."""
+    """'Manufacturer / ManufacturerModelName' of the device that made the object (a value
+    invalid for its VR, which may have swallowed the elements after it, is not shown)."""
 
     def text(keyword: str, missing: str) -> str:
-        value = " ".join(str(ds.get(keyword, "") or "").split())
-        return value or missing
+        return device_text(ds, keyword) or missing
 
     maker = text("Manufacturer", "(no manufacturer)")
     return f"{maker} / {text('ManufacturerModelName', '(no model)')}"

@@ -1,4 +1,9 @@
-"""The gatekeeper: inspect a remediated object again and refuse it if anything survived."""
+"""The gatekeeper: inspect a remediated object again and refuse it if anything survived.
+
+Every string value left, at every depth (file meta, sequences, private elements kept under
+Retain Safe Private), must be valid for its VR and VM, hold no identifier of the original object
+(the remediation's matcher, the one C used) and no original UID.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,28 @@ from pydicom.dataset import Dataset
 
 from gateway.deid.keyed import CLASS_UID_TAGS
 from gateway.deid.profile import Profile
-from gateway.deid.remediate import ENCRYPTED_ATTRIBUTES, Remediation, element_vr
+from gateway.deid.remediate import (
+    ENCRYPTED_ATTRIBUTES,
+    LONGITUDINAL_MODIFIED,
+    Remediation,
+    public_action,
+)
 from gateway.deid.tags import tag_str
-from gateway.deid.values import text_values
+from gateway.deid.validity import CHARACTERS, element_problem
+from gateway.deid.values import element_vr, text_values
 from gateway.deid.vr import STRING_VRS
 
-LONG_IDENTIFIER = 6  # identifiers this long are also looked for inside other values
+LONG_UID = 6  # original UIDs this long are also looked for inside other text
+# Written by remediation and the stamp whatever the input held: the method's own words
+# ("Retain Patient Characteristics Option") are no identifier of a patient named Patient.
+OURS = frozenset({0x00120062, 0x00120063, 0x00120064, LONGITUDINAL_MODIFIED})
 
 
 def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]:
     """Problems that make `ds` unsafe to export; empty when it passes. Names tags, never values."""
-    exact = remediation.identifiers
-    long_ones = [v for v in exact if len(v) >= LONG_IDENTIFIER]
+    uids = set(remediation.uid_map)
+    long_uids = [v for v in uids if len(v) >= LONG_UID]
+    matcher = remediation.matcher
     problems: list[str] = []
     sop_class = str(ds.get("SOPClassUID", "") or "")
 
@@ -25,9 +40,10 @@ def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]
         creators: dict[tuple[int, int], str] = {}
         for key in sorted(item._dict, key=int):  # the store's keys; plain ints for the profile
             tag = int(key)
-            if tag == ENCRYPTED_ATTRIBUTES and top:
-                continue  # the one permitted carrier of originals (sealed)
+            if top and (tag == ENCRYPTED_ATTRIBUTES or tag in OURS):
+                continue  # the one permitted carrier of originals (sealed); the stamp
             group, element = tag >> 16, tag & 0xFFFF
+            vr = element_vr(item, key)
             if group & 1:
                 if 0x10 <= element <= 0xFF:
                     creators[(group, element)] = "\\".join(text_values(item, key))
@@ -38,23 +54,30 @@ def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]
                         group, creator, element):
                     problems.append(f"private element {path}{tag_str(tag)} is not safe to keep")
                     continue
-            elif tag in profile.overrides:
-                continue
-            elif profile.code_for(tag, sop_class) == "X":
+            elif tag not in profile.overrides and element and group != 0x0002 and (
+                    public_action(profile, tag, vr, sop_class) == "X"):
                 problems.append(f"{path}{tag_str(tag)} should have been removed")
                 continue
-            vr = element_vr(item, key)
             if vr == "SQ":
                 for i, sub in enumerate(item[key].value or ()):
                     check(sub, f"{path}{tag_str(tag)}[{i}].", False)
                 continue
-            if vr not in STRING_VRS or tag in CLASS_UID_TAGS:  # a class is no identifier
+            if vr not in CHARACTERS:  # binary: pydicom's to check
                 continue
-            for value in text_values(item, key):
-                if value in exact or (len(value) >= LONG_IDENTIFIER
-                                      and any(v in value for v in long_ones)):
-                    problems.append(f"an original identifier survives in {path}{tag_str(tag)}")
-                    break
+            values = text_values(item, key)
+            invalid = element_problem(item, key, values, vr)
+            if invalid is not None:
+                problems.append(f"{path}{tag_str(tag)} is not valid: {invalid}")
+                continue
+            if vr not in STRING_VRS or tag in CLASS_UID_TAGS:  # numbers, classes: no identifier
+                continue
+            if vr == "UI":
+                leaked = any(v in uids for v in values)
+            else:
+                leaked = any(matcher.found_in(v) or any(u in v for u in long_uids)
+                             for v in values)
+            if leaked:
+                problems.append(f"an original identifier survives in {path}{tag_str(tag)}")
 
     meta = getattr(ds, "file_meta", None)
     if meta is not None:

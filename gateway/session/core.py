@@ -111,6 +111,44 @@ class Session:
         """The machine inventory of the instances under the configuration in force."""
         return inventory.examine(self.db, self.config, self.workers, self.progress)
 
+    def scaffold_config(self, path: str | os.PathLike) -> Path:
+        """Write a complete commented configuration for these instances to `path` (a new file):
+        the research defaults, the backup section, a redaction entry per machine prefilled
+        from CTP's library (gateway.scaffold). `load_config` accepts it unchanged."""
+        from gateway.dicomio import DicomReadError, read_header
+        from gateway.scaffold import scaffold_index, scaffold_yaml
+
+        target = Path(path)
+        if target.exists():
+            raise FileExistsError(f"{target}: exists; not overwriting")
+        index = scaffold_index(self.config)
+        for instance in self.instances:
+            try:
+                index.add(read_header(instance.path))
+            except DicomReadError:  # changed since ingest
+                index.unreadable += 1
+        target.write_text(scaffold_yaml(index, self.path.name))
+        return target
+
+    setup_config = scaffold_config
+
+    def audit(self) -> Any:
+        """The risk of every file under the configuration in force (gateway.risk.RiskReport),
+        rolled up per series, study, patient and the session; unreadable files are UNREADABLE."""
+        from gateway.config import ConfigError
+        from gateway.risk import audit_paths
+        from gateway.sitekey import SiteKeyError
+
+        config = self.config
+        try:
+            key: bytes | None = load_site_key(config)  # names groups as the output will
+        except (ConfigError, SiteKeyError):
+            key = None
+        paths = [row[0] for row in self.db.execute(
+            "SELECT path FROM files WHERE state != 'missing' AND duplicate_of IS NULL "
+            "ORDER BY path")]
+        return audit_paths(paths, config, key, label=self.path.name)
+
     # ------------------------------------------------------------------ checkpoints
 
     def _checkpoint(self, name: str) -> stage.Checkpoint:

@@ -53,6 +53,18 @@ MIN_UID_SEARCH = 8
 PROFILE_XFAIL: dict[tuple[str, str], str] = {}
 # corpus id → reason: engine bugs a file reveals under every profile (strict xfail, see conftest).
 CORPUS_XFAIL: dict[str, str] = {}
+# File name → why verify refuses it by design, planted or not: the file's own placeholder
+# identifiers are words its kept content repeats (a matcher of whole tokens cannot tell).
+_SR_PLACEHOLDERS = "placeholder person names whose words the report's coded content repeats"
+REFUSED = {
+    "reportsi.dcm": _SR_PLACEHOLDERS,
+    "reportsi_with_empty_number_tags.dcm": _SR_PLACEHOLDERS,
+    "badVR.dcm": "its Number of Frames (IS) holds a letter",
+}
+# As REFUSED, for files as they are (planting replaces the patient's name).
+_OB = "the patient's name (two letters) is a word of its kept Processing Function"
+REFUSED_AS_THEY_ARE = {**REFUSED, **{f"OBXXXX1A{s}.dcm": _OB for s in (
+    "", "_2frame", "_expb", "_expb_2frame", "_rle", "_rle_2frame")}}
 
 
 def well_known(uid: str) -> bool:
@@ -195,6 +207,12 @@ def test_corpus_file(corpus_file: Path, profile: str, pipeline: Pipeline, tmp_pa
         request.node.add_marker(pytest.mark.xfail(strict=True, reason=bug))
     planted_path = tmp_path / "planted.dcm"
     original = plant(corpus_file, planted_path)
+    if corpus_file.name in REFUSED:
+        outcome = pipeline.process(planted_path, layout_path(tmp_path / "out"), profile=profile,
+                                   burned_in="pass")
+        assert not isinstance(outcome, Forwarded)
+        assert outcome.reason.startswith("verify refused: ")
+        return
     original_uids = {u for u in uids_in(original)
                      if not well_known(u) and len(u) >= MIN_UID_SEARCH and u.count(".") >= 2}
 
@@ -254,7 +272,13 @@ def test_dciodvfy_is_installed() -> None:
 def test_objects_of_one_study_stay_together(corpus_study: tuple[Path, ...], pipeline: Pipeline,
                                             tmp_path: Path) -> None:
     """Same original study / series / frame of reference / patient → same new values."""
-    files = corpus_study
+    refused = [p for p in corpus_study if p.name in REFUSED_AS_THEY_ARE]
+    for path in refused:
+        outcome = pipeline.process(path, tmp_path / "refused.dcm", burned_in="pass")
+        assert outcome.reason.startswith("verify refused: ")
+    files = [p for p in corpus_study if p not in refused]
+    if len(files) < 2:
+        pytest.skip("all but one of this study's files are refused by design")
     originals = [pydicom.dcmread(p, stop_before_pixels=True) for p in files]
     outs = []
     for i, path in enumerate(files):

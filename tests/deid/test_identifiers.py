@@ -40,7 +40,8 @@ def matcher() -> IdentifierSet:
 
 @pytest.mark.parametrize("text", [
     "CHEST 1CT1 X", "chest 1ct1 x", "Chest_1Ct1_x", "ID:1CT1.", "1-CT-1",
-    "JONES", "jones", "Dr Jones said", "PHILIP", "philip jones", "Jones,Philip",
+    "JONES", "jones", "Dr Jones said", "PHILIP", "philip jones", "Jones,Philip", "JONES2",
+    "station jones07",
     "ACC-77315", "acc77315", "ref acc 77315",
     "born 19610429", "DOB 1961-04-29", "29/04/1961", "04/29/1961", "29.04.61", "29 Apr 1961",
     "April 29, 1961", "29-APR-1961", "4/29/61",
@@ -86,10 +87,13 @@ def test_identifiers_at_every_depth_and_of_every_person_name() -> None:
 
 
 def test_short_values_count_and_single_characters_do_not() -> None:
-    matcher = IdentifierSet.from_dataset(ct(PatientID="AB", PatientName="Ng^J^Q"))
+    matcher = IdentifierSet.from_dataset(ct(PatientID="AB", PatientName="Ng^J^Q", StudyID="17",
+                                            AccessionNumber="123"))
     assert matcher.found_in("series ab 3")
     assert matcher.found_in("NG")
+    assert matcher.found_in("acc 123")
     assert not matcher.found_in("J Q")
+    assert not matcher.found_in("syngo MR B17")  # a two-digit Study ID is no identifier
 
 
 def test_name_particles_alone_do_not_identify_but_the_name_does() -> None:
@@ -118,7 +122,7 @@ def test_an_object_without_identifiers_is_falsy() -> None:
 
 def test_unreadable_dates_give_no_forms() -> None:
     assert date_forms("2024") == set() and date_forms("20241399") == set()
-    assert "12032024" in date_forms("2024.03.12")  # ACR-NEMA style
+    assert ("12032024",) in date_forms("2024.03.12")  # ACR-NEMA style
 
 
 def test_remediation_carries_the_matcher_of_the_original_header() -> None:
@@ -126,3 +130,10 @@ def test_remediation_carries_the_matcher_of_the_original_header() -> None:
     result = remediate(ds, Profile.basic(), KEY)
     assert str(ds.PatientName) != "JONES^PHILIP"
     assert result.matcher.found_in("JONES") and result.matcher.found_in("1CT1")
+
+
+def test_values_are_the_identifying_values_dates_aside() -> None:
+    ds = ct(InstitutionName="GE MEDICAL SYSTEMS", Manufacturer="GE MEDICAL SYSTEMS")
+    values = IdentifierSet.from_dataset(ds, Profile.basic()).values
+    assert {"JONES^PHILIP", "1CT1", "ACC-77315"} <= values
+    assert "GE MEDICAL SYSTEMS" not in values and "19610429" not in values

@@ -398,3 +398,4 @@ def test_config_refuses_bad_ocr_settings(tmp_path):
         parse_config({"redaction": {"ocr_redact": "some"}}, "g.yaml")
     with pytest.raises(ConfigError, match="ocr_patterns"):
         parse_config({"redaction": {"ocr_patterns": ["(unclosed"]}}, "g.yaml")
+

@@ -11,8 +11,10 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from nethelpers import make_objects, storescu, wait_for, write_config
+from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from test_forwarder import queue, states
@@ -21,7 +23,7 @@ from gateway.config import DestinationConfig
 from gateway.demo import StandInPacs
 from gateway.net.forwarder import Outbox
 from gateway.statedir import StateDir
-from gateway.store import FAILED, FORWARDING, QUARANTINED, SENT, Store
+from gateway.store import DELIVERED, FAILED, FORWARDING, QUARANTINED, SENT, Store
 
 CT = Path(get_testdata_file("CT_small.dcm"))
 
@@ -192,3 +194,26 @@ def test_gateway_status_shows_no_backlog_after_refusals_and_aborts(tmp_path, gat
     finally:
         refusing.stop()
         aborting.stop()
+
+
+def test_gateway_forwards_every_syntax_to_an_implicit_only_pacs(tmp_path, gateway, storescp):
+    """Through `gantry serve` to dcmtk storescp +xi: objects received explicit, JPEG 2000
+    lossless and big endian arrive as Implicit VR Little Endian bytes, pixels intact."""
+    sources = [make_objects(tmp_path / "ct", 1)[0][0],
+               Path(get_testdata_file("MR_small_jp2klossless.dcm")),
+               Path(get_testdata_file("MR_small_bigendian.dcm"))]
+    scp = storescp(implicit_only=True)
+    config = write_config(tmp_path, {"pacs": ("PACS", scp.port)})
+    gw = gateway(config, tmp_path / "log.jsonl")
+    assert storescu(gw.port, sources).returncode == 0
+    store = gw.store()
+    try:
+        assert wait_for(lambda: store.counts() == {DELIVERED: 3}, timeout=120)
+    finally:
+        store.close()
+    received = [dcmread(f) for f in scp.files()]
+    assert [r.file_meta.TransferSyntaxUID for r in received] == ["1.2.840.10008.1.2"] * 3
+    assert all(r.original_encoding == (True, True) for r in received)
+    for src in sources:  # the pixel values, whatever their byte order was
+        pixels = dcmread(src).pixel_array
+        assert any(np.array_equal(r.pixel_array, pixels) for r in received), src.name

@@ -31,6 +31,8 @@ def test_the_checkpoints_on_the_command_line(dump: Path, batch_folder: Any, tmp_
         assert runs[name].returncode in (0, 1), runs[name].stderr
         assert_nothing_planted(batch_folder.planted, runs[name].stdout + runs[name].stderr)
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    ocr = gantry("examine", db, "--ocr", env=gantry_env)  # pixels: not in a session's index
+    assert ocr.returncode == 2 and "--ocr reads pixels" in ocr.stderr
     files = sum(1 for p in dump.rglob("*") if p.is_file())
     assert f"{files} new, 0 unchanged, 0 changed" in runs["ingest"].stdout
     assert f"0 new, {files} unchanged, 0 changed" in runs["reingest"].stdout
