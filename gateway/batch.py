@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import itertools
 import os
+import secrets
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -164,7 +165,9 @@ def _write_once(pipeline: Pipeline, src: Path, place: Callable[[Dataset], Path],
     def staged(ds: Dataset) -> Path:
         target = place(ds)
         targets.append(target)
-        return target.with_name(f".{target.name}.{os.getpid()}.{next(_SERIAL)}{STAGED}")
+        # unique across processes and machines sharing OUTPUT (a Dask cluster)
+        token = f"{os.getpid()}-{secrets.token_hex(4)}"
+        return target.with_name(f".{target.name}.{token}.{next(_SERIAL)}{STAGED}")
 
     outcome = pipeline.process(src, staged, profile=profile)
     if not isinstance(outcome, Forwarded):
@@ -184,7 +187,7 @@ _SERIAL = itertools.count()
 
 
 def _final(staged: Path) -> Path:
-    """The name in OUTPUT of a staged copy (`.NAME.PID.SERIAL.staged`)."""
+    """The name in OUTPUT of a staged copy (`.NAME.PID-RANDOM.SERIAL.staged`)."""
     return staged.with_name(staged.name[1:].rsplit(".", 3)[0])
 
 

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "gateway.commands.gateway",   # serve, status, quarantine, demo
     "gateway.commands.config",    # config show
     "gateway.commands.session",   # ingest, configure, backup, anonymize, redact, verify, export
+    "gateway.commands.qc",        # qc, report
 )
 
 

@@ -220,6 +220,11 @@ class ClientTLSConfig:
             raise ValueError("give both certificate and private_key, or neither")
 
 
+def default_receivers() -> int:
+    """Receiver processes that suit this machine: one per two cores (the rest de-identify)."""
+    return max(1, min(8, (os.cpu_count() or 1) // 2))
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
     """The gateway's own DICOM node."""
@@ -234,9 +239,14 @@ class NetworkConfig:
     accept_any_called_ae: bool = False  # else only ae_title and the routes' called_ae
     max_associations: int = 64
     max_associations_per_peer: int = 16  # per IP address, connections not yet associated too
+    # processes listening on the port (SO_REUSEPORT); default: one per two cores, 1 to 8
+    receivers: int = field(default_factory=default_receivers)
 
     def __post_init__(self) -> None:
         _check_ae(self.ae_title)
+        if self.receivers < 1:
+            raise ValueError(f"receivers: {self.receivers} is not a number of processes "
+                             "(1 or more)")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is outside 0..65535")
         if self.max_associations < 1 or self.max_associations_per_peer < 1:

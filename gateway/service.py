@@ -32,6 +32,7 @@ from gateway.config import Config, ConfigError, load_config
 from gateway.dicomio import DicomReadError, is_transient, parse_problem, read_for_deid
 from gateway.examine import machine_record
 from gateway.metrics import Lap, StageRecorder, StageTimes, node_metrics
+from gateway.receiver_pool import ReceiverPool
 from gateway.statedir import StateDir
 from gateway.store import IdlePoll, Store, StoreError
 
@@ -365,6 +366,9 @@ class Service:
         self.metrics, self.metrics_server = node_metrics(config, self.state.db, self.state.root,
                                                          self.stage_times, self.receiver)
         self.children = self._children(config, site_key, self.stop_children)
+        # receivers beyond this process's own (not restarted by a reload, like this one)
+        self.receivers = ReceiverPool(self.ctx, config, site_key, str(self.state.root),
+                                      config.network.receivers - 1, StopFlag(self.ctx))
         self.audit = None
         if config.audit.syslog:
             from gateway.auditfeed import AuditFeed
@@ -405,6 +409,7 @@ class Service:
         if self.audit is not None:
             self.audit.started(self.store)
         self.receiver.start()
+        self.receivers.start(self.receiver.port)
         if self.metrics_server is not None:
             self.metrics_server.start()
         if self.audit is not None:
@@ -452,6 +457,8 @@ class Service:
                 if not child.process.is_alive():
                     self._bury(child)
                     self._spawn(child)
+            for exitcode in self.receivers.check():
+                self.log.error("child.died", child="receiver", exitcode=exitcode)
             if time.monotonic() - last_reclaim > 30:
                 try:
                     self.store.reclaim()
@@ -544,6 +551,7 @@ class Service:
         """Stop accepting, finish receives in flight, stop the children, leave the rest."""
         self.stopping.set()
         self.receiver.stop_accepting()
+        self.receivers.stop(grace)
         if not self.receiver.wait_idle(grace):
             self.log.warning("service.abort_in_flight", associations=self.receiver.active())
         self.receiver.abort_all()  # whatever is left: unfinished or never negotiated

@@ -9,7 +9,11 @@ private tags), then times, files in → files out:
   - Gantry with the encrypted backup on (one worker), as a ratio to backup off
   - pixel redaction (multi-frame ultrasound, CT) as a ratio to header-only (bench_redact.py)
 Prints objects/s and ratios, and the 1 -> 2 worker scaling round by round beside pure CPU work.
-Usage: python scripts/bench_deid.py [--count 2000] [--rounds 3] [--no-redaction]
+With --commands, whole processes timed as a user types them instead (medians of interleaved
+rounds, process start included): `gantry deidentify --workers 1`, a one-process loop over
+dcmanon's API (it ships no command), and `gantry deidentify --scheduler` on a Dask LocalCluster
+of 2 single-threaded workers (started before the rounds, as a cluster is).
+Usage: python scripts/bench_deid.py [--count 2000] [--rounds 3] [--no-redaction] [--commands]
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -138,6 +143,58 @@ def bench_dcmanon(files: list[Path], out: Path) -> None:
         (out / f.name).write_bytes(anonymizer.anonymize(str(f)))
 
 
+DCMANON_LOOP = """
+import sys
+from pathlib import Path
+from dcmanon import Anonymizer
+a, out = Anonymizer(), Path(sys.argv[2])
+for f in sorted(Path(sys.argv[1]).iterdir()):
+    (out / f.name).write_bytes(a.anonymize(str(f)))
+"""
+
+
+def bench_commands(src: Path, work: Path, rounds: int) -> None:
+    """Whole processes, as typed: medians of interleaved rounds."""
+    from distributed import LocalCluster
+
+    gantry = [sys.executable, "-m", "gateway.cli", "deidentify"]
+    env = dict(os.environ, GANTRY_SITE_KEY=os.urandom(32).hex())
+    os.environ["GANTRY_SITE_KEY"] = env["GANTRY_SITE_KEY"]  # the cluster's workers read it
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None, host="127.0.0.1") as cluster:
+        commands = {
+            "dcmanon, one-process API loop": [sys.executable, "-c", DCMANON_LOOP],
+            "gantry deidentify --workers 1": [*gantry, "--workers", "1", "--quiet"],
+            "gantry --scheduler (2x1 Dask)": [*gantry, "--scheduler", cluster.scheduler_address,
+                                              "--quiet"],
+        }
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for r in range(rounds):
+            for i, (name, command) in enumerate(commands.items()):
+                out = work / f"cmd{r}-{i}"
+                if name.startswith("dcmanon"):
+                    out.mkdir()
+                os.sync()
+                start = time.perf_counter()
+                subprocess.run([*command, str(src), str(out)], env=env, check=True,
+                               stdout=subprocess.DEVNULL, cwd=ROOT)
+                times[name].append(time.perf_counter() - start)
+            for old in work.glob(f"cmd{r}-*"):
+                shutil.rmtree(old)
+            os.sync()
+            time.sleep(SETTLE_SECONDS)
+    n = sum(1 for _ in src.iterdir())
+    base = median(times["dcmanon, one-process API loop"])
+    one = median(times["gantry deidentify --workers 1"])
+    print(f"\n{n} CT objects, whole processes as typed (median of {rounds} rounds)\n")
+    print(f"{'command':32s} {'objects/s':>10s} {'vs dcmanon':>11s}")
+    for name, seconds in times.items():
+        print(f"{name:32s} {n / median(seconds):10.0f} {base / median(seconds):10.2f}x")
+    dask = median(times["gantry --scheduler (2x1 Dask)"])
+    print(f"\nDask 2 workers vs 1 local worker: {one / dask:.2f}x; rounds (s): "
+          + "; ".join(f"{k}: {' '.join(f'{x:.1f}' for x in v)}" for k, v in times.items()))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=2000,
@@ -147,12 +204,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="best of N interleaved rounds")
     parser.add_argument("--no-redaction", dest="redaction", action="store_false",
                         help="skip the pixel redaction section")
+    parser.add_argument("--commands", action="store_true",
+                        help="time whole commands as a user types them (needs gantry[dask])")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gantry-bench-"))
     try:
         src = work / "in"
         src.mkdir()
         generate(src, args.count)
+        if args.commands:
+            bench_commands(src, work, args.rounds)
+            return 0
         files = sorted(src.iterdir())
         key = os.urandom(32)
         config = parse_config({"site_key": {"env": "UNUSED"}}, "<bench>")

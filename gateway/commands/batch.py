@@ -40,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="profile name from the config's `profiles` (default: its `profile`)")
     p.add_argument("--workers", type=_positive, default=None,
                    help="processes (default: all cores)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on the Dask cluster at ADDRESS (e.g. tcp://host:8786; needs "
+                        "gantry[dask]); INPUT and OUTPUT must be at the same paths on its "
+                        "workers, which read the site key themselves")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar and no line per refused file: the summary only (the "
                         "reasons stay in OUTPUT-quarantine)")
@@ -67,7 +71,8 @@ def _exit_on_sigterm(_signum: int, _frame: object) -> None:
 
 def cmd_deidentify(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    key = load_site_key(config)
+    # On a cluster the workers read the key (it never travels); here only a local run needs it.
+    key = load_site_key(config) if args.scheduler is None else b""
     if not args.input.exists():
         print(f"gantry: {args.input}: no such file or folder", file=sys.stderr)
         return 2
@@ -100,16 +105,23 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
 
         previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
-            summary = run_batch(args.input, args.output, config, key, args.workers, on_result,
-                                profile=args.profile)
+            if args.scheduler is not None:
+                from gateway.dask_batch import run_batch_dask
+
+                summary = run_batch_dask(args.input, args.output, config, args.scheduler,
+                                         on_result, profile=args.profile)
+            else:
+                summary = run_batch(args.input, args.output, config, key, args.workers,
+                                    on_result, profile=args.profile)
         finally:
             signal.signal(signal.SIGTERM, previous)
     for copy, first in summary.duplicates:
         print(f"duplicate {copy}: the same bytes as {first}, written once")
     for src in summary.conflicts:
         print(f"quarantined {src}: {CONFLICT}")
+    duplicates = f", {len(summary.duplicates)} duplicates" if summary.duplicates else ""
     print(f"{summary.total} objects: {summary.written} de-identified, "
-          f"{summary.quarantined} quarantined, {len(summary.duplicates)} duplicates")
+          f"{summary.quarantined} quarantined{duplicates}")
     if summary.counts:
         actions = ", ".join(f"{code} {n}" for code, n in sorted(summary.counts.items()))
         print(f"elements changed per action: {actions}")

@@ -7,7 +7,6 @@ weighed as identity.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pydicom.dataelem import DataElement
@@ -194,8 +193,3 @@ def inspect(ds: Dataset, profile: Profile, weights: dict[str, int] | None = None
         score += weights["burned_in"]
         findings.append(Finding(tag_str(BURNED_IN), "CS", "pixels", weights["burned_in"]))
     return Report(tuple(findings), min(100, score))
-
-
-def folder_score(reports: Iterable[Report]) -> int:
-    """A folder is as risky as its riskiest object."""
-    return max((r.score for r in reports), default=0)

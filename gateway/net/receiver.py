@@ -43,7 +43,7 @@ from gateway.dicomio import encode_file_meta
 from gateway.logs import get_logger
 from gateway.net import set_nodelay
 from gateway.net.reactor_pause import idle_checkpoint, wake
-from gateway.net.server import REQUEST_TIMEOUT, ConnectionServer
+from gateway.net.server import REQUEST_TIMEOUT, ConnectionServer, SharedPortServer
 from gateway.net.tls import server_context
 from gateway.store import Store
 
@@ -188,7 +188,9 @@ class Receiver:
             (evt.EVT_PDU_RECV, wake),
         ]
         server = self.ae.make_server((self.net.host, self.net.port), evt_handlers=handlers,
-                                     ssl_context=self.tls, server_class=ConnectionServer)
+                                     ssl_context=self.tls,
+                                     server_class=SharedPortServer if self.net.receivers > 1
+                                     else ConnectionServer)
         server.per_peer = self.net.max_associations_per_peer
         self._accepting = threading.Thread(target=server.serve_forever, name="gantry-accept",
                                            daemon=True)

@@ -35,6 +35,7 @@ class ConnectionServer(ThreadedAssociationServer):
     `per_peer` is set by the receiver after construction."""
 
     per_peer: int = 16
+    reuse_port: bool = False  # set on a subclass: it must be known before the socket binds
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -46,6 +47,11 @@ class ConnectionServer(ThreadedAssociationServer):
         held = sum(1 for a in self.active_associations
                    if a.is_acceptor and a.requestor.address == peer)
         return held + self._starting.get(peer, 0)
+
+    def server_bind(self) -> None:
+        if self.reuse_port:  # several receiver processes on one port: the kernel balances
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
     def get_request(self) -> tuple[socket.socket, Any]:
         """Accept only (pynetdicom would also do the TLS handshake here)."""
@@ -95,3 +101,9 @@ class ConnectionServer(ThreadedAssociationServer):
             except OSError:
                 pass
             return None
+
+
+class SharedPortServer(ConnectionServer):
+    """A ConnectionServer that shares its port with the node's other receiver processes."""
+
+    reuse_port = True

@@ -1,0 +1,162 @@
+"""Batch de-identification on a Dask distributed cluster (`gantry deidentify --scheduler`).
+
+The client cuts the inputs into tasks of many files and sends each task the configuration, never
+the site key: every worker reads the key from the file or environment variable the configuration
+names, compiles the same Pipeline once, and writes outputs (temp file, then link: never partial)
+to the filesystem it shares with the client. Outcomes come back per file; the client quarantines
+refused inputs and resolves duplicates exactly as `run_batch` does, so the output is
+byte-identical to a local run. A worker lost mid-task has its task run again elsewhere: an output
+it had already linked is found in place (same bytes), a temp file it left is swept at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway.batch import (
+    STAGED,
+    BatchSummary,
+    _final,
+    _quarantine,
+    _resolve,
+    _write_once,
+    iter_inputs,
+    quarantine_dir,
+)
+from gateway.config import Config
+from gateway.pipeline import Forwarded, Outcome, Pipeline, Quarantined, layout_path
+from gateway.safetext import safe_message
+
+#: Files per task, at most: large enough that scheduling costs little, small enough that a lost
+#: worker costs little and the progress bar moves.
+MAX_CHUNK = 64
+
+_PIPELINES: dict[str, Pipeline] = {}  # per worker process: compiled once per configuration
+
+
+def _pipeline(config: Config, token: str) -> Pipeline:
+    """This worker's Pipeline for `config`, the site key read here (never sent by the client)."""
+    pipeline = _PIPELINES.get(token)
+    if pipeline is None:
+        from gateway.sitekey import load_site_key
+
+        pipeline = _PIPELINES[token] = Pipeline(config, load_site_key(config))
+    return pipeline
+
+
+def _prepare(config: Config, token: str) -> None:
+    """Compile the pipeline on a worker: a missing key or certificate fails once, by name."""
+    _pipeline(config, token)
+
+
+def _deidentify_chunk(paths: list[str], output: str, config: Config, token: str,
+                      profile: str) -> list[Outcome]:
+    """One task: every file of `paths` through the pipeline into `output`, one outcome each."""
+    pipeline, place = _pipeline(config, token), layout_path(Path(output))
+    outcomes: list[Outcome] = []
+    for src in paths:
+        try:
+            outcomes.append(_write_once(pipeline, Path(src), place, profile))
+        except OSError as exc:  # a full disk: the file is refused, saying why
+            outcomes.append(Quarantined(
+                f"cannot write the de-identified object: {safe_message(exc)}"))
+    return outcomes
+
+
+def _chunks(n: int, workers: int, most: int) -> list[range]:
+    size = max(1, min(most, n // max(1, workers * 4)))
+    return [range(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def run_batch_dask(source: Path | list[Path], output: Path, config: Config, scheduler: str,
+                   on_result: Callable[[Path, Outcome], None] | None = None,
+                   profile: str = "default", chunk: int = MAX_CHUNK) -> BatchSummary:
+    """De-identify `source` (a file, a folder tree, or a list of files) into `output` on the
+    Dask cluster at `scheduler`; the same outputs, quarantine and summary as `run_batch`. The
+    inputs and `output` must be at the same paths on the workers (a shared filesystem)."""
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise RuntimeError("running on a Dask cluster needs the dask extra: "
+                           "pip install 'gantry[dask]'") from None
+
+    output = Path(output).absolute()
+    if isinstance(source, list):
+        files = [Path(p).absolute() for p in source]
+        root = Path(os.path.commonpath([p.parent for p in files])) if files else output
+    else:
+        source = Path(source).absolute()
+        if profile != "default" and profile not in config.profiles:
+            known = ", ".join(["default", *config.profiles])
+            raise ValueError(f"no profile {profile!r} in {config.source} (known: {known})")
+        if source.is_dir():
+            for folder in (output, quarantine_dir(output)):
+                if folder.resolve().is_relative_to(source.resolve()):
+                    raise ValueError(f"{folder} is inside the input folder {source}: choose a "
+                                     "folder outside it")
+        files = list(iter_inputs(source))
+        root = source if source.is_dir() else source.parent
+    summary = BatchSummary(output, quarantine_dir(output))
+    output.mkdir(parents=True, exist_ok=True)
+    token = hashlib.sha256(pickle.dumps(config)).hexdigest()
+    by_sop: dict[str, list[tuple[int, Path]]] = {}
+
+    def record(i: int, outcome: Outcome) -> None:
+        src = files[i]
+        if isinstance(outcome, Forwarded):
+            summary.written += 1
+            summary.counts.update(outcome.counts)
+            by_sop.setdefault(outcome.sop_uid, []).append((i, outcome.path))
+        else:
+            summary.quarantined += 1
+            summary.reasons[outcome.reason.split(":")[0]] += 1
+            _quarantine(src, root, summary.quarantine, outcome.reason)
+        if on_result:
+            on_result(src, outcome)
+
+    with Client(scheduler, set_as_default=False) as client:
+        client.submit(_prepare, config, token, pure=False).result()
+        workers = sum(client.nthreads().values()) or 1
+        tasks = {}
+        for part in _chunks(len(files), workers, chunk):
+            future = client.submit(_deidentify_chunk, [str(files[i]) for i in part],
+                                   str(output), config, token, profile, pure=False)
+            tasks[future] = part
+        pending = as_completed(list(tasks), loop=client.loop)
+        for future in pending:
+            part = tasks.pop(future)
+            if future.status == "finished":
+                for i, outcome in zip(part, future.result(), strict=True):
+                    record(i, outcome)
+                continue
+            how = safe_message(future.exception())
+            if len(part) > 1:  # one file may kill every worker it meets: find which, alone
+                for i in part:
+                    single = client.submit(_deidentify_chunk, [str(files[i])], str(output),
+                                           config, token, profile, pure=False)
+                    tasks[single] = range(i, i + 1)
+                    pending.add(single)
+            else:
+                record(part[0], Quarantined(f"worker died: the task de-identifying this file "
+                                            f"failed on every worker it was given to ({how})"))
+    kept = {path for group in by_sop.values() for _, path in group}
+    for group in by_sop.values():
+        if len(group) > 1:
+            _resolve(group, files, root, summary)
+        elif group[0][1].name.endswith(STAGED):  # another run's output, or a retried task's
+            os.replace(group[0][1], _final(group[0][1]))
+    _sweep(output, kept)
+    return summary
+
+
+def _sweep(output: Path, kept: set[Path]) -> None:
+    """Remove temp files a lost worker left in `output` (a run's own were resolved above)."""
+    for folder, _, names in os.walk(output):
+        for name in names:
+            path = Path(folder) / name
+            if name.startswith(".") and name.endswith(STAGED) and path not in kept:
+                path.unlink(missing_ok=True)

@@ -1,0 +1,89 @@
+"""Fleet QC: files grouped into series, each series measured, machines summed up, outliers."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from gateway.qc.outliers import Outlier, find_outliers
+from gateway.qc.stats import DEFAULT_SLICES, SeriesStats, series_stats
+
+SUMMARY = ("kvp", "exposure_mas", "slice_thickness", "pixel_spacing", "air", "tissue", "noise")
+
+
+@dataclass
+class QCResult:
+    """The fleet's series statistics, a per-machine summary and the outliers with reasons."""
+
+    series: list[SeriesStats]
+    outliers: list[Outlier]
+    unreadable: list[str] = field(default_factory=list)
+
+    def machines(self) -> dict[str, dict]:
+        """Per machine: model, modalities, series and file counts, medians of the measures."""
+        groups: dict[str, list[SeriesStats]] = defaultdict(list)
+        for s in self.series:
+            groups[s.machine].append(s)
+        out = {}
+        for machine, group in sorted(groups.items()):
+            row: dict = {"model": group[0].model,
+                         "modalities": sorted({s.modality for s in group}),
+                         "series": len(group), "files": sum(s.files for s in group),
+                         "outliers": sorted({o.reason for o in self.outliers
+                                             if o.machine == machine})}
+            for key in SUMMARY:
+                xs = [getattr(s, key) for s in group if getattr(s, key) is not None]
+                row[key] = round(float(np.median(xs)), 2) if xs else None
+            out[machine] = row
+        return out
+
+    def flagged_machines(self) -> list[str]:
+        return sorted({o.machine for o in self.outliers})
+
+    def as_dict(self) -> dict:
+        return {"machines": self.machines(),
+                "series": [s.as_dict() for s in self.series],
+                "outliers": [o.as_dict() for o in self.outliers],
+                "unreadable": self.unreadable}
+
+
+def _files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file()))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise ValueError(f"{p}: no such file or folder")
+    return out
+
+
+def fleet_qc(paths: Iterable[str | os.PathLike], *, slices: int = DEFAULT_SLICES) -> QCResult:
+    """QC of every DICOM file under `paths` (files or folders): series grouped by Series
+    Instance UID, at most `slices` slices of each read for pixel statistics."""
+    groups: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
+    unreadable: list[str] = []
+    for f in _files(paths):
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+            unreadable.append(f"{f}: not readable as DICOM ({type(exc).__name__})")
+            continue
+        if "SeriesInstanceUID" not in ds:
+            unreadable.append(f"{f}: no Series Instance UID")
+            continue
+        groups[str(ds.SeriesInstanceUID)].append((f, ds))
+    series = []
+    for members in groups.values():
+        series.append(series_stats([p for p, _ in members], slices=slices,
+                                   headers=[d for _, d in members]))
+    series.sort(key=lambda s: s.label)
+    return QCResult(series=series, outliers=find_outliers(series), unreadable=unreadable)

@@ -1,0 +1,75 @@
+"""Fleet QC on generated CT series from eight scanners of two models: the one with a +150 HU
+calibration drift and the one with three times the noise are flagged with reasons, no other."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pydicom
+import pytest
+from ctfleet import DRIFT, FLEET, NOISY, PLANTED, write_fleet
+
+from gateway.cli import main
+from gateway.qc import fleet_qc
+from gateway.qc.hu import WINDOWS, modality_values, object_window, preset, window
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fleet")
+    write_fleet(root)
+    return root
+
+
+def test_exactly_the_drifting_and_the_noisy_scanner_are_flagged(fleet):
+    result = fleet_qc([fleet])
+    assert len(result.series) == 2 * len(FLEET)
+    assert result.flagged_machines() == sorted([DRIFT, NOISY])
+    drift = {o.measure: o for o in result.outliers if o.machine == DRIFT}
+    noisy = {o.measure: o for o in result.outliers if o.machine == NOISY}
+    assert set(drift) == {"air", "tissue"} and set(noisy) == {"noise"}
+    assert drift["air"].reason == "air at -850 HU, model median -999"
+    assert drift["tissue"].reason == "soft tissue (water) at 150 HU, model median 1"
+    assert noisy["noise"].reason.startswith("noise 2.9\u00d7 the model's median (35.4 HU")
+    machines = result.machines()
+    assert abs(machines["Acme Scan 64 #A1"]["air"] + 1000) < 5
+    assert abs(machines["Acme Scan 64 #A1"]["noise"] - 10) < 1.5
+    assert machines[DRIFT]["outliers"] and not machines["Acme Scan 64 #A2"]["outliers"]
+
+
+def test_hounsfield_units_and_windows(fleet):
+    ds = pydicom.dcmread(next(fleet.rglob("*.dcm")))
+    hu = modality_values(ds)
+    assert hu.dtype == np.float32 and abs(float(np.median(hu[:5, :5])) + 1000) < 40
+    assert object_window(ds, hu) == (40.0, 400.0)
+    brain = window(hu, *preset("brain"))
+    assert brain.dtype == np.uint8 and brain[0, 0] == 0 and brain.max() == 255
+    lung = window(hu, *preset("lung"))
+    assert 40 < np.median(lung[:5, :5]) < 80  # air is grey, not black, in a lung window
+    assert set(WINDOWS) >= {"brain", "subdural", "stroke", "lung", "mediastinum", "abdomen",
+                            "liver", "bone"}
+    with pytest.raises(ValueError, match="unknown window preset 'lungs'"):
+        preset("lungs")
+
+
+def test_qc_command_text_and_json(fleet, capsys):
+    assert main(["qc", str(fleet)]) == 0
+    out = capsys.readouterr().out
+    assert f"OUTLIER {DRIFT}" in out and f"OUTLIER {NOISY}" in out
+    assert out.count("OUTLIER") == 6  # two series each: air and water of one, noise of other
+    assert main(["qc", str(fleet), "--json"]) == 0
+    out = capsys.readouterr().out
+    data = json.loads(out)
+    assert sorted({o["machine"] for o in data["outliers"]}) == sorted([DRIFT, NOISY])
+    for value in PLANTED.values():
+        assert value not in out
+
+
+def test_unreadable_file_is_named_not_fatal(fleet, tmp_path, capsys):
+    bad = tmp_path / "junk.dcm"
+    bad.write_bytes(b"not dicom at all")
+    result = fleet_qc([bad])
+    assert result.series == [] and result.unreadable[0].startswith(f"{bad}: not readable")
+    assert main(["qc", str(tmp_path / "missing")]) == 2
+    assert "missing: no such file or folder" in capsys.readouterr().err

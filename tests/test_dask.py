@@ -1,0 +1,152 @@
+"""`gantry deidentify --scheduler`: the batch on a real Dask cluster, byte-identical to a local
+run, with the site key read on the workers, and a worker killed mid-run losing nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from gateway.batch import quarantine_dir, run_batch
+from gateway.config import load_config
+from gateway.pipeline import Outcome
+
+distributed = pytest.importorskip("distributed", reason="needs gantry[dask] (dask, distributed)")
+
+GANTRY = Path(sys.executable).parent / "gantry"
+DASK = Path(sys.executable).parent / "dask"
+BatchFolder = Any  # the `batch_folder` fixture of tests/conftest.py
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under `root` (hidden ones included: a leftover temp file is a defect)."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_local_cluster_output_is_byte_identical_and_the_key_stays_on_the_workers(
+        batch_folder: BatchFolder, site_key: bytes, gantry_env: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    run_batch(batch_folder.root, local, load_config(None), site_key, workers=1)
+
+    monkeypatch.setenv("GANTRY_SITE_KEY", site_key.hex())  # the workers' environment only
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, host="127.0.0.1") as cluster:
+        env = {k: v for k, v in gantry_env.items() if k != "GANTRY_SITE_KEY"}
+        remote = tmp_path / "remote"
+        command = [str(GANTRY)] if GANTRY.exists() else [sys.executable, "-m", "gateway.cli"]
+        run = subprocess.run(command + ["deidentify", str(batch_folder.root), str(remote),
+                                        "--scheduler", cluster.scheduler_address],
+                             capture_output=True, text=True, env=env, timeout=600)
+        with distributed.Client(cluster) as client:
+            logs = str(client.get_worker_logs()) + str(client.get_scheduler_logs())
+    printed = run.stdout + run.stderr
+    assert run.returncode == 1, printed  # the malformed files are quarantined
+    assert f"{len(batch_folder.good)} de-identified" in printed
+    assert tree(remote) == tree(local) and tree(local)
+    assert tree(quarantine_dir(remote)) == tree(quarantine_dir(local))
+    for text in (printed, logs):
+        assert site_key.hex() not in text
+        for value in batch_folder.planted:
+            assert value not in text, "a planted identifier was printed or logged"
+
+
+def test_without_the_key_on_the_workers_the_run_fails_by_name(
+        batch_folder: BatchFolder, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from gateway.config import ConfigError
+    from gateway.dask_batch import run_batch_dask
+
+    monkeypatch.delenv("GANTRY_SITE_KEY", raising=False)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, host="127.0.0.1") as cluster:
+        with pytest.raises(ConfigError, match="GANTRY_SITE_KEY is not set"):
+            run_batch_dask(batch_folder.root, tmp_path / "out", load_config(None),
+                           cluster.scheduler_address)
+    assert tree(tmp_path / "out") == {}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def many_files(tmp_path: Path) -> Path:
+    """80 small CTs, each its own object (distinct SOP Instance UIDs)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    for i in range(80):
+        ds.SOPInstanceUID = f"1.2.826.0.1.3680043.8.498.7.{i + 1}"
+        ds.save_as(folder / f"{i:03d}.dcm")
+    return folder
+
+
+def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
+        many_files: Path, site_key: bytes, tmp_path: Path) -> None:
+    """`dask scheduler` and two `dask worker` processes on loopback; one is SIGKILLed while it
+    holds tasks; its tasks run on the other, and OUTPUT is exactly a local run's."""
+    from gateway.dask_batch import run_batch_dask
+
+    if not DASK.exists():
+        pytest.skip("the `dask` command (gantry[dask]) is not in this environment")
+    local = tmp_path / "local"
+    run_batch(many_files, local, load_config(None), site_key, workers=1)
+
+    env = dict(os.environ, GANTRY_SITE_KEY=site_key.hex())
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    procs = [subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port",
+                               address.rsplit(":", 1)[1], "--no-dashboard"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        with distributed.Client(address, timeout=120) as watcher:
+            for _ in range(2):
+                procs.append(subprocess.Popen(
+                    [str(DASK), "worker", address, "--nthreads", "1", "--no-nanny",
+                     "--host", "127.0.0.1", "--no-dashboard"],
+                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            watcher.wait_for_workers(2, timeout=180)
+            pids = watcher.run(os.getpid)
+            killed: dict[str, Any] = {}
+
+            def kill_one(_src: Path, _outcome: Outcome) -> None:
+                if killed:
+                    return
+                busy = {w: tasks for w, tasks in watcher.processing().items() if tasks}
+                if not busy:
+                    return  # between tasks: try again at the next result
+                worker = sorted(busy)[0]
+                os.kill(pids[worker], signal.SIGKILL)
+                killed[worker] = busy[worker]
+
+            remote = tmp_path / "remote"
+            summary = run_batch_dask(many_files, remote, load_config(None), address,
+                                     on_result=kill_one, chunk=2)
+            assert killed, "no worker was holding a task when results came in"
+            deadline = time.monotonic() + 120
+            while len(watcher.scheduler_info()["workers"]) != 1 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert len(watcher.scheduler_info()["workers"]) == 1
+    finally:
+        for proc in reversed(procs):
+            proc.kill()
+            proc.wait()
+    assert summary.written == 80 and summary.quarantined == 0 and not summary.duplicates
+    assert tree(remote) == tree(local)
+    assert len(tree(remote)) == 80
+    assert not quarantine_dir(remote).exists()
+    shutil.rmtree(remote)
