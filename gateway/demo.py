@@ -161,6 +161,22 @@ def demo_config(root: Path, pacs_port: int) -> Any:
     return parse_config(data, str(root / "gantry.yaml"))
 
 
+def demo_report(root: Path, delivered: list[Path], reasons: Counter) -> str:
+    """The visual report of what reached the research PACS (de-identified only, fit to share),
+    with the quarantine reasons; where it is, or why there is none."""
+    try:
+        from gateway.qc import fleet_qc
+        from gateway.qc.report import ReportObject, output_objects, write_report
+    except ImportError:
+        return "none (the report needs pip install 'gantry[qc]')"
+    objects = output_objects(delivered, "forwarded")
+    objects += [ReportObject("held back at the gateway", "?", "quarantined", why)
+                for why, n in reasons.items() for _ in range(n)]
+    path = write_report(root / "report.html", objects, qc=fleet_qc(delivered, slices=2),
+                        output_only=True, title="Gantry demo report")
+    return str(path)
+
+
 def run_demo(directory: str | None = None, limit: int | None = None,
              out: Any = print) -> int:
     """Run the whole demo; returns 0 when every Success object is delivered or quarantined."""
@@ -222,5 +238,6 @@ def run_demo(directory: str | None = None, limit: int | None = None,
     out(f"Inspect: gantry status --config {root / 'gantry.yaml'}; "
         f"gantry quarantine list --config {root / 'gantry.yaml'}")
     out(f"Logs: {root / 'gantry.log'}")
+    out(f"Report: {demo_report(root, pacs.files(), reasons)}")
     out(f"Done in {elapsed:.1f} s")
     return 0 if not pending else 1

@@ -90,6 +90,22 @@ def _sheets(objects: Sequence[ReportObject], output_only: bool) -> dict[str, lis
     return dict(sheets)
 
 
+def output_objects(paths: Iterable[str | os.PathLike], outcome: str = "exported"
+                   ) -> list[ReportObject]:
+    """De-identified files as report objects (machine and modality from their headers)."""
+    objects = []
+    for p in sorted(Path(x) for x in paths):
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=True)
+        except Exception:  # not DICOM: not an object of the report
+            continue
+        machine = " ".join(str(ds.get(k, "") or "").strip()
+                           for k in ("Manufacturer", "ManufacturerModelName")).strip()
+        objects.append(ReportObject(machine or "unknown machine",
+                                    str(ds.get("Modality", "") or "?"), outcome, output=p))
+    return objects
+
+
 def write_report(path: str | os.PathLike, objects: Sequence[ReportObject], *,
                  qc: QCResult | None = None, risk: Sequence[tuple[str, int]] = (),
                  output_only: bool = False, title: str = "Gantry report",
@@ -111,6 +127,19 @@ def write_report(path: str | os.PathLike, objects: Sequence[ReportObject], *,
             reasons[obj.reason or "no reason recorded"] += 1
     outcome_names = sorted(outcomes)
     images: list[tuple[str, str]] = []
+    clustering = None
+    if qc is not None and qc.series:
+        from gateway.qc.cluster import fleet_clusters
+
+        found = fleet_clusters(qc.series)
+        if found is not None:
+            ct = [s for s in qc.series if s.modality == "CT"]
+            members: dict[int, set[str]] = defaultdict(set)
+            for s, label in zip(ct, found.labels, strict=False):
+                members[label].add(s.machine)
+            clustering = {"k": found.k, "silhouette": found.silhouette,
+                          "groups": [(c + 1, found.labels.count(c), sorted(members[c]))
+                                     for c in sorted(members)]}
     if plots and qc is not None and qc.series:
         from gateway.qc.plots import plot_uris
 
@@ -124,7 +153,7 @@ def write_report(path: str | os.PathLike, objects: Sequence[ReportObject], *,
         modalities=sorted(modalities.items()), outcomes=sorted(outcomes.items()),
         reasons=reasons.most_common(), risk=list(risk),
         qc_machines=qc.machines() if qc else {}, outliers=qc.outliers if qc else [],
-        plots=images, sheets=_sheets(objects, output_only))
+        clustering=clustering, plots=images, sheets=_sheets(objects, output_only))
     out = Path(path)
     out.write_text(html, encoding="utf-8")
     return out

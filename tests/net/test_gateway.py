@@ -419,6 +419,8 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "Forwarded to the research PACS:" in run.stdout
     assert list((tmp_path / "research-pacs").rglob("*.dcm"))
     assert str(tmp_path / "research-pacs") in run.stdout
+    assert f"Report: {tmp_path / 'report.html'}" in run.stdout
+    assert "Made from de-identified objects only" in (tmp_path / "report.html").read_text()
 
 
 def test_sigterm_finishes_the_receive_in_flight(tmp_path, storescp, gateway):

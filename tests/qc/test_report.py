@@ -99,6 +99,7 @@ def test_full_report_shows_originals_boxes_and_outliers(exported, tmp_path, monk
     assert 'class="banner phi"' in html and "contain patient data" in html
     assert f"{DRIFT} series 1 qc phantom: air at -850 HU" in html
     assert 'alt="before"' in html and "1 redaction box" in html
+    assert 'id="clustering"' in html and "silhouette" in html
     before = [im for im in images(html) if im.size == (96, 96)]
     assert before and any(im.convert("RGB").getpixel((20, 0)) == (255, 40, 40) for im in before)
 
