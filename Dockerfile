@@ -15,8 +15,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /opt/gantry
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
+COPY gantry ./gantry
 COPY config ./config
-RUN pip install --no-cache-dir . && useradd --system --uid 10001 gantry \
+# Tesseract's English model for OCR of burned-in text (the OCR extra's wheel brings the engine;
+# a configuration with redaction rules or `on_risk: ocr` needs both).
+RUN apt-get update && apt-get install -y --no-install-recommends tesseract-ocr-eng \
+    && rm -rf /var/lib/apt/lists/*
+RUN pip install --no-cache-dir '.[ocr]' && useradd --system --uid 10001 gantry \
     && mkdir -p /var/lib/gantry && chown gantry /var/lib/gantry
 USER gantry
 VOLUME ["/var/lib/gantry"]

@@ -145,6 +145,17 @@ def send_files(paths: list[Path], port: int, called: str = "GANTRY",
     return result
 
 
+def ocr_missing() -> str:
+    """Why OCR cannot run here ("" when it can)."""
+    from gateway.deid.ocr import OcrUnavailable, check_available
+
+    try:
+        check_available()
+    except OcrUnavailable as exc:
+        return str(exc)
+    return ""
+
+
 def demo_config(root: Path, pacs_port: int) -> Any:
     """The embedded demo configuration, pointed at ROOT and at the stand-in PACS."""
     from gateway.sitekey import create_key_file
@@ -157,8 +168,26 @@ def demo_config(root: Path, pacs_port: int) -> Any:
     data["state_dir"] = str(root / "state")
     for dest in data["destinations"].values():
         dest["port"] = pacs_port
+    if ocr_missing():  # the demo still runs: at-risk images are held back instead of read
+        data["redaction"]["on_risk"] = "quarantine"
     (root / "gantry.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     return parse_config(data, str(root / "gantry.yaml"))
+
+
+def demo_report(root: Path, delivered: list[Path], reasons: Counter) -> str:
+    """The visual report of what reached the research PACS (de-identified only, fit to share),
+    with the quarantine reasons; where it is, or why there is none."""
+    try:
+        from gateway.qc import fleet_qc
+        from gateway.qc.report import ReportObject, output_objects, write_report
+    except ImportError:
+        return "none (the report needs pip install 'gantry[qc]')"
+    objects = output_objects(delivered, "forwarded")
+    objects += [ReportObject("held back at the gateway", "?", "quarantined", why)
+                for why, n in reasons.items() for _ in range(n)]
+    path = write_report(root / "report.html", objects, qc=fleet_qc(delivered, slices=2),
+                        output_only=True, title="Gantry demo report")
+    return str(path)
 
 
 def run_demo(directory: str | None = None, limit: int | None = None,
@@ -184,6 +213,10 @@ def run_demo(directory: str | None = None, limit: int | None = None,
         files = sample_files()[:limit]
         out(f"Gantry listening on 127.0.0.1:{service.port} as {config.network.ae_title}; "
             f"stand-in research PACS on 127.0.0.1:{pacs.port}")
+        missing = ocr_missing()
+        if missing:
+            out(f"OCR is off ({missing}): at-risk images (ultrasound, secondary capture …) "
+                "are quarantined instead of read")
         out(f"Sending {len(files)} sample files by C-STORE …")
         statuses = send_files(files, service.port, config.network.ae_title)
         accepted = sum(1 for s in statuses.values() if s == 0)
@@ -222,5 +255,6 @@ def run_demo(directory: str | None = None, limit: int | None = None,
     out(f"Inspect: gantry status --config {root / 'gantry.yaml'}; "
         f"gantry quarantine list --config {root / 'gantry.yaml'}")
     out(f"Logs: {root / 'gantry.log'}")
+    out(f"Report: {demo_report(root, pacs.files(), reasons)}")
     out(f"Done in {elapsed:.1f} s")
     return 0 if not pending else 1

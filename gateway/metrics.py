@@ -79,7 +79,7 @@ class StageTimes:
 
     def collect(self) -> HistogramMetricFamily:
         family = HistogramMetricFamily("gantry_stage_seconds", "Seconds an object spent in a "
-                                       "stage (queue: received until a worker took it)",
+                                       "stage (queue: received or released until a worker took it)",
                                        labels=["stage"])
         values = list(self.array)
         for s, stage in enumerate(STAGES):

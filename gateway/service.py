@@ -220,8 +220,11 @@ class Worker:
         from gateway.routing import no_route_reason
 
         job_id = row["id"]
-        if self.times is not None:
-            self.times.observe("queue", max(0.0, time.time() - row["received_at"]))
+        if self.times is not None:  # since it last entered the queue (received, released)
+            queued = self.store.conn.execute(
+                "SELECT max(at) FROM events WHERE job_id = ? AND to_state = 'received'",
+                (job_id,)).fetchone()[0]
+            self.times.observe("queue", max(0.0, time.time() - (queued or row["received_at"])))
         lap = Lap(self.times)
         if row["attempts"] > MAX_PROCESSING_ATTEMPTS:
             return self._quarantine(job_id, f"its worker process died (or overran its lease) "

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need_apt=0
-for tool in storescu storescp dciodvfy Orthanc openssl tesseract; do
+for tool in storescu storescp dciodvfy Orthanc openssl tesseract chromium; do
   command -v "$tool" >/dev/null 2>&1 || need_apt=1
 done
 if [ "$need_apt" = 1 ]; then
@@ -12,7 +12,7 @@ if [ "$need_apt" = 1 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dcmtk dicom3tools orthanc openssl \
     tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev pkg-config \
-    fonts-dejavu-core >/dev/null
+    fonts-dejavu-core chromium >/dev/null
 fi
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip >/dev/null

@@ -1,9 +1,11 @@
-"""`gantry qc PATH|DB [--json]`: fleet QC (per-machine statistics, outliers with reasons)."""
+"""`gantry qc PATH|DB [--json]`: fleet QC (per-machine statistics, outliers with reasons);
+`gantry report DB -o FILE [--output-only]`: the visual report of a curation session."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from gateway.commands.batch import _positive
@@ -15,7 +17,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--slices", type=_positive, default=5,
                    help="slices read per series for pixel statistics (default 5)")
+    p.add_argument("--plots", type=Path, metavar="FOLDER",
+                   help="also write the QC plots there as PNG files")
     p.set_defaults(func=cmd_qc)
+
+    p = sub.add_parser("report", help="one self-contained HTML page: counts, risk, quarantine "
+                                      "reasons, fleet QC, contact sheets (of a session)")
+    p.add_argument("db", type=Path, help="a session database")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the HTML file to write")
+    p.add_argument("--output-only", action="store_true",
+                   help="from the latest export's de-identified objects alone: fit to share "
+                        "(without it the report shows originals, patient data)")
+    p.set_defaults(func=cmd_report)
 
 
 def _fmt(value: object) -> str:
@@ -38,12 +51,39 @@ def print_result(result) -> None:  # noqa: ANN001 - gateway.qc.QCResult
         print(f"skipped {line}")
 
 
+def _session(path: Path):  # noqa: ANN202 - gateway.session.Session
+    from gateway.session import Session
+    from gateway.session.db import is_session_db
+
+    if not (path.is_file() and is_session_db(path)):
+        raise ValueError(f"{path}: not a session database (make one with gantry ingest)")
+    return Session(path, progress=False)
+
+
 def cmd_qc(args: argparse.Namespace) -> int:
     from gateway.qc import fleet_qc
+    from gateway.session.db import is_session_db
 
-    result = fleet_qc([args.path], slices=args.slices)
+    if args.path.is_file() and is_session_db(args.path):
+        with _session(args.path) as session:
+            result = session.qc(slices=args.slices)
+    else:
+        result = fleet_qc([args.path], slices=args.slices)
+    if args.plots:
+        from gateway.qc.plots import write_plots
+
+        for f in write_plots(result, args.plots):
+            print(f"plot written: {f}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:
         print_result(result)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    with _session(args.db) as session:
+        out = session.report(args.output, output_only=args.output_only)
+    print(f"report written: {out}" + ("" if args.output_only else
+                                      " (it shows original images: patient data)"))
     return 0

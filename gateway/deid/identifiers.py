@@ -134,8 +134,8 @@ class IdentifierSet:
     """The identifying tokens of one object, collected from its ORIGINAL header."""
 
     def __init__(self, forms: Iterable[Form] = (), values: Iterable[str] = ()) -> None:
-        """`forms`: token runs that identify; `values`: the values they came from (dates
-        aside), for matchers of their own (OCR's tolerant one)."""
+        """`forms`: token runs that identify; `values`: the names and IDs they came from (not
+        dates nor places, whose words alone do not identify), for OCR's tolerant matcher."""
         self.values = frozenset(values)
         dummy = (DUMMY_TEXT.casefold(),)
         self._forms = frozenset(f for f in forms
@@ -155,7 +155,7 @@ class IdentifierSet:
         device = [tokens(v) for tag in DEVICE_TAGS if tag in ds._dict
                   for v in text_values(ds, tag)]
         places = {f for f in places if not any(_occurs(f, d) for d in device)}
-        kept = {v for v, place in values.items() if not place or _forms(tokens(v)) & places}
+        kept = {v for v, place in values.items() if not place}  # places match only whole
         return _built(frozenset(people | places), frozenset(kept))
 
     def spans(self, text: str) -> list[tuple[int, int]]:

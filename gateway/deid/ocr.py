@@ -252,13 +252,25 @@ def _line_regions(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
                 start = r
             elif not on and start is not None:
                 height = r - start
-                used = np.flatnonzero(mine[start:r].any(axis=0))
-                width = int(used[-1] - used[0] + 1) if used.size else 0
-                if lo <= height <= hi and width >= 2 * height:
-                    regions.append((rows.start + start, rows.start + r,
-                                    cols.start + int(used[0]), cols.start + int(used[-1]) + 1))
+                if lo <= height <= hi:
+                    used = np.flatnonzero(mine[start:r].any(axis=0))
+                    for c0, c1 in _segments(used, gap=height):
+                        if c1 - c0 >= 2 * height:
+                            regions.append((rows.start + start, rows.start + r,
+                                            cols.start + c0, cols.start + c1))
                 start = None
     return regions
+
+
+def _segments(used: np.ndarray, gap: int) -> list[tuple[int, int]]:
+    """Runs [c0, c1) of the sorted column indices `used`, split where `gap` or more columns in
+    a row are unused (a line of text has no such gap; what stands beside it often does)."""
+    if not used.size:
+        return []
+    cuts = np.flatnonzero(np.diff(used) > gap)
+    starts = [int(used[0]), *(int(used[c + 1]) for c in cuts)]
+    ends = [*(int(used[c]) + 1 for c in cuts), int(used[-1]) + 1]
+    return list(zip(starts, ends, strict=True))
 
 
 def _read_lines(gray: np.ndarray, cache: dict[bytes, list[tuple[int, Box, str]]] | None = None
@@ -266,15 +278,22 @@ def _read_lines(gray: np.ndarray, cache: dict[bytes, list[tuple[int, Box, str]]]
     """The words of every line region of `gray`, each region read on its own, enlarged (a
     region whose pixels and place are in `cache` is not read again)."""
     found = []
-    for n, (r0, r1, c0, c1) in enumerate(_line_regions(gray)):
+    regions = sorted(_line_regions(gray), key=lambda r: (r[0], r[2]))
+    rows: list[tuple[int, int]] = []  # regions side by side on one row are one line
+    for r0, r1, c0, c1 in regions:
+        middle = (r0 + r1) // 2
+        n = next((i for i, (a, b) in enumerate(rows) if a <= middle < b), None)
+        if n is None:
+            n = len(rows)
+            rows.append((r0, r1))
         key = b"%d,%d,%d,%d:" % (r0, r1, c0, c1) + gray[r0:r1, c0:c1].tobytes()
-        if cache is not None and key in cache:
-            found += [(n, box, text) for _, box, text in cache[key]]
-            continue
-        mine = _read_line(gray, r0, r1, c0, c1)
-        if cache is not None:
-            cache[key] = mine
+        mine = cache.get(key) if cache is not None else None
+        if mine is None:
+            mine = _read_line(gray, r0, r1, c0, c1)
+            if cache is not None:
+                cache[key] = mine
         found += [(n, box, text) for _, box, text in mine]
+    found.sort(key=lambda item: (item[0], item[1][0]))  # each line left to right
     return found
 
 
@@ -308,8 +327,9 @@ def _read_line(gray: np.ndarray, r0: int, r1: int, c0: int, c1: int
 _MONTHS = ("jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec|january|february|march|april|"
            "june|july|august|september|october|november|december")
 DATE_PATTERNS = (  # matched on the line with digit look-alikes in numbers read as digits
-    r"(?<![0-9])[0-9]{4}[-/. ][0-9]{1,2}[-/. ][0-9]{1,2}(?![0-9])",  # 2024-03-12, 2024/3/12
-    r"(?<![0-9])[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{2,4}(?![0-9])",  # 12/03/2024, 12.3.24
+    # no end anchor: OCR often reads a stroke after the last digit as one more ('|' → 1)
+    r"(?<![0-9])[0-9]{4}[-/. ][0-9]{1,2}[-/. ][0-9]{1,2}",  # 2024-03-12, 2024/3/12
+    r"(?<![0-9])[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{2,4}",  # 12/03/2024, 12.3.24
     r"(?<![0-9])[0-9]{4}[-/.][0-9]{1,2}[-/.]",  # 2024-03- (a day OCR could not read)
     # with a month's name, any number after it is taken for a year (OCR adds or drops digits)
     rf"(?<![0-9])[0-3]?[0-9][- .]*(?:{_MONTHS})\.?[- .,]*[0-9]{{2,5}}",
@@ -423,7 +443,8 @@ class TextPolicy:
             return [Finding(w.frame, w.box, KIND_TEXT) for w in words]
         lines: dict[tuple[int, int], list[Word]] = {}
         for word in words:
-            lines.setdefault((word.frame, word.line), []).append(word)
+            if _TOKEN.search(word.text):  # a lone '|' or '—' is a stroke of the image
+                lines.setdefault((word.frame, word.line), []).append(word)
         findings = []
         for line_words in lines.values():
             text, starts = "", []
@@ -467,18 +488,17 @@ def _runs(words: Sequence[Word], kinds: Sequence[str | None]) -> list[Finding]:
 
 
 def _widen_names(words: Sequence[Word], kinds: list[str | None]) -> None:
-    """A word of letters right next to a name of the object (within a space's width) is taken
+    """A word of letters right next to a name of the object (at most two heights away) is taken
     for another part of the name that OCR misread: 'Nguyen Baa Minh' loses 'Baa' too."""
     changed = True
     while changed:
         changed = False
         for i, word in enumerate(words):
-            if kinds[i] or not _TOKEN.fullmatch(word.text.strip(".,^'-")) or \
-                    not word.text.strip(".,^'-").isalpha():
+            if kinds[i] or not re.sub(r"^\W+|\W+$", "", word.text).isalpha():
                 continue
             for j in (i - 1, i + 1):
                 if 0 <= j < len(words) and kinds[j] == KIND_IDENTIFIER and \
-                        _gap(words[j].box, word.box) <= max(word.box[3], words[j].box[3]):
+                        _gap(words[j].box, word.box) <= 2 * max(word.box[3], words[j].box[3]):
                     kinds[i] = KIND_IDENTIFIER
                     changed = True
                     break

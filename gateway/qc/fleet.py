@@ -86,4 +86,9 @@ def fleet_qc(paths: Iterable[str | os.PathLike], *, slices: int = DEFAULT_SLICES
         series.append(series_stats([p for p, _ in members], slices=slices,
                                    headers=[d for _, d in members]))
     series.sort(key=lambda s: s.label)
+    seen: dict[str, int] = defaultdict(int)
+    for s in series:  # de-identified series may share a label: number the repeats
+        seen[s.label] += 1
+        if seen[s.label] > 1:
+            s.label = f"{s.label} [{seen[s.label]}]"
     return QCResult(series=series, outliers=find_outliers(series), unreadable=unreadable)

@@ -44,7 +44,7 @@ def robust_z(values: np.ndarray) -> tuple[np.ndarray, float]:
     med = float(np.median(values))
     mad = float(np.median(np.abs(values - med))) * 1.4826
     if mad == 0:
-        return np.where(values == med, 0.0, np.sign(values - med) * np.inf), med
+        return np.where(values == med, 0.0, np.copysign(np.inf, values - med)), med
     return (values - med) / mad, med
 
 

@@ -149,6 +149,36 @@ class Session:
             "ORDER BY path")]
         return audit_paths(paths, config, key, label=self.path.name)
 
+    def qc(self, *, output: bool = False, slices: int = 5) -> Any:
+        """Fleet QC (gateway.qc.QCResult) of the session's originals, or with `output` of what
+        its latest export wrote."""
+        from gateway.qc import fleet_qc
+
+        paths = [o.output if output else o.original for o in self._report_objects()]
+        return fleet_qc([p for p in paths if p is not None], slices=slices)
+
+    def _report_objects(self) -> list:
+        from gateway.session.report import report_objects
+
+        return report_objects(self.db, self.config)
+
+    def report(self, path: str | os.PathLike, *, output_only: bool = False) -> Path:
+        """Write the visual report (gateway.qc.report) to `path`: counts, the audit's risk
+        bands, quarantine reasons, fleet QC and contact sheets. With `output_only` it is made
+        from the latest export's de-identified objects alone; otherwise it shows originals
+        (patient data) and says so at its top."""
+        from collections import Counter
+
+        from gateway.qc import fleet_qc
+        from gateway.qc.report import write_report
+
+        objects = self._report_objects()
+        paths = [o.output if output_only else o.original for o in objects]
+        qc = fleet_qc([p for p in paths if p is not None])
+        bands = Counter(r.band for r in self.audit().walk("instance"))
+        return write_report(path, objects, qc=qc, risk=sorted(bands.items()),
+                            output_only=output_only, title=f"Gantry report: {self.path.name}")
+
     # ------------------------------------------------------------------ checkpoints
 
     def _checkpoint(self, name: str) -> stage.Checkpoint:
@@ -172,9 +202,13 @@ class Session:
         """The gatekeeper's verdict on each file and what the inspector still finds."""
         return self._checkpoint("verify")
 
-    def export(self, out: str | os.PathLike) -> _export.ExportSummary:
+    def export(self, out: str | os.PathLike, safe: bool = True) -> _export.ExportSummary:
         """Write every file through the pipeline into `out`, refused originals into
-        `out`-quarantine; resumable (see gateway.session.export)."""
+        `out`-quarantine; resumable (see gateway.session.export). The gatekeeper (verify)
+        always runs: `safe=False` is refused."""
+        if not safe:
+            raise ValueError("export always runs the gatekeeper (verify) and refuses what it "
+                             "refuses; there is no safe=False")
         config = self.config
         return _export.export(self.db, self.path, Path(out), config, load_site_key(config),
                               self.workers, self.progress)

@@ -170,7 +170,7 @@ def corpus() -> tuple[Sample, ...]:
     return tuple(samples)
 
 
-MEASURED_FLOOR = 0.85
+MEASURED_FLOOR = 0.92
 
 
 def _identifiers(ds: Dataset) -> list:
@@ -212,7 +212,7 @@ def test_identifying_boxes_are_destroyed_and_clinical_text_kept():
     print(f"\nidentifying destroyed {destroyed}/{total_ids}; clinical kept "
           f"{kept}/{total_clinical}; missed: {missed}")
     assert total_ids >= 60
-    # The issue asks for 0.99; Tesseract as used here reaches about 0.90 on this corpus (text
+    # The issue asks for 0.99; Tesseract as used here reaches about 0.95 on this corpus (text
     # over a busy test pattern and small ultrasound frames is what it misses). This floor keeps the
     # figure from sliding back; the pixel verify refuses what is still readable.
     assert destroyed >= MEASURED_FLOOR * total_ids, missed

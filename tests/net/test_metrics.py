@@ -163,3 +163,32 @@ def test_a_metrics_port_in_use_stops_the_node_at_start(tmp_path):
                            str(tmp_path / "gantry.yaml"))
         with pytest.raises(ConfigError, match=r"gantry.yaml: metrics: cannot listen on"):
             Service(cfg, b"k" * 32)
+
+
+def test_a_released_object_is_queued_from_its_release_not_its_first_receipt(tmp_path):
+    import multiprocessing as mp
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    from gateway.service import Worker
+    from gateway.statedir import StateDir
+    from gateway.store import Store
+
+    cfg = parse_config({"destinations": {"pacs": {"ae_title": "PACS", "host": "h", "port": 1}},
+                        "routes": [{"name": "mr", "tags": {"Modality": "MR"},
+                                    "destinations": ["pacs"]}]}, "<test>")
+    state = StateDir(tmp_path / "state")
+    store = Store(state.db)
+    times = StageTimes(mp.get_context("spawn"), 1)
+    worker = Worker(cfg, b"k" * 32, state, times=times.recorder(0))
+    shutil.copy(get_testdata_file("CT_small.dcm"), state.spooled("j1"))
+    store.add_job("j1", calling_ae="MOD", called_ae="GANTRY", peer="127.0.0.1", sop_hash="H",
+                  sop_class_uid="1.2.840.10008.5.1.4.1.1.2", transfer_syntax="x", size=1)
+    worker.run_once()  # quarantined: no route
+    store.conn.execute("UPDATE jobs SET received_at = received_at - 86400")  # a day in quarantine
+    store.release("j1")
+    worker.run_once()
+    queue = {s.labels["le"]: s.value for s in times.collect().samples
+             if s.labels.get("stage") == "queue" and s.name.endswith("_bucket")}
+    assert queue["+Inf"] == 2 and queue["300.0"] == 2  # neither waited a day

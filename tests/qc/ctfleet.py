@@ -76,7 +76,7 @@ def write_fleet(root: Path, series_per_machine: int = 2, slices: int = 3,
                 ds.WindowCenter, ds.WindowWidth = 40, 400
                 stored = np.clip(np.rint(ct_slice(rng, shift, noise) + 1024), 0, 4095)
                 ds.PixelData = stored.astype(np.uint16).tobytes()
-                out = root / serial / f"s{s}_{k}.dcm"
+                out = root / f"m{m}-{serial}" / f"s{s}_{k}.dcm"
                 out.parent.mkdir(parents=True, exist_ok=True)
                 ds.save_as(out, enforce_file_format=True)
                 files.append(out)

@@ -73,3 +73,35 @@ def test_unreadable_file_is_named_not_fatal(fleet, tmp_path, capsys):
     assert result.series == [] and result.unreadable[0].startswith(f"{bad}: not readable")
     assert main(["qc", str(tmp_path / "missing")]) == 2
     assert "missing: no such file or folder" in capsys.readouterr().err
+
+
+def test_series_of_like_labels_are_told_apart(tmp_path):
+    """De-identified scanners share a dummy serial number: their series get distinct labels,
+    so an outlier names one series, not all that look alike."""
+    fleet = [(maker, model, "ANON", shift, noise) for maker, model, _, shift, noise in FLEET]
+    write_fleet(tmp_path, series_per_machine=1, slices=1, fleet=fleet[4:])
+    result = fleet_qc([tmp_path], slices=1)
+    labels = [s.label for s in result.series]
+    assert len(set(labels)) == len(labels) == 4
+    assert len(result.outliers) == 1 and result.outliers[0].reason.startswith("noise 3.0\u00d7")
+
+
+def test_kmeans_of_a_slice_and_of_the_fleet(fleet):
+    from gateway.qc.cluster import fleet_clusters, slice_clusters
+
+    ds = pydicom.dcmread(sorted(fleet.rglob("*.dcm"))[0])
+    found = slice_clusters(modality_values(ds))
+    air, water, bone = found.centers
+    assert abs(air + 1000) < 20 and abs(water) < 20 and abs(bone - 700) < 60
+    assert found.silhouette > 0.8
+    with pytest.raises(ValueError, match="fewer than 3 distinct values"):
+        slice_clusters(np.zeros((8, 8)))
+    result = fleet_qc([fleet], slices=2)
+    clusters = fleet_clusters(result.series)
+    ct = [s for s in result.series if s.modality == "CT"]
+    groups = {}
+    for s, label in zip(ct, clusters.labels, strict=True):
+        groups.setdefault(label, set()).add(s.machine)
+    # the drifting and the noisy scanner each form a cluster of their own
+    assert {DRIFT} in groups.values() and {NOISY} in groups.values()
+    assert clusters.silhouette > 0.5

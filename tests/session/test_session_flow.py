@@ -225,3 +225,20 @@ def test_export_refuses_a_folder_inside_the_ingested_tree(batch_folder: Any, tmp
         with pytest.raises(FileNotFoundError, match="no such file or folder"):
             session.ingest(tmp_path / "nowhere")
     assert not (root / "OUT").exists()
+
+
+def test_export_has_no_unsafe_mode(batch_folder: Any, tmp_path: Path, site_key_env: bytes) -> None:
+    """`export(out, safe=True)` is the export; `safe=False` is refused before anything is
+    written, since the gatekeeper always runs."""
+    import shutil
+
+    root = tmp_path / "in"
+    shutil.copytree(batch_folder.root / "study", root)
+    with gantry.Session(tmp_path / "s.gantry", progress=False) as session:
+        session.ingest(root)
+        with pytest.raises(ValueError, match="no safe=False"):
+            session.export(tmp_path / "unsafe", safe=False)
+        assert not (tmp_path / "unsafe").exists()
+        summary = session.export(tmp_path / "out", safe=True)
+    assert any((tmp_path / "out").rglob("*.dcm"))
+    assert summary is not None

@@ -1,0 +1,50 @@
+"""A session's objects as the QC report sees them: originals, their latest export's outputs and
+outcomes, the redaction boxes the configuration puts on each (gateway.qc.report draws them)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pydicom
+
+from gateway.config import Config
+from gateway.deid.redact import Redactor, clip_regions
+from gateway.qc.report import PER_MACHINE, ReportObject
+
+
+def latest_export(db: sqlite3.Connection) -> str | None:
+    """The export folder written to last (None before any export)."""
+    row = db.execute("SELECT out FROM exports ORDER BY rowid DESC LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def report_objects(db: sqlite3.Connection, config: Config) -> list[ReportObject]:
+    """Every readable, non-duplicate file of the session with its latest export's outcome
+    ('pending' if not exported) and, for the first few of each machine, the boxes its
+    redaction rule blanks."""
+    out = latest_export(db)
+    rows = db.execute(
+        "SELECT f.path, f.manufacturer, f.model, f.modality, e.outcome, e.path, e.reason "
+        "FROM files f LEFT JOIN exports e ON e.file_id = f.id AND e.out = ? "
+        "WHERE f.state = 'ok' AND f.duplicate_of IS NULL ORDER BY f.path", [out]).fetchall()
+    redactor = Redactor(config.redaction, config.base_dir)
+    seen: dict[str, int] = {}
+    objects = []
+    for path, maker, model, modality, outcome, written, reason in rows:
+        machine = " ".join(x for x in (maker, model) if x) or "unknown machine"
+        boxes: tuple = ()
+        seen[machine] = seen.get(machine, 0) + 1
+        if seen[machine] <= PER_MACHINE:
+            try:
+                header = pydicom.dcmread(path, stop_before_pixels=True)
+                regions = redactor.decide(header).regions
+                boxes = tuple(clip_regions(regions, int(header.Rows), int(header.Columns)))
+            except (OSError, ValueError, AttributeError, TypeError):
+                boxes = ()
+        output = Path(written) if outcome == "exported" and written else None
+        objects.append(ReportObject(
+            machine=machine, modality=modality or "?", outcome=outcome or "pending",
+            reason=reason if outcome == "quarantined" else None, original=Path(path),
+            output=output, boxes=boxes))
+    return objects

@@ -1,0 +1,145 @@
+"""The visual report of a curation session over the generated CT fleet: HTML checks (every
+machine present, every image decodes, no original identifier in an --output-only report), and a
+real headless Chromium rendering it without console errors, with a screenshot."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from ctfleet import DRIFT, FLEET, PLANTED, write_fleet
+from PIL import Image
+
+from gateway.cli import main
+from gateway.session import Session
+
+CONFIG = """\
+site_key: {env: GANTRY_SITE_KEY}
+redaction:
+  rules:
+    - name: acme-corner
+      match: {Manufacturer: Acme, ManufacturerModelName: Scan 64}
+      regions: [[0, 0, 40, 12]]
+"""
+IMG = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+MODELS = sorted({f"{maker} {model}" for maker, model, *_ in FLEET})
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory, site_key: bytes) -> tuple[Path, Path]:
+    """(session database, its dump): the fleet, one series of 3 slices per scanner, exported
+    under a configuration that redacts a corner of one model."""
+    root = tmp_path_factory.mktemp("report")
+    write_fleet(root / "dump", series_per_machine=1, slices=3)
+    (root / "gantry.yaml").write_text(CONFIG)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GANTRY_SITE_KEY", site_key.hex())
+        with Session(root / "s.gantry", workers=1, progress=False) as session:
+            session.ingest(root / "dump")
+            session.load_config(root / "gantry.yaml")
+            summary = session.export(root / "out")
+            assert summary.exported == 3 * len(FLEET) and summary.quarantined == 0
+    return root / "s.gantry", root / "dump"
+
+
+def originals(dump: Path) -> set[str]:
+    """Every planted identifier and original UID of the dump."""
+    found = set(PLANTED.values())
+    for f in dump.rglob("*.dcm"):
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        found |= {ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID}
+    return found
+
+
+def images(html: str) -> list[Image.Image]:
+    """Every inlined image, fully decoded (a broken PNG raises)."""
+    out = []
+    for b64 in IMG.findall(html):
+        im = Image.open(io.BytesIO(base64.b64decode(b64)))
+        im.load()
+        out.append(im)
+    return out
+
+
+def test_output_only_report_holds_no_original_identifier(exported, tmp_path, monkeypatch,
+                                                         capsys, site_key):
+    db, dump = exported
+    monkeypatch.setenv("GANTRY_SITE_KEY", site_key.hex())
+    out = tmp_path / "share.html"
+    assert main(["report", str(db), "-o", str(out), "--output-only"]) == 0
+    assert "report written" in capsys.readouterr().out
+    html = out.read_text()
+    assert 'class="banner safe"' in html and "patient data" not in html
+    for value in originals(dump):
+        assert value not in html, "an original identifier is in the output-only report"
+    for model in MODELS:
+        assert f'<tr class="machine"><td>{model}</td>' in html and f"<h3>{model}</h3>" in html
+    decoded = images(html)
+    assert len(IMG.findall(html)) == len(decoded) >= 2 * len(MODELS) + 2  # thumbs + plots
+    assert 'alt="before"' not in html and 'alt="after"' in html
+
+
+def test_full_report_shows_originals_boxes_and_outliers(exported, tmp_path, monkeypatch,
+                                                        site_key):
+    db, _ = exported
+    monkeypatch.setenv("GANTRY_SITE_KEY", site_key.hex())
+    with Session(db, progress=False) as session:
+        qc = session.qc()
+        path = session.report(tmp_path / "full.html")
+    assert DRIFT in qc.flagged_machines()
+    html = path.read_text()
+    assert 'class="banner phi"' in html and "contain patient data" in html
+    assert f"{DRIFT} series 1 qc phantom: air at -850 HU" in html
+    assert 'alt="before"' in html and "1 redaction box" in html
+    assert 'id="clustering"' in html and "silhouette" in html
+    before = [im for im in images(html) if im.size == (96, 96)]
+    assert before and any(im.convert("RGB").getpixel((20, 0)) == (255, 40, 40) for im in before)
+
+
+def test_qc_of_a_session_database(exported, monkeypatch, capsys, site_key):
+    db, _ = exported
+    monkeypatch.setenv("GANTRY_SITE_KEY", site_key.hex())
+    assert main(["qc", str(db), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["machines"]) == len(FLEET)
+    assert main(["report", str(db.parent / "dump"), "-o", "x.html"]) == 2
+    assert "not a session database" in capsys.readouterr().err
+
+
+def chromium(page: Path, shot: Path, profile: Path) -> list[str]:
+    """Load `page` in headless Chromium, screenshot it; return its console messages."""
+    run = subprocess.run(
+        [shutil.which("chromium") or "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+         "--enable-logging=stderr", "--v=0", f"--screenshot={shot}", "--window-size=1200,1600",
+         page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="needs Debian chromium (headless browser for the report)")
+def test_report_renders_in_headless_chromium(exported, tmp_path, monkeypatch, site_key):
+    db, _ = exported
+    monkeypatch.setenv("GANTRY_SITE_KEY", site_key.hex())
+    with Session(db, progress=False) as session:
+        page = session.report(tmp_path / "report.html", output_only=True)
+    # The console capture sees errors: a page with one is caught.
+    bad = tmp_path / "bad.html"
+    bad.write_text("<html><body><script>console.error('qc-probe')</script></body></html>")
+    assert any("qc-probe" in m for m in chromium(bad, tmp_path / "bad.png", tmp_path / "p1"))
+    shot = tmp_path / "report.png"
+    assert chromium(page, shot, tmp_path / "p2") == []
+    image = Image.open(shot)
+    image.load()
+    assert image.size == (1200, 1600)
+    assert len(np.unique(np.asarray(image.convert("L")))) > 20  # a page was drawn, not a blank
