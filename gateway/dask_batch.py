@@ -85,14 +85,14 @@ def run_batch_dask(source: Path | list[Path], output: Path, config: Config, sche
                            "pip install 'gantry[dask]'") from None
 
     output = Path(output).absolute()
+    if profile != "default" and profile not in config.profiles:
+        known = ", ".join(["default", *config.profiles])
+        raise ValueError(f"no profile {profile!r} in {config.source} (known: {known})")
     if isinstance(source, list):
         files = [Path(p).absolute() for p in source]
         root = Path(os.path.commonpath([p.parent for p in files])) if files else output
     else:
         source = Path(source).absolute()
-        if profile != "default" and profile not in config.profiles:
-            known = ", ".join(["default", *config.profiles])
-            raise ValueError(f"no profile {profile!r} in {config.source} (known: {known})")
         if source.is_dir():
             for folder in (output, quarantine_dir(output)):
                 if folder.resolve().is_relative_to(source.resolve()):

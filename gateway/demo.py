@@ -145,6 +145,17 @@ def send_files(paths: list[Path], port: int, called: str = "GANTRY",
     return result
 
 
+def ocr_missing() -> str:
+    """Why OCR cannot run here ("" when it can)."""
+    from gateway.deid.ocr import OcrUnavailable, check_available
+
+    try:
+        check_available()
+    except OcrUnavailable as exc:
+        return str(exc)
+    return ""
+
+
 def demo_config(root: Path, pacs_port: int) -> Any:
     """The embedded demo configuration, pointed at ROOT and at the stand-in PACS."""
     from gateway.sitekey import create_key_file
@@ -157,6 +168,8 @@ def demo_config(root: Path, pacs_port: int) -> Any:
     data["state_dir"] = str(root / "state")
     for dest in data["destinations"].values():
         dest["port"] = pacs_port
+    if ocr_missing():  # the demo still runs: at-risk images are held back instead of read
+        data["redaction"]["on_risk"] = "quarantine"
     (root / "gantry.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     return parse_config(data, str(root / "gantry.yaml"))
 
@@ -200,6 +213,10 @@ def run_demo(directory: str | None = None, limit: int | None = None,
         files = sample_files()[:limit]
         out(f"Gantry listening on 127.0.0.1:{service.port} as {config.network.ae_title}; "
             f"stand-in research PACS on 127.0.0.1:{pacs.port}")
+        missing = ocr_missing()
+        if missing:
+            out(f"OCR is off ({missing}): at-risk images (ultrasound, secondary capture …) "
+                "are quarantined instead of read")
         out(f"Sending {len(files)} sample files by C-STORE …")
         statuses = send_files(files, service.port, config.network.ae_title)
         accepted = sum(1 for s in statuses.values() if s == 0)

@@ -518,3 +518,20 @@ def test_a_backlog_for_a_destination_taken_out_of_the_configuration_is_reported(
     status = subprocess.run([sys.executable, "-m", "gateway.cli", "status", "--config",
                              str(config)], capture_output=True, text=True, timeout=60)
     assert "old_pacs (not in the configuration" in status.stdout
+
+
+def test_demo_without_ocr_still_runs_and_says_why(tmp_path):
+    """A machine without the OCR engine: the demo holds at-risk images back (quarantine) and
+    says so, instead of refusing to start."""
+    fake = tmp_path / "no-ocr"
+    fake.mkdir()
+    (fake / "tesserocr.py").write_text("raise ImportError('no tesserocr here')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+        str(fake), os.environ.get("PYTHONPATH", "")]))}
+    run = subprocess.run([sys.executable, "-m", "gateway.cli", "demo", "--dir",
+                          str(tmp_path / "demo"), "--limit", "25"],
+                         capture_output=True, text=True, timeout=180, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "OCR is off (the OCR engine is not installed" in run.stdout
+    assert "Forwarded to the research PACS:" in run.stdout
+    assert list((tmp_path / "demo" / "research-pacs").rglob("*.dcm"))
