@@ -13,6 +13,7 @@ The engine lives in the `gateway` package; this module is its documented face.
 
 from gateway import __version__
 from gateway.config import Config, ConfigError, load_config
+from gateway.risk import RiskReport
 from gateway.session import Session
 from gateway.session.export import ExportSummary
 from gateway.session.ingest import IngestSummary
@@ -20,4 +21,4 @@ from gateway.session.inventory import Inventory
 from gateway.session.stage import Checkpoint, StagedFile
 
 __all__ = ["Checkpoint", "Config", "ConfigError", "ExportSummary", "IngestSummary",
-           "Inventory", "Session", "StagedFile", "__version__", "load_config"]
+           "Inventory", "RiskReport", "Session", "StagedFile", "__version__", "load_config"]

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -22,6 +22,9 @@ from gateway.session import ingest as _ingest
 from gateway.session import inventory, navigate, stage
 from gateway.session.db import get_meta, open_db, set_meta
 from gateway.sitekey import load_site_key
+
+if TYPE_CHECKING:
+    from gateway.risk import RiskReport
 
 EMBEDDED = "<embedded default>"
 
@@ -132,7 +135,7 @@ class Session:
 
     setup_config = scaffold_config
 
-    def audit(self) -> Any:
+    def audit(self) -> RiskReport:
         """The risk of every file under the configuration in force (gateway.risk.RiskReport),
         rolled up per series, study, patient and the session; unreadable files are UNREADABLE."""
         from gateway.config import ConfigError

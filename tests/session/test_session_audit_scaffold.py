@@ -24,7 +24,7 @@ def test_scaffold_and_audit_of_a_session(batch_folder: Any, tmp_path: Path,
         assert_nothing_planted(batch_folder.planted, text)
         assert api.load_config(written) == session.load_config(written)  # accepted unchanged
         report = session.audit()
-    assert report.level == "session"
+    assert isinstance(report, api.RiskReport) and report.level == "session"
     assert report.instances == len(batch_folder.good) + len(batch_folder.bad)
     assert 0 < report.unreadable <= len(batch_folder.bad)  # (a header before bad pixels reads)
     assert report.score and report.score > 0  # planted names, IDs, private elements
