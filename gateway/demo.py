@@ -225,11 +225,18 @@ def run_demo(directory: str | None = None, limit: int | None = None,
         store = Store(service.state.db, durable=False)
         # OCR of long multi-frame objects takes a while: wait as long as jobs keep finishing
         last, idle_since = store.pending_jobs(), time.monotonic()
+        if last:
+            out(f"Answered; {last} objects still being de-identified (OCR reads burned-in text "
+                "at about a second per ultrasound frame) …")
+        shown = time.monotonic()
         while last and time.monotonic() - idle_since < 120:
             time.sleep(0.2)
             pending = store.pending_jobs()
             if pending != last:
                 last, idle_since = pending, time.monotonic()
+            if last and time.monotonic() - shown >= 5:
+                out(f"  {last} still in progress …")
+                shown = time.monotonic()
         counts = store.counts()
         reasons = Counter(r["reason"] for r in store.quarantined())
         pending = store.pending_jobs()
