@@ -105,23 +105,8 @@ def run_batch(source: Path, output: Path, config: Config, key: bytes, workers: i
     workers = workers or os.cpu_count() or 1
     root = source if source.is_dir() else source.parent
 
-    # Forwarded inputs by new SOP Instance UID: several inputs of one UID are resolved at the
-    # end (identical bytes: one is written, the others are duplicates; different: a conflict).
-    by_sop: dict[str, list[tuple[int, Path]]] = {}
-
-    def record(i: int, outcome: Outcome) -> None:
-        src = files[i]
-        if isinstance(outcome, Forwarded):
-            summary.written += 1
-            summary.counts.update(outcome.counts)
-            by_sop.setdefault(outcome.sop_uid, []).append((i, outcome.path))
-        else:
-            assert isinstance(outcome, Quarantined)
-            summary.quarantined += 1
-            summary.reasons[outcome.reason.split(":")[0]] += 1
-            _quarantine(src, root, summary.quarantine, outcome.reason)
-        if on_result:
-            on_result(src, outcome)
+    outcomes = Outcomes(files, root, summary, on_result)
+    record, by_sop = outcomes.record, outcomes.by_sop
 
     def work(src: Path) -> Outcome:
         try:
@@ -144,12 +129,42 @@ def run_batch(source: Path, output: Path, config: Config, key: bytes, workers: i
                 if path.name.endswith(STAGED):
                     path.unlink(missing_ok=True)
         raise
-    for group in by_sop.values():
-        if len(group) > 1:
-            _resolve(group, files, root, summary)
-        elif group[0][1].name.endswith(STAGED):  # an output of an earlier run: replaced
-            os.replace(group[0][1], _final(group[0][1]))
+    outcomes.settle()
     return summary
+
+
+class Outcomes:
+    """A run's per-file outcomes, counted into its summary. Forwarded inputs are kept by new
+    SOP Instance UID and settled at the end: several inputs of one UID with identical bytes give
+    one output and duplicates; with different bytes, a conflict."""
+
+    def __init__(self, files: list[Path], root: Path, summary: BatchSummary,
+                 on_result: Callable[[Path, Outcome], None] | None) -> None:
+        self.files, self.root, self.summary, self.on_result = files, root, summary, on_result
+        self.by_sop: dict[str, list[tuple[int, Path]]] = {}
+
+    def record(self, i: int, outcome: Outcome) -> None:
+        src, summary = self.files[i], self.summary
+        if isinstance(outcome, Forwarded):
+            summary.written += 1
+            summary.counts.update(outcome.counts)
+            self.by_sop.setdefault(outcome.sop_uid, []).append((i, outcome.path))
+        else:
+            assert isinstance(outcome, Quarantined)
+            summary.quarantined += 1
+            summary.reasons[outcome.reason.split(":")[0]] += 1
+            _quarantine(src, self.root, summary.quarantine, outcome.reason)
+        if self.on_result:
+            self.on_result(src, outcome)
+
+    def settle(self) -> None:
+        """Resolve UIDs held by several inputs; put a lone staged output (an earlier run's name
+        taken, or a retried task's) in place."""
+        for group in self.by_sop.values():
+            if len(group) > 1:
+                _resolve(group, self.files, self.root, self.summary)
+            elif group[0][1].name.endswith(STAGED):
+                os.replace(group[0][1], _final(group[0][1]))
 
 
 STAGED = ".staged"

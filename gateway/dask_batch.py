@@ -20,15 +20,13 @@ from pathlib import Path
 from gateway.batch import (
     STAGED,
     BatchSummary,
-    _final,
-    _quarantine,
-    _resolve,
+    Outcomes,
     _write_once,
     iter_inputs,
     quarantine_dir,
 )
 from gateway.config import Config
-from gateway.pipeline import Forwarded, Outcome, Pipeline, Quarantined, layout_path
+from gateway.pipeline import Outcome, Pipeline, Quarantined, layout_path
 from gateway.safetext import safe_message
 
 #: Files per task, at most: large enough that scheduling costs little, small enough that a lost
@@ -103,20 +101,8 @@ def run_batch_dask(source: Path | list[Path], output: Path, config: Config, sche
     summary = BatchSummary(output, quarantine_dir(output))
     output.mkdir(parents=True, exist_ok=True)
     token = hashlib.sha256(pickle.dumps(config)).hexdigest()
-    by_sop: dict[str, list[tuple[int, Path]]] = {}
-
-    def record(i: int, outcome: Outcome) -> None:
-        src = files[i]
-        if isinstance(outcome, Forwarded):
-            summary.written += 1
-            summary.counts.update(outcome.counts)
-            by_sop.setdefault(outcome.sop_uid, []).append((i, outcome.path))
-        else:
-            summary.quarantined += 1
-            summary.reasons[outcome.reason.split(":")[0]] += 1
-            _quarantine(src, root, summary.quarantine, outcome.reason)
-        if on_result:
-            on_result(src, outcome)
+    outcomes = Outcomes(files, root, summary, on_result)
+    record = outcomes.record
 
     with Client(scheduler, set_as_default=False) as client:
         client.submit(_prepare, config, token, pure=False).result()
@@ -143,12 +129,8 @@ def run_batch_dask(source: Path | list[Path], output: Path, config: Config, sche
             else:
                 record(part[0], Quarantined(f"worker died: the task de-identifying this file "
                                             f"failed on every worker it was given to ({how})"))
-    kept = {path for group in by_sop.values() for _, path in group}
-    for group in by_sop.values():
-        if len(group) > 1:
-            _resolve(group, files, root, summary)
-        elif group[0][1].name.endswith(STAGED):  # another run's output, or a retried task's
-            os.replace(group[0][1], _final(group[0][1]))
+    kept = {path for group in outcomes.by_sop.values() for _, path in group}
+    outcomes.settle()
     _sweep(output, kept)
     return summary
 
