@@ -26,11 +26,11 @@ def receiver_main(config: Config, site_key: bytes, root: str, port: int, stop: A
                   successes: StageRecorder) -> None:
     """A receiver process's life: listen on `port` beside the node until `stop` is set."""
     from gateway import logs
+    from gateway.children import die_with_parent, name_process
     from gateway.net.receiver import Receiver
-    from gateway.service import _die_with_parent, _name_process
 
-    _die_with_parent(stop.node_pid)
-    _name_process("gantry-receiver")  # not niced: receiving comes first, as in the node
+    die_with_parent(stop.node_pid)
+    name_process("gantry-receiver")  # not niced: receiving comes first, as in the node
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the node decides when we stop
     logs.configure(config.log_level, role="receiver", pid=os.getpid())

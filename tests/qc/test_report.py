@@ -100,6 +100,14 @@ def test_full_report_shows_originals_boxes_and_outliers(exported, tmp_path, monk
     assert f"{DRIFT} series 1 qc phantom: air at -850 HU" in html
     assert 'alt="before"' in html and "1 redaction box" in html
     assert 'id="clustering"' in html and "silhouette" in html
+    table = html[html.index('<table id="slice-clusters">'):]
+    table = table[:table.index("</table>")]
+    row = re.search(r"<tr><td>Acme Scan 64 #A1</td><td>CT</td>\s*<td>3</td><td>1 of 1</td>"
+                    r"<td>(0\.\d+)</td>\s*<td>([-\d., ]+) HU</td>", table)
+    assert row and float(row[1]) > 0.9, table
+    air, water, bone = (float(x) for x in row[2].split(","))
+    assert abs(air + 1000) < 20 and abs(water) < 20 and abs(bone - 700) < 60
+    assert table.count("<tr><td>") == len(FLEET)
     before = [im for im in images(html) if im.size == (96, 96)]
     assert before and any(im.convert("RGB").getpixel((20, 0)) == (255, 40, 40) for im in before)
 
