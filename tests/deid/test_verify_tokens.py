@@ -28,9 +28,9 @@ from gateway.deid.profile import Profile
 from gateway.deid.remediate import remediate
 from gateway.deid.verify import verify
 from gateway.pipeline import Forwarded, Pipeline, Quarantined
-from gateway.service import Worker
 from gateway.statedir import StateDir
 from gateway.store import QUARANTINED, Store
+from gateway.worker import Worker
 
 KEY = b"t" * 32
 FAMILY, GIVEN = "Jones", "Philip"
