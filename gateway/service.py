@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from gateway import logs, running
 from gateway.children import StopFlag, child_setup, orphaned_check
 from gateway.config import Config, ConfigError, load_config
-from gateway.metrics import StageRecorder, StageTimes, node_metrics
+from gateway.metrics import StageRecorder, StageTimes, node_metrics, success_times
 from gateway.receiver_pool import ReceiverPool
 from gateway.statedir import StateDir
 from gateway.store import Store
@@ -131,12 +131,14 @@ class Service:
         self.reloads = 0
         self.receiver = Receiver(config, site_key, self.state.db, self.state.spool)
         self.stage_times = StageTimes(self.ctx, STAGE_ROWS)
+        successes = success_times(self.ctx, config.network.receivers)
         self.metrics, self.metrics_server = node_metrics(config, self.state.db, self.state.root,
-                                                         self.stage_times, self.receiver)
+                                                         self.stage_times, self.receiver,
+                                                         successes)
         self.children = self._children(config, site_key, self.stop_children)
         # receivers beyond this process's own (not restarted by a reload, like this one)
         self.receivers = ReceiverPool(self.ctx, config, site_key, str(self.state.root),
-                                      config.network.receivers - 1, StopFlag(self.ctx))
+                                      StopFlag(self.ctx), successes)
         self.audit = None
         if config.audit.syslog:
             from gateway.auditfeed import AuditFeed
@@ -181,12 +183,7 @@ class Service:
         if self.metrics_server is not None:
             self.metrics_server.start()
         if self.audit is not None:
-            from pynetdicom import evt
-
-            self.receiver.bind(evt.EVT_ESTABLISHED, self.audit.on_established)
-            self.receiver.bind(evt.EVT_RELEASED, self.audit.on_ended)
-            self.receiver.bind(evt.EVT_ABORTED, self.audit.on_ended)
-            self.receiver.bind(evt.EVT_REJECTED, self.audit.on_rejected)
+            self.audit.listen_to(self.receiver)
         self._record()
 
     def _record(self, refused: str | None = None, restart_needed: tuple[str, ...] = ()) -> None:
