@@ -175,6 +175,7 @@ class Session:
 
     def _report_objects(self, keyed: bool = False) -> list:
         from gateway.session.report import report_objects
+        from gateway.sitekey import load_site_key
 
         return report_objects(self.db, self.config,
                               load_site_key(self.config) if keyed else None)
