@@ -75,6 +75,17 @@ class AuditFeed:
         calling = assoc.requestor.primitive.calling_ae_title if assoc.requestor.primitive else ""
         return atna.Peer(str(calling).strip() or "(none)", assoc.requestor.address or None)
 
+    def listen_to(self, receiver: Any) -> None:
+        """Audit the associations of `receiver` (a started net.receiver.Receiver): every
+        receiver process of a node binds its own, so each association is audited once, by the
+        process that took it."""
+        from pynetdicom import evt
+
+        receiver.bind(evt.EVT_ESTABLISHED, self.on_established)
+        receiver.bind(evt.EVT_RELEASED, self.on_ended)
+        receiver.bind(evt.EVT_ABORTED, self.on_ended)
+        receiver.bind(evt.EVT_REJECTED, self.on_rejected)
+
     def on_established(self, event: Any) -> None:
         with self._lock:
             self._open.add(id(event.assoc))

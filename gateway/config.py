@@ -54,7 +54,7 @@ def _check_ae(title: str) -> None:
         raise ValueError(f"AE title {title!r} must be 1-16 printable characters, no backslash")
 
 
-TagAction = Literal["keep", "remove", "empty", "replace", "hash"]
+TagAction = Literal["keep", "clean", "remove", "empty", "replace", "hash"]
 
 # Options of the default profile (the research defaults): dates shifted per patient within
 # `date_shift_days`, age / sex / size / weight kept; private elements removed (no Retain Safe

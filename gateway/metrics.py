@@ -2,9 +2,10 @@
 `metrics: {host, port}` at /metrics and /healthz.
 
 The node's processes share nothing but the database and what the node hands them at start, so
-each number comes from where it is known: received objects and the Success latency from the
-receiver (in the node); per-stage times from the workers and forwarders, through a block of
-shared memory (one row per child, summed when scraped); objects forwarded and quarantined from
+each number comes from where it is known: received objects and the Success latency from every
+receiver process (the node's own and `network.receivers` - 1 more), per-stage times from the
+workers and forwarders, each through a block of shared memory (one row per process, summed when
+scraped); objects forwarded and quarantined from
 the database's history, read as it grows (counted from the node's start, as Prometheus
 counters are); backlog and oldest pending age from the database when scraped. Labels are route
 and destination names and a reason *class* (never a reason's text: it can name a device).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import multiprocessing
 import re
 import shutil
 import sqlite3
@@ -24,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import generate_latest
 
@@ -32,6 +34,7 @@ from gateway.config import Config, ConfigError
 from gateway.logs import get_logger
 
 STAGES = ("queue", "read", "route", "deidentify", "record", "send")
+SUCCESS = "success"  # a receiver's one histogram: C-STORE request to Success answer
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
            60.0, 300.0)
 _WIDTH = len(BUCKETS) + 2  # per stage: a count per bucket, one for +Inf, then the sum
@@ -68,54 +71,68 @@ def reason_class(reason: str | None) -> str:
 
 
 class StageTimes:
-    """Histograms of seconds per stage in shared memory, one row per child process."""
+    """Histograms of seconds in shared memory, one per name of `stages`, one row per process
+    (summed when scraped, so that a process that dies or is replaced loses no count)."""
 
-    def __init__(self, ctx: Any, rows: int) -> None:
-        self.rows = rows
-        self.array = ctx.RawArray("d", rows * len(STAGES) * _WIDTH)
+    def __init__(self, ctx: Any, rows: int, stages: tuple[str, ...] = STAGES) -> None:
+        self.rows, self.stages = rows, stages
+        self.array = ctx.RawArray("d", rows * len(stages) * _WIDTH)
 
     def recorder(self, row: int) -> StageRecorder:
-        return StageRecorder(self.array, row)
+        return StageRecorder(self.array, row, self.stages)
+
+    def merged(self, stage: str) -> tuple[list[tuple[str, float]], float]:
+        """(cumulative buckets, sum of seconds) of `stage` over every row."""
+        s, values = self.stages.index(stage), list(self.array)
+        counts = [0.0] * (_WIDTH - 1)
+        total = 0.0
+        for row in range(self.rows):
+            base = (row * len(self.stages) + s) * _WIDTH
+            for i in range(_WIDTH - 1):
+                counts[i] += values[base + i]
+            total += values[base + _WIDTH - 1]
+        cumulative, buckets = 0.0, []
+        for bound, n in zip([*map(str, BUCKETS), "+Inf"], counts, strict=True):
+            cumulative += n
+            buckets.append((bound, cumulative))
+        return buckets, total
 
     def collect(self) -> HistogramMetricFamily:
         family = HistogramMetricFamily("gantry_stage_seconds", "Seconds an object spent in a "
                                        "stage (queue: received or released until a worker took it)",
                                        labels=["stage"])
-        values = list(self.array)
-        for s, stage in enumerate(STAGES):
-            counts = [0.0] * (_WIDTH - 1)
-            total = 0.0
-            for row in range(self.rows):
-                base = (row * len(STAGES) + s) * _WIDTH
-                for i in range(_WIDTH - 1):
-                    counts[i] += values[base + i]
-                total += values[base + _WIDTH - 1]
-            cumulative, buckets = 0.0, []
-            for bound, n in zip([*map(str, BUCKETS), "+Inf"], counts, strict=True):
-                cumulative += n
-                buckets.append((bound, cumulative))
-            family.add_metric([stage], buckets, total)
+        for stage in self.stages:
+            family.add_metric([stage], *self.merged(stage))
         return family
 
 
-class StageRecorder:
-    """What a child process writes into its row of StageTimes (thread-safe within it)."""
+def success_times(ctx: Any, receivers: int) -> StageTimes:
+    """Each receiver process's Success latencies (row 0: the node's own receiver)."""
+    return StageTimes(ctx, max(1, receivers), (SUCCESS,))
 
-    def __init__(self, array: Any, row: int) -> None:
-        self.array, self.row = array, row
+
+class StageRecorder:
+    """What a process writes into its row of StageTimes (thread-safe within it)."""
+
+    def __init__(self, array: Any, row: int, stages: tuple[str, ...] = STAGES) -> None:
+        self.array, self.row, self.stages = array, row, stages
         self._lock = threading.Lock()
 
     def observe(self, stage: str, seconds: float) -> None:
-        base = (self.row * len(STAGES) + STAGES.index(stage)) * _WIDTH
+        base = (self.row * len(self.stages) + self.stages.index(stage)) * _WIDTH
         with self._lock:
             self.array[base + bisect.bisect_left(BUCKETS, seconds)] += 1
             self.array[base + _WIDTH - 1] += seconds
 
+    def success(self, seconds: float) -> None:
+        """A receiver answered Success after `seconds` (its `on_success`)."""
+        self.observe(SUCCESS, seconds)
+
     def __getstate__(self) -> dict[str, Any]:  # the lock is per process
-        return {"array": self.array, "row": self.row}
+        return {"array": self.array, "row": self.row, "stages": self.stages}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["array"], state["row"])  # type: ignore[misc]
+        self.__init__(state["array"], state["row"], state["stages"])  # type: ignore[misc]
 
 
 class Lap:
@@ -188,17 +205,16 @@ class NodeMetrics:
     """The registry a node serves, and its health checks."""
 
     def __init__(self, db: Path, state_root: Path, min_free_mb: int, stage_times: StageTimes,
-                 destinations: Iterable[str], listening: Callable[[], bool]) -> None:
+                 destinations: Iterable[str], listening: Callable[[], bool],
+                 successes: StageTimes | None = None) -> None:
         self.db, self.state_root, self.min_free_mb = db, state_root, min_free_mb
         self.stage_times = stage_times
+        # every receiver process's Successes (row 0: this process's receiver)
+        self.successes = successes or success_times(multiprocessing, 1)
+        self._own = self.successes.recorder(0)
         self.destinations = list(destinations)
         self.listening = listening
         self.registry = CollectorRegistry(auto_describe=True)
-        self._received = Counter("gantry_objects_received", "Objects answered Success (spooled "
-                                 "and committed)", registry=self.registry)
-        self._latency = Histogram("gantry_store_success_seconds", "Seconds from a C-STORE "
-                                  "request to its Success answer", buckets=BUCKETS,
-                                  registry=self.registry)
         self.outcomes = Outcomes(db, time.time())
         self._lock = threading.Lock()
         self._health = sqlite3.connect(str(db), timeout=2.0, isolation_level=None,
@@ -206,9 +222,8 @@ class NodeMetrics:
         self.registry.register(self)  # collect() below
 
     def received(self, seconds: float) -> None:
-        """The receiver answered Success after `seconds`."""
-        self._received.inc()
-        self._latency.observe(seconds)
+        """This process's receiver answered Success after `seconds`."""
+        self._own.success(seconds)
 
     def collect(self) -> Iterable[Any]:
         """The metrics read at scrape time (prometheus_client's collector protocol)."""
@@ -217,6 +232,14 @@ class NodeMetrics:
             forwarded = dict(self.outcomes.forwarded)
             quarantined = dict(self.outcomes.quarantined)
             status = self._destination_status()
+        buckets, seconds = self.successes.merged(SUCCESS)
+        yield CounterMetricFamily("gantry_objects_received", "Objects answered Success "
+                                  "(spooled and committed), by every receiver process",
+                                  value=buckets[-1][1])
+        latency = HistogramMetricFamily("gantry_store_success_seconds", "Seconds from a "
+                                        "C-STORE request to its Success answer")
+        latency.add_metric([], buckets, seconds)
+        yield latency
         yield _counter("gantry_objects_forwarded", "Objects a destination accepted",
                        ["route", "destination"], forwarded)
         yield _counter("gantry_objects_quarantined", "Objects quarantined, by reason class",
@@ -324,7 +347,8 @@ class MetricsServer:
 
 
 def node_metrics(config: Config, db: Path, state_root: Path, stage_times: StageTimes,
-                 receiver: Any) -> tuple[NodeMetrics | None, MetricsServer | None]:
+                 receiver: Any, successes: StageTimes | None = None,
+                 ) -> tuple[NodeMetrics | None, MetricsServer | None]:
     """A node's metrics (counting the receiver's Successes) and their HTTP server, bound but
     not yet serving; (None, None) without `metrics` in the configuration. ConfigError when the
     address cannot be bound."""
@@ -332,7 +356,7 @@ def node_metrics(config: Config, db: Path, state_root: Path, stage_times: StageT
         return None, None
     m = config.metrics
     metrics = NodeMetrics(db, state_root, m.min_free_disk_mb, stage_times, config.destinations,
-                          receiver.listening)
+                          receiver.listening, successes)
     receiver.on_success = metrics.received
     try:
         return metrics, MetricsServer(metrics, m.host, m.port)

@@ -58,7 +58,7 @@ def _head(index: MachineIndex, source: str) -> list[str]:
         "   # dates move by a per-patient whole-day offset",
         f"  pseudonym_prefix: {_q(profile.pseudonym_prefix)}"
         "   # PatientID / PatientName: prefix + keyed hash",
-        "  # Per-tag overrides: keep | remove | empty | hash | replace (with value), e.g.",
+        "  # Per-tag overrides: keep | clean | remove | empty | hash | replace (with value), e.g.",
         '  #   "(0008,1030)": {action: keep}',
         "  phi_tags: {}",
         "",

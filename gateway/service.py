@@ -11,9 +11,6 @@ the receiver keeps listening), a bad one is refused loudly and the running one k
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import faulthandler
 import multiprocessing as mp
 import os
 import signal
@@ -21,28 +18,20 @@ import sqlite3
 import sys
 import threading
 import time
-import traceback
-import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from gateway import logs, running
+from gateway.children import StopFlag, child_setup, orphaned_check
 from gateway.config import Config, ConfigError, load_config
-from gateway.dicomio import DicomReadError, is_transient, parse_problem, read_for_deid
-from gateway.examine import machine_record
-from gateway.metrics import Lap, StageRecorder, StageTimes, node_metrics
+from gateway.metrics import StageRecorder, StageTimes, node_metrics, success_times
 from gateway.receiver_pool import ReceiverPool
 from gateway.statedir import StateDir
-from gateway.store import IdlePoll, Store, StoreError
+from gateway.store import Store
+from gateway.worker import worker_main
 
-PR_SET_PDEATHSIG = 1
-PR_SET_NAME = 15
-CHILD_NICENESS = 19
 STAGE_ROWS = 64  # children whose stage times the node can keep apart (more share rows)
-MAX_PROCESSING_ATTEMPTS = 3  # a job its worker died on this often is quarantined (poison)
-
-
 
 
 def _say(text: str) -> None:
@@ -61,234 +50,13 @@ def state_root(config: Config) -> Path:
     return root
 
 
-def _die_with_parent(parent: int) -> None:
-    """Children die with the node even on kill -9 (no orphan keeps working on the state)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-    orphaned_check(parent)  # the node may have died before we asked to die with it
-
-
-def orphaned_check(parent: int) -> None:
-    """Exit at once if the node that started us is gone (we were re-parented)."""
-    if os.getppid() != parent:
-        os._exit(1)
-
-
-def _name_process(name: str) -> None:
-    """The name `ps -o comm`, top and /proc/<pid>/comm show (at most 15 bytes)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_NAME, name.encode()[:15])
-    except (OSError, AttributeError):
-        pass
-
-
-def _child_setup(config: Config, role: str, parent: int) -> None:
-    _die_with_parent(parent)
-    _name_process({"forwarder": "gantry-forward"}.get(role, f"gantry-{role}"))
-    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>`: stack dump on stderr
-    # Receiving (the sender waits for our answer) comes first; de-identification and
-    # forwarding drain the queue with the CPU left over (at 19 rather than 5, a single sender
-    # got Success at 97 instead of 74 objects/s, and the last object arrived sooner too).
-    os.nice(CHILD_NICENESS)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the parent decides when we stop
-    logs.configure(config.log_level, role=role, pid=os.getpid())
-
-
-class StopFlag:
-    """A stop flag shared with child processes: one byte of shared memory, polled.
-    (multiprocessing.Event's notify_all can block the setter when waiters time out.)"""
-
-    def __init__(self, ctx: Any) -> None:
-        self._value = ctx.RawValue("b", 0)
-        self.node_pid = os.getpid()  # the children's parent: they exit if it is gone
-
-    def set(self) -> None:
-        self._value.value = 1
-
-    def is_set(self) -> bool:
-        return bool(self._value.value)
-
-    def wait(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not self._value.value:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            time.sleep(min(left, 0.05))
-        return True
-
-
-# ---------------------------------------------------------------------------- workers
-
-
-class Worker:
-    """Takes received jobs and runs route → pipeline → outbox or quarantine. Whatever one
-    object does (a parse error, an engine bug) costs that object only: it is quarantined with
-    a reason, and the traceback goes to the log. A failure of the machine (a full disk, a
-    locked database) puts the job back, uncounted, and the worker waits before the next."""
-
-    def __init__(self, config: Config, site_key: bytes, state: StateDir,
-                 current: Any = None, times: StageRecorder | None = None) -> None:
-        from gateway.pipeline import Pipeline
-        from gateway.routing import Router
-
-        self.state, self.times = state, times
-        self.store = Store(state.db, durable=False)
-        self.router = Router(config)
-        self.pipeline = Pipeline(config, site_key)
-        self.owner = f"worker-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.log = logs.get_logger("gateway.worker")
-        self.current = current  # shared memory: the job in hand, read by the node if we die
-        self.retry_at = 0.0  # after a failure of the machine: no claim before this
-        self._delay = 0.0
-        self._to_defer: dict[str, str] = {}  # claims to give back once the database lets us
-
-    def run_once(self) -> bool:
-        """Process the next jobs (up to two) if any; False when the queue is empty or the
-        worker is waiting after a failure of the machine."""
-        if time.monotonic() < self.retry_at:
-            return False
-        try:
-            for job_id, problem in list(self._to_defer.items()):
-                with contextlib.suppress(StoreError):  # requeued by the node meanwhile
-                    self.store.defer(job_id, problem)
-                del self._to_defer[job_id]
-            rows = self.store.claim_jobs(self.owner, limit=2)
-        except sqlite3.OperationalError as exc:
-            self._wait_after(None, f"database: {exc}")
-            return False
-        for row in rows:
-            self.process(row)
-        return bool(rows)
-
-    def process(self, row: Any) -> None:
-        """One claimed job, whatever happens to it."""
-        job_id = row["id"]
-        if self.current is not None:
-            self.current.value = job_id.encode()
-        try:
-            self._process(row)
-            self._delay = 0.0
-        except StoreError:  # the claim is no longer ours (its lease ran out): leave the job be
-            self.log.warning("job.claim_lost", job=job_id)
-        except Exception as exc:  # noqa: BLE001 - see the class docstring
-            if is_transient(exc) or isinstance(exc, sqlite3.OperationalError):
-                self._wait_after(job_id, parse_problem(exc) if isinstance(exc, OSError)
-                                 else f"database: {exc}")
-                return
-            try:
-                self._failed(job_id, exc)
-            except sqlite3.OperationalError as again:  # quarantined once the database lets us
-                self._wait_after(job_id, f"database: {again}")
-            except StoreError:
-                self.log.warning("job.claim_lost", job=job_id)
-        finally:
-            if self.current is not None:
-                self.current.value = b""
-
-    def _failed(self, job_id: str, exc: Exception) -> None:
-        """An exception the stages did not turn into an outcome: quarantine, saying what (an
-        unreadable object is no surprise; anything else logs where it was raised, the frames
-        only: an exception's message may quote a value)."""
-        if isinstance(exc, DicomReadError):
-            return self._quarantine(job_id, f"{exc.kind}: {exc.problem}")
-        self.log.error("job.failed", job=job_id, error=type(exc).__name__,
-                       traceback=[f"{f.filename}:{f.lineno} {f.name}"
-                                  for f in traceback.extract_tb(exc.__traceback__)])
-        self._quarantine(job_id, f"processing failed: {parse_problem(exc)}")
-
-    def _wait_after(self, job_id: str | None, problem: str) -> None:
-        """Put the job back uncounted and claim nothing for a while (1 s doubling to 30 s)."""
-        self._delay = min(30.0, max(1.0, self._delay * 2))
-        self.retry_at = time.monotonic() + self._delay
-        self.log.warning("job.deferred", job=job_id, problem=problem, retry_in_s=self._delay)
-        if job_id is None:
-            return
-        self.state.discard(self.state.output(job_id))
-        try:
-            self.store.defer(job_id, problem)
-        except sqlite3.OperationalError:  # the database is what fails: give it back later
-            self._to_defer[job_id] = problem
-        except StoreError:  # requeued by the node meanwhile
-            pass
-
-    def _process(self, row: Any) -> None:
-        from gateway.pipeline import Forwarded
-        from gateway.routing import no_route_reason
-
-        job_id = row["id"]
-        if self.times is not None:  # since it last entered the queue (received, released)
-            queued = self.store.conn.execute(
-                "SELECT max(at) FROM events WHERE job_id = ? AND to_state = 'received'",
-                (job_id,)).fetchone()[0]
-            self.times.observe("queue", max(0.0, time.time() - (queued or row["received_at"])))
-        lap = Lap(self.times)
-        if row["attempts"] > MAX_PROCESSING_ATTEMPTS:
-            return self._quarantine(job_id, f"its worker process died (or overran its lease) "
-                                            f"{MAX_PROCESSING_ATTEMPTS} times processing it")
-        src = self.state.original(job_id)
-        if src is None:
-            return self._quarantine(job_id, "original missing from the spool")
-        if src.parent != self.state.spool:
-            self.state.move_to_spool(job_id)
-            src = self.state.spooled(job_id)
-        parsed = read_for_deid(src)  # read once: routed on its header, then processed
-        lap("read")
-        header = parsed.ds
-        decision = self.pipeline.redactor.decide(header)
-        machine = asdict(machine_record(header, decision))
-        calling, called = row["calling_ae"] or "", row["called_ae"] or ""
-        route = self.router.route(header, calling, called)
-        if route is None:
-            return self._quarantine(job_id, no_route_reason(header, calling, called),
-                                    machine=machine)
-        lap("route")
-        out = self.state.output(job_id)
-        outcome = self.pipeline.run(parsed, out, profile=route.profile, backup=route.backup,
-                                    burned_in=route.burned_in, fsync=True, decision=decision)
-        lap("deidentify")
-        if not isinstance(outcome, Forwarded):
-            return self._quarantine(job_id, outcome.reason, route.name, route.profile, machine)
-        self.store.finish_processing(
-            job_id, route=route.name, profile=route.profile, new_study_uid=outcome.study_uid,
-            new_series_uid=outcome.series_uid, new_sop_uid=outcome.sop_uid,
-            out_transfer_syntax=outcome.transfer_syntax, counts=outcome.counts,
-            not_backed_up=outcome.not_backed_up, destinations=route.destinations,
-            machine=machine)
-        lap("record")
-        if not route.destinations:
-            self.state.done(job_id)
-
-    def _quarantine(self, job_id: str, reason: str, route: str | None = None,
-                    profile: str | None = None, machine: dict[str, Any] | None = None) -> None:
-        self.store.quarantine(job_id, reason, route=route, profile=profile, machine=machine)
-        self.state.move_to_quarantine(job_id)
-
-
-def worker_main(config: Config, site_key: bytes, root: str, stop: Any,
-                current: Any = None, times: StageRecorder | None = None) -> None:
-    """Entry point of a worker process (`current`: where it notes the job in hand)."""
-    _child_setup(config, "worker", stop.node_pid)
-    worker = Worker(config, site_key, StateDir(root), current, times)
-    poll = IdlePoll()
-    while not stop.is_set():
-        orphaned_check(stop.node_pid)
-        if worker.run_once():
-            poll.found_work()
-        else:
-            stop.wait(poll.wait_time())
-
-
 def forwarder_main(config: Config, name: str, root: str, stop: Any,
                    times: StageRecorder | None = None) -> None:
     """Entry point of the forwarder process of one destination."""
     from gateway.net.forwarder import Outbox
     from gateway.net.tls import client_context
 
-    _child_setup(config, "forwarder", stop.node_pid)
+    child_setup(config, "forwarder", stop.node_pid)
     local_stop = threading.Event()  # the slots' flag, set when the node's flag is
     outbox = Outbox(name, config.destinations[name], StateDir(root),
                     calling_ae=config.network.ae_title, stop=local_stop,
@@ -363,12 +131,14 @@ class Service:
         self.reloads = 0
         self.receiver = Receiver(config, site_key, self.state.db, self.state.spool)
         self.stage_times = StageTimes(self.ctx, STAGE_ROWS)
+        successes = success_times(self.ctx, config.network.receivers)
         self.metrics, self.metrics_server = node_metrics(config, self.state.db, self.state.root,
-                                                         self.stage_times, self.receiver)
+                                                         self.stage_times, self.receiver,
+                                                         successes)
         self.children = self._children(config, site_key, self.stop_children)
         # receivers beyond this process's own (not restarted by a reload, like this one)
         self.receivers = ReceiverPool(self.ctx, config, site_key, str(self.state.root),
-                                      config.network.receivers - 1, StopFlag(self.ctx))
+                                      StopFlag(self.ctx), successes)
         self.audit = None
         if config.audit.syslog:
             from gateway.auditfeed import AuditFeed
@@ -413,12 +183,7 @@ class Service:
         if self.metrics_server is not None:
             self.metrics_server.start()
         if self.audit is not None:
-            from pynetdicom import evt
-
-            self.receiver.bind(evt.EVT_ESTABLISHED, self.audit.on_established)
-            self.receiver.bind(evt.EVT_RELEASED, self.audit.on_ended)
-            self.receiver.bind(evt.EVT_ABORTED, self.audit.on_ended)
-            self.receiver.bind(evt.EVT_REJECTED, self.audit.on_rejected)
+            self.audit.listen_to(self.receiver)
         self._record()
 
     def _record(self, refused: str | None = None, restart_needed: tuple[str, ...] = ()) -> None:

@@ -41,7 +41,7 @@ def _fmt(value: object) -> str:
 def print_result(result) -> None:  # noqa: ANN001 - gateway.qc.QCResult
     """The per-machine table, then the outliers with their reasons."""
     machines = result.machines()
-    cols = ("series", "files", "kvp", "air", "tissue", "noise")
+    cols = ("series", "files", "kvp", "air", "tissue", "p50", "noise")
     width = max([len(m) for m in machines] + [7])
     print(f"{'machine':<{width}}  " + "  ".join(f"{c:>7}" for c in cols))
     for name, row in machines.items():

@@ -110,6 +110,8 @@ def name_forms(value: str) -> frozenset[Form]:
             words = tokens(component)
             if not any(c.isdigit() for c in component):
                 forms.update((w,) for w in words if w not in PARTICLES)
+            if all(len(w) == 1 for w in words):
+                continue  # initials (`S R`) joined are no word of the name: SR, MR, CT ...
             forms |= id_forms(component)
     return frozenset(forms)
 
@@ -133,10 +135,13 @@ def place_forms(value: str) -> frozenset[Form]:
 class IdentifierSet:
     """The identifying tokens of one object, collected from its ORIGINAL header."""
 
-    def __init__(self, forms: Iterable[Form] = (), values: Iterable[str] = ()) -> None:
+    def __init__(self, forms: Iterable[Form] = (), values: Iterable[str] = (),
+                 origins: Iterable[tuple[Form, int]] = ()) -> None:
         """`forms`: token runs that identify; `values`: the names and IDs they came from (not
-        dates nor places, whose words alone do not identify), for OCR's tolerant matcher."""
+        dates nor places, whose words alone do not identify), for OCR's tolerant matcher;
+        `origins`: the tag each form was first read from."""
         self.values = frozenset(values)
+        self._origins = dict(origins)
         dummy = (DUMMY_TEXT.casefold(),)
         self._forms = frozenset(f for f in forms
                                 if len("".join(f)) >= MIN_LENGTH and f != dummy)
@@ -154,9 +159,19 @@ class IdentifierSet:
         people, places, values = _collect(ds, profile)
         device = [tokens(v) for tag in DEVICE_TAGS if tag in ds._dict
                   for v in text_values(ds, tag)]
-        places = {f for f in places if not any(_occurs(f, d) for d in device)}
+        places = {f: t for f, t in places.items() if not any(_occurs(f, d) for d in device)}
         kept = {v for v, place in values.items() if not place}  # places match only whole
-        return _built(frozenset(people | places), frozenset(kept))
+        origins = {**places, **people}
+        return _built(frozenset(origins), frozenset(kept), frozenset(origins.items()))
+
+    def origin(self, text: str) -> int | None:
+        """The tag of the original element the first identifier found in `text` came from (for
+        messages that must say what survived without saying its value)."""
+        for start, end in self._matches(text):
+            form = tuple(tokens(text[start:end]))
+            joined = ("".join(form),)
+            return self._origins.get(form, self._origins.get(joined))
+        return None
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Character spans of `text` holding an identifier, sorted, overlaps merged."""
@@ -211,8 +226,9 @@ class IdentifierSet:
 
 
 @lru_cache(maxsize=64)  # the objects of one study share their identifiers
-def _built(forms: frozenset[Form], values: frozenset[str]) -> IdentifierSet:
-    return IdentifierSet(forms, values)
+def _built(forms: frozenset[Form], values: frozenset[str],
+           origins: frozenset[tuple[Form, int]]) -> IdentifierSet:
+    return IdentifierSet(forms, values, origins)
 
 
 def _kept_by(profile: Profile, tag: int, vr: str, sop_class: str) -> bool:
@@ -233,11 +249,12 @@ def _occurs(form: Form, words: list[str]) -> bool:
 
 
 def _collect(ds: Dataset, profile: Profile | None
-             ) -> tuple[set[Form], set[Form], dict[str, bool]]:
-    """The forms of the people's names, IDs and dates of `ds`, those of its places, and the
-    values (dates aside) they came from (→ whether a place)."""
-    people: set[Form] = set()
-    places: set[Form] = set()
+             ) -> tuple[dict[Form, int], dict[Form, int], dict[str, bool]]:
+    """The forms of the people's names, IDs and dates of `ds`, those of its places (each → the
+    tag it was first read from), and the values (dates aside) they came from (→ whether a
+    place)."""
+    people: dict[Form, int] = {}
+    places: dict[Form, int] = {}
     values: dict[str, bool] = {}
     sop_class = " ".join(text_values(ds, 0x00080016)) if 0x00080016 in ds._dict else ""
 
@@ -270,8 +287,10 @@ def _collect(ds: Dataset, profile: Profile | None
                 if kind is not date_forms and value:
                     values[value] = values.get(value, False) or kind is place_forms
                 ranged = kind is date_forms and "-" in value  # a range A-B, or 2024-03-12
+                found = places if kind is place_forms else people
                 for part in (value, *value.split("-")) if ranged else (value,):
-                    (places if kind is place_forms else people).update(kind(part))
+                    for form in kind(part):
+                        found.setdefault(form, tag)
 
     walk(ds)
     return people, places, values

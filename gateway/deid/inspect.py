@@ -156,7 +156,8 @@ def inspect(ds: Dataset, profile: Profile, weights: dict[str, int] | None = None
             if tag.is_private and 0x10 <= tag.element <= 0xFF:
                 continue
             if override is not None:
-                action = override.action if override.action in OVERRIDE_ACTIONS else "K"
+                action = ("C" if override.action == "clean" else
+                          override.action if override.action in OVERRIDE_ACTIONS else "K")
             elif tag.is_private:
                 creator = item.get((tag.group << 16) | (tag.element >> 8))
                 kept = profile.is_safe_private(

@@ -279,6 +279,8 @@ class _Remediator:
         action = override.action
         if action == "keep":
             return False
+        if action == "clean":  # as the table's C: the object's identifiers scrubbed away
+            return self._clean(ds, elem, top)
         self._record(ds, elem.tag, top)
         if action == "remove":
             del ds[elem.tag]

@@ -7,8 +7,10 @@ Retain Safe Private), must be valid for its VR and VM, hold no identifier of the
 
 from __future__ import annotations
 
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 
+from gateway.deid.identifiers import IdentifierSet
 from gateway.deid.keyed import CLASS_UID_TAGS
 from gateway.deid.profile import Profile
 from gateway.deid.remediate import (
@@ -77,10 +79,26 @@ def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]
                 leaked = any(matcher.found_in(v) or any(u in v for u in long_uids)
                              for v in values)
             if leaked:
-                problems.append(f"an original identifier survives in {path}{tag_str(tag)}")
+                problems.append(_survives(item, key, path, values, matcher))
 
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
         check(meta, "file meta ", False)
     check(ds, "", True)
     return problems
+
+
+def _survives(item: Dataset, key: int, path: str, values: list[str],
+              matcher: IdentifierSet) -> str:
+    """The refusal for an identifier left in an element: where, and (for a newcomer to act on)
+    the element of the original it came from, by tag and keyword only, never by value."""
+    tag = int(key)
+    where = f"{path}{tag_str(tag)}{_keyword(tag)}"
+    origin = next((o for o in map(matcher.origin, values) if o is not None), None)
+    source = "" if origin is None else f" (from {tag_str(origin)}{_keyword(origin)})"
+    return f"an original identifier{source} survives in {where}"
+
+
+def _keyword(tag: int) -> str:
+    keyword = keyword_for_tag(tag) if tag >> 16 & 1 == 0 else ""
+    return f" {keyword}" if keyword else ""

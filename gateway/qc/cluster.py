@@ -11,7 +11,9 @@ import numpy as np
 from gateway.qc.stats import SeriesStats
 
 FEATURES = ("air", "tissue", "noise", "mean", "std")
-SAMPLE = 3000  # pixels (or points) the silhouette is computed on
+SAMPLE = 3000  # points of the fleet the silhouette is computed on
+SLICE_SAMPLE = 1000  # pixels of a slice clustered (the silhouette's cost grows as its square)
+SLICE_KS = (2, 3, 4)
 
 
 @dataclass(frozen=True)
@@ -37,10 +39,10 @@ def _kmeans(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, f
 
 def slice_clusters(values: np.ndarray, k: int = 3, seed: int = 0) -> Clusters:
     """K-means of a slice's intensities (e.g. HU) into `k` classes (air, soft tissue, bone),
-    fitted on at most SAMPLE pixels; labels are of those pixels, centers ascending."""
+    fitted on at most SLICE_SAMPLE pixels; labels are of those pixels, centers ascending."""
     flat = values.astype(np.float64).ravel()
     rng = np.random.default_rng(seed)
-    pick = flat if flat.size <= SAMPLE else rng.choice(flat, SAMPLE, replace=False)
+    pick = flat if flat.size <= SLICE_SAMPLE else rng.choice(flat, SLICE_SAMPLE, replace=False)
     if np.unique(pick).size < k:
         raise ValueError(f"a slice with fewer than {k} distinct values cannot form {k} clusters")
     labels, centers, score = _kmeans(pick.reshape(-1, 1), k, seed)
@@ -49,6 +51,20 @@ def slice_clusters(values: np.ndarray, k: int = 3, seed: int = 0) -> Clusters:
     rank[order] = np.arange(k)
     return Clusters(k, tuple(int(rank[i]) for i in labels),
                     tuple(round(float(centers[i, 0]), 1) for i in order), round(score, 3))
+
+
+def best_slice_clusters(values: np.ndarray, seed: int = 0) -> Clusters | None:
+    """slice_clusters with the k of SLICE_KS that has the best silhouette score; None when the
+    slice has too few distinct values for any."""
+    best: Clusters | None = None
+    for k in SLICE_KS:
+        try:
+            found = slice_clusters(values, k, seed)
+        except ValueError:
+            break
+        if best is None or found.silhouette > best.silhouette:
+            best = found
+    return best
 
 
 def fleet_clusters(series: Sequence[SeriesStats], k_max: int = 6, seed: int = 0) -> Clusters | None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections import defaultdict
-from collections.abc import Iterable
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +15,23 @@ from pydicom.errors import InvalidDicomError
 from gateway.qc.outliers import Outlier, find_outliers
 from gateway.qc.stats import DEFAULT_SLICES, SeriesStats, series_stats
 
-SUMMARY = ("kvp", "exposure_mas", "slice_thickness", "pixel_spacing", "air", "tissue", "noise")
+SUMMARY = ("kvp", "exposure_mas", "slice_thickness", "pixel_spacing", "mean", "p50", "air",
+           "tissue", "noise")
+
+
+def slice_clustering(group: list[SeriesStats]) -> dict | None:
+    """The intensity clustering of a machine's series: the most common k, how many series chose
+    it, the median silhouette and the median cluster centres of those series."""
+    done = [s for s in group if s.clusters is not None and s.centers]
+    if not done:
+        return None
+    ks = Counter(s.clusters for s in done)
+    k, n = max(ks.items(), key=lambda kv: (kv[1], -kv[0]))
+    chose = [s for s in done if s.clusters == k]
+    centers = np.median(np.array([s.centers for s in chose], dtype=float), axis=0)
+    return {"k": k, "series": n, "of": len(done),
+            "silhouette": round(float(np.median([s.silhouette for s in chose])), 3),
+            "centers": [round(float(c), 1) for c in centers]}
 
 
 @dataclass
@@ -41,6 +57,7 @@ class QCResult:
             for key in SUMMARY:
                 xs = [getattr(s, key) for s in group if getattr(s, key) is not None]
                 row[key] = round(float(np.median(xs)), 2) if xs else None
+            row["slice_clusters"] = slice_clustering(group)
             out[machine] = row
         return out
 
@@ -66,9 +83,13 @@ def _files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def fleet_qc(paths: Iterable[str | os.PathLike], *, slices: int = DEFAULT_SLICES) -> QCResult:
+def fleet_qc(paths: Iterable[str | os.PathLike], *, slices: int = DEFAULT_SLICES,
+             clusters: bool = True, machines: Mapping[str, str] | None = None) -> QCResult:
     """QC of every DICOM file under `paths` (files or folders): series grouped by Series
-    Instance UID, at most `slices` slices of each read for pixel statistics."""
+    Instance UID, at most `slices` slices of each read for pixel statistics; `clusters` also
+    clusters one slice of each series by intensity. `machines` names the machine of a file (by
+    its path as text) when its own header cannot: de-identified files have lost the serial
+    number that tells two scanners of one model apart, and their caller knows it, keyed."""
     groups: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
     unreadable: list[str] = []
     for f in _files(paths):
@@ -83,8 +104,10 @@ def fleet_qc(paths: Iterable[str | os.PathLike], *, slices: int = DEFAULT_SLICES
         groups[str(ds.SeriesInstanceUID)].append((f, ds))
     series = []
     for members in groups.values():
+        named = (machines or {}).get(str(members[0][0]))
         series.append(series_stats([p for p, _ in members], slices=slices,
-                                   headers=[d for _, d in members]))
+                                   headers=[d for _, d in members], clusters=clusters,
+                                   machine=named))
     series.sort(key=lambda s: s.label)
     seen: dict[str, int] = defaultdict(int)
     for s in series:  # de-identified series may share a label: number the repeats

@@ -22,6 +22,7 @@ import pydicom
 
 from gateway.qc.fleet import QCResult
 from gateway.qc.hu import modality_values, object_window, window
+from gateway.qc.stats import machine_of
 
 THUMB = 160  # longest side of a thumbnail, pixels
 PER_MACHINE = 6  # thumbnails per machine's contact sheet
@@ -99,10 +100,8 @@ def output_objects(paths: Iterable[str | os.PathLike], outcome: str = "exported"
             ds = pydicom.dcmread(p, stop_before_pixels=True)
         except Exception:  # not DICOM: not an object of the report
             continue
-        machine = " ".join(str(ds.get(k, "") or "").strip()
-                           for k in ("Manufacturer", "ManufacturerModelName")).strip()
-        objects.append(ReportObject(machine or "unknown machine",
-                                    str(ds.get("Modality", "") or "?"), outcome, output=p))
+        objects.append(ReportObject(machine_of(ds)[0], str(ds.get("Modality", "") or "?"),
+                                    outcome, output=p))
     return objects
 
 

@@ -1,9 +1,13 @@
 """Per-series statistics from headers and from a bounded sample of slices.
 
 Pixels are read in Hounsfield units for CT (stored values through the Modality LUT otherwise).
-The body mask is every pixel above -500 HU; air is what lies below it (padding excluded), the
-soft-tissue reference is the body's values between -200 and 300 HU, and noise is the median
+For CT the body mask is every pixel above -500 HU; air is what lies below it (padding excluded),
+the soft-tissue reference is the body's values between -200 and 300 HU, and noise is the median
 standard deviation of 8x8 blocks lying wholly inside soft tissue: anatomy's edges barely move it.
+Other modalities have no calibrated scale: their body mask is the pixels above the slice's Otsu
+threshold, and noise the median standard deviation of 8x8 blocks wholly inside that mask.
+One slice of each series (the middle one sampled) is also clustered by intensity (K-means, k from
+2 to 4 by the best silhouette score; gateway.qc.cluster).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
+from gateway.deid.keyed import keyed_hash
 from gateway.qc.hu import modality_values
 
 BODY_HU = -500.0
@@ -23,6 +28,7 @@ AIR_FLOOR_HU = -1100.0  # below this: padding outside the field of view, not air
 TISSUE_HU = (-200.0, 300.0)
 BLOCK = 8
 DEFAULT_SLICES = 5
+UNIT_DIGITS = 8
 
 
 @dataclass
@@ -51,6 +57,9 @@ class SeriesStats:
     air: float | None = None
     tissue: float | None = None
     noise: float | None = None
+    clusters: int | None = None
+    silhouette: float | None = None
+    centers: list[float] | None = None
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -76,12 +85,16 @@ def _text(ds: Dataset, keyword: str) -> str:
     return str(value).strip() if value not in (None, "") else ""
 
 
-def machine_of(ds: Dataset) -> tuple[str, str]:
+def machine_of(ds: Dataset, key: bytes | None = None) -> tuple[str, str]:
     """(machine, model): the model is Manufacturer + Model Name; the machine adds the Device
-    Serial Number (else the Station Name) so two scanners of one model are told apart."""
+    Serial Number (else the Station Name) so two scanners of one model are told apart. With the
+    site `key` that value is replaced by its keyed hash (UNIT_DIGITS hex digits): the scanner is
+    still told apart, by a name that does not reveal it (for reports made to be shared)."""
     model = " ".join(x for x in (_text(ds, "Manufacturer"),
                                  _text(ds, "ManufacturerModelName")) if x) or "unknown model"
     unit = _text(ds, "DeviceSerialNumber") or _text(ds, "StationName")
+    if unit and key is not None:
+        unit = keyed_hash(key, unit, UNIT_DIGITS)
     return (f"{model} #{unit}" if unit else model), model
 
 
@@ -106,19 +119,48 @@ def block_noise(values: np.ndarray, mask: np.ndarray) -> float | None:
     return float(np.median(v[inside].reshape(-1, BLOCK * BLOCK).std(axis=1)))
 
 
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """The intensity that best splits `values` into two classes (Otsu: the largest
+    between-class variance of a `bins`-bin histogram)."""
+    hist, edges = np.histogram(values, bins=bins)
+    centers = (edges[:-1] + edges[1:]) / 2
+    weight = np.cumsum(hist).astype(np.float64)
+    total = weight[-1]
+    mass = np.cumsum(hist * centers)
+    w0, w1 = weight[:-1], total - weight[:-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mass[-1] * w0 / total - mass[:-1]) ** 2 / (w0 * w1)
+    between = np.nan_to_num(between, nan=-1.0, posinf=-1.0)
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def body_mask(values: np.ndarray, modality: str) -> np.ndarray:
+    """The pixels of the body: above BODY_HU for CT, above the Otsu threshold otherwise (all of
+    them when the slice is uniform)."""
+    if modality == "CT":
+        return values > BODY_HU
+    if values.max() <= values.min():
+        return np.ones(values.shape, dtype=bool)
+    return values > otsu_threshold(values)
+
+
 def _median(xs: list[float]) -> float | None:
     return round(float(np.median(xs)), 2) if xs else None
 
 
 def series_stats(paths: Sequence[str | Path], *, slices: int = DEFAULT_SLICES,
-                 headers: Sequence[Dataset] | None = None) -> SeriesStats:
+                 headers: Sequence[Dataset] | None = None, clusters: bool = True,
+                 machine: str | None = None) -> SeriesStats:
     """Statistics of one series from its files (sorted by Instance Number), reading the pixels
-    of at most `slices` of them. `headers` are the files' headers if already read."""
+    of at most `slices` of them. `headers` are the files' headers if already read; `clusters`
+    also clusters the middle sampled slice by intensity (scikit-learn); `machine` names the
+    machine when the headers cannot (de-identified files: see fleet_qc)."""
     if headers is None:
         headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
     order = sorted(range(len(paths)), key=lambda i: (_num(headers[i], "InstanceNumber") or 0))
     first = headers[order[0]]
-    machine, model = machine_of(first)
+    named, model = machine_of(first)
+    machine = machine or named
     modality = _text(first, "Modality") or "?"
     number = _text(first, "SeriesNumber")
     desc = _text(first, "SeriesDescription")
@@ -133,7 +175,9 @@ def series_stats(paths: Sequence[str | Path], *, slices: int = DEFAULT_SLICES,
     if st.rows is not None:
         st.rows, st.columns = int(st.rows), int(st.columns or 0)
     body_values, airs, tissues, noises = [], [], [], []
-    for i in sample(order, slices):
+    picked = sample(order, slices)
+    middle: np.ndarray | None = None
+    for n, i in enumerate(picked):
         try:
             ds = pydicom.dcmread(paths[i])
             hu = modality_values(ds)
@@ -141,14 +185,18 @@ def series_stats(paths: Sequence[str | Path], *, slices: int = DEFAULT_SLICES,
             st.errors.append(f"{Path(paths[i]).name}: {exc}")
             continue
         st.sampled += 1
-        if modality != "CT":
-            body_values.append(hu[hu > hu.min()] if hu.max() > hu.min() else hu.ravel())
-            continue
-        body = hu > BODY_HU
-        air = hu[(~body) & (hu > AIR_FLOOR_HU)]
-        tissue = body & (hu >= TISSUE_HU[0]) & (hu <= TISSUE_HU[1])
+        if middle is None or n <= len(picked) // 2:
+            middle = hu
+        body = body_mask(hu, modality)
         if body.any():
             body_values.append(hu[body])
+        if modality != "CT":
+            noise = block_noise(hu, body)
+            if noise is not None:
+                noises.append(noise)
+            continue
+        air = hu[(~body) & (hu > AIR_FLOOR_HU)]
+        tissue = body & (hu >= TISSUE_HU[0]) & (hu <= TISSUE_HU[1])
         if air.size:
             airs.append(float(np.median(air)))
         if tissue.any():
@@ -156,6 +204,12 @@ def series_stats(paths: Sequence[str | Path], *, slices: int = DEFAULT_SLICES,
         noise = block_noise(hu, tissue)
         if noise is not None:
             noises.append(noise)
+    if clusters and middle is not None:
+        from gateway.qc.cluster import best_slice_clusters
+
+        found = best_slice_clusters(middle)
+        if found is not None:
+            st.clusters, st.silhouette, st.centers = found.k, found.silhouette, list(found.centers)
     if body_values:
         allv = np.concatenate([b.ravel() for b in body_values])
         st.mean, st.std = round(float(allv.mean()), 2), round(float(allv.std()), 2)

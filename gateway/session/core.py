@@ -154,30 +154,35 @@ class Session:
 
     def qc(self, *, output: bool = False, slices: int = 5) -> Any:
         """Fleet QC (gateway.qc.QCResult) of the session's originals, or with `output` of what
-        its latest export wrote."""
+        its latest export wrote (its machines named by their keyed serial numbers)."""
+        return self._qc(self._report_objects(keyed=output), output, slices)
+
+    @staticmethod
+    def _qc(objects: list, output: bool, slices: int = 5) -> Any:
         from gateway.qc import fleet_qc
 
-        paths = [o.output if output else o.original for o in self._report_objects()]
-        return fleet_qc([p for p in paths if p is not None], slices=slices)
+        if not output:
+            return fleet_qc([o.original for o in objects if o.original], slices=slices)
+        return fleet_qc([o.output for o in objects if o.output], slices=slices,
+                        machines={str(o.output): o.machine for o in objects if o.output})
 
-    def _report_objects(self) -> list:
+    def _report_objects(self, keyed: bool = False) -> list:
         from gateway.session.report import report_objects
 
-        return report_objects(self.db, self.config)
+        return report_objects(self.db, self.config,
+                              load_site_key(self.config) if keyed else None)
 
     def report(self, path: str | os.PathLike, *, output_only: bool = False) -> Path:
         """Write the visual report (gateway.qc.report) to `path`: counts, the audit's risk
         bands, quarantine reasons, fleet QC and contact sheets. With `output_only` it is made
-        from the latest export's de-identified objects alone; otherwise it shows originals
-        (patient data) and says so at its top."""
+        from the latest export's de-identified objects alone, scanners named by a keyed hash of
+        their serial number; otherwise it shows originals (patient data) and says so at its top."""
         from collections import Counter
 
-        from gateway.qc import fleet_qc
         from gateway.qc.report import write_report
 
-        objects = self._report_objects()
-        paths = [o.output if output_only else o.original for o in objects]
-        qc = fleet_qc([p for p in paths if p is not None])
+        objects = self._report_objects(keyed=output_only)
+        qc = self._qc(objects, output_only)
         bands = Counter(r.band for r in self.audit().walk("instance"))
         return write_report(path, objects, qc=qc, risk=sorted(bands.items()),
                             output_only=output_only, title=f"Gantry report: {self.path.name}")

@@ -28,9 +28,9 @@ from gateway.deid.profile import Profile
 from gateway.deid.remediate import remediate
 from gateway.deid.verify import verify
 from gateway.pipeline import Forwarded, Pipeline, Quarantined
-from gateway.service import Worker
 from gateway.statedir import StateDir
 from gateway.store import QUARANTINED, Store
+from gateway.worker import Worker
 
 KEY = b"t" * 32
 FAMILY, GIVEN = "Jones", "Philip"
@@ -128,7 +128,8 @@ def test_a_short_id_inside_a_kept_value_is_refused(profile: str, pipeline: Pipel
                                                    tmp_path: Path) -> None:
     outcome = run(pipeline, header(BodyPartExamined="CHEST 1CT1 X"), tmp_path, profile)
     assert isinstance(outcome, Quarantined)
-    assert outcome.reason == "verify refused: an original identifier survives in (0018,0015)"
+    assert outcome.reason == ("verify refused: an original identifier (from (0010,0020) PatientID)"
+                              " survives in (0018,0015) BodyPartExamined")
 
 
 @pytest.mark.parametrize("profile", list(PROFILES))
@@ -192,9 +193,11 @@ def test_identifiers_at_every_depth_are_refused_where_kept() -> None:
     ds.file_meta.SourceApplicationEntityTitle = "29/04/1961"
     problems = verify(ds, result, profile)
     assert problems == [
-        "an original identifier survives in file meta (0002,0016)",
-        "an original identifier survives in (0008,1140)[0].(0018,0015)",
-        "an original identifier survives in (0019,109E)",
+        "an original identifier (from (0010,0030) PatientBirthDate) survives in file meta"
+        " (0002,0016) SourceApplicationEntityTitle",
+        "an original identifier (from (0010,0010) PatientName) survives in"
+        " (0008,1140)[0].(0018,0015) BodyPartExamined",
+        "an original identifier (from (0010,0020) PatientID) survives in (0019,109E)",
     ]
     assert not [p for p in problems if leaks(p.encode(), FAMILY, PID, "1961")]
 
@@ -218,7 +221,40 @@ def test_clean_verify_and_the_audit_agree() -> None:
     assert ds.StudyDescription == "CT for , dob "
     assert ds.ProtocolName == "PHILIPS routine"
     assert verify(ds, result, profile) == [
-        "an original identifier survives in (0018,0015)"]
+        "an original identifier (from (0010,0020) PatientID) survives in (0018,0015)"
+        " BodyPartExamined"]
+
+
+@pytest.mark.parametrize("action", ["clean", "CLEAN"])
+def test_a_clean_override_scrubs_the_identifier_out_of_a_kept_element(
+        action: str, pipeline: Pipeline, tmp_path: Path) -> None:
+    """The remedy the refusal points to: `phi_tags: {BodyPartExamined: {action: clean}}`."""
+    config = parse_config({"profile": {"phi_tags": {"BodyPartExamined": {"action": action}}}},
+                          "test")
+    ds = header(BodyPartExamined="CHEST 1CT1 X")
+    findings = {f.path: f.action for f in inspect(ds, Profile.from_config(config.profile))
+                .findings}
+    assert findings["(0018,0015)"] == "C"
+    outcome = Pipeline(config, KEY).process(_saved(ds, tmp_path), tmp_path / "out.dcm",
+                                            burned_in="pass")
+    assert isinstance(outcome, Forwarded), outcome
+    assert pydicom.dcmread(outcome.path).BodyPartExamined == "CHEST  X"
+    assert not leaks(outcome.path.read_bytes(), PID)
+
+
+def test_joined_initials_are_no_word_of_the_name(pipeline: Pipeline, tmp_path: Path) -> None:
+    """A middle name written as initials (`Test^S R`) does not make Modality SR an identifier;
+    a real name component still refuses where kept."""
+    ds = header(PatientName="Test^S R", BodyPartExamined="SR")
+    assert isinstance(run(pipeline, ds, tmp_path, "basic"), Forwarded)
+    ds = header(PatientName="Test^S R", BodyPartExamined="TEST")
+    assert isinstance(run(pipeline, ds, tmp_path, "basic"), Quarantined)
+
+
+def _saved(ds: Dataset, tmp_path: Path) -> Path:
+    src = tmp_path / "in.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    return src
 
 
 # ------------------------------------------------------------------ values invalid for their VR

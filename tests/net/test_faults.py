@@ -25,10 +25,11 @@ from pydicom.uid import ImplicitVRLittleEndian, JPEGBaseline8Bit
 
 from gateway.config import load_config, parse_config
 from gateway.dicomio import temp_name
-from gateway.service import Service, Worker
+from gateway.service import Service
 from gateway.sitekey import load_site_key
 from gateway.statedir import StateDir
 from gateway.store import DELIVERED, FORWARDING, QUARANTINED, Store
+from gateway.worker import Worker
 
 
 def _store(tmp_path: Path) -> Store:

@@ -171,9 +171,9 @@ def test_a_released_object_is_queued_from_its_release_not_its_first_receipt(tmp_
 
     from pydicom.data import get_testdata_file
 
-    from gateway.service import Worker
     from gateway.statedir import StateDir
     from gateway.store import Store
+    from gateway.worker import Worker
 
     cfg = parse_config({"destinations": {"pacs": {"ae_title": "PACS", "host": "h", "port": 1}},
                         "routes": [{"name": "mr", "tags": {"Modality": "MR"},

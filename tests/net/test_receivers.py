@@ -7,15 +7,26 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
+from urllib.request import urlopen
 
 import pytest
 import yaml
-from nethelpers import make_objects, storescu, wait_for, write_config
+from lxml import etree
+from nethelpers import free_port, make_objects, storescu, wait_for, write_config
+from prometheus_client.parser import text_string_to_metric_families
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from gateway.config import ConfigError, default_receivers, parse_config
 from gateway.store import DELIVERED
+
+
+def _receivers(node: int) -> set[int]:
+    """The pids of a node's extra receiver processes."""
+    kids = subprocess.run(["pgrep", "-P", str(node)], capture_output=True,
+                          text=True).stdout.split()
+    return {int(k) for k in kids
+            if Path(f"/proc/{k}/comm").read_text().strip() == "gantry-receiver"}
 
 
 def _owners(port: int) -> list[int]:
@@ -37,10 +48,7 @@ def test_concurrent_associations_are_received_by_several_processes(tmp_path, sto
     gw = gateway(config, tmp_path / "log.jsonl")
     assert wait_for(lambda: (tmp_path / "log.jsonl").exists() and (tmp_path / "log.jsonl")
                     .read_text().count("receiver.listening") == 3, 60)
-    kids = subprocess.run(["pgrep", "-P", str(gw.proc.pid)], capture_output=True,
-                          text=True).stdout.split()
-    receivers = {int(k) for k in kids
-                 if Path(f"/proc/{k}/comm").read_text().strip() == "gantry-receiver"}
+    receivers = _receivers(gw.proc.pid)
     assert len(receivers) == 2
 
     # Twelve associations held open at once: the kernel spreads them over the processes.
@@ -81,3 +89,71 @@ def test_receivers_is_checked_and_defaults_to_the_machine():
     assert parse_config({}, "<t>").network.receivers == default_receivers() >= 1
     with pytest.raises(ConfigError, match="receivers"):
         parse_config({"network": {"receivers": 0}}, "<t>")
+
+
+def _metric(port: int, name: str) -> float:
+    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return sum(s.value for family in text_string_to_metric_families(text)
+               for s in family.samples if s.name == name)
+
+
+def test_every_receiver_process_audits_its_associations_and_counts_into_metrics(
+        tmp_path, storescp, gateway):
+    from test_audit_node import UdpCollector, body, kind
+
+    collector = UdpCollector()
+    scp = storescp()
+    metrics = free_port()
+    config = write_config(tmp_path, {"pacs": ("PACS", scp.port)}, workers=1,
+                          audit={"syslog": f"udp://127.0.0.1:{collector.port}"},
+                          metrics={"host": "127.0.0.1", "port": metrics, "min_free_disk_mb": 1})
+    data = yaml.safe_load(config.read_text())
+    data["network"]["receivers"] = 2
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    log = tmp_path / "log.jsonl"
+    try:
+        gw = gateway(config, log)
+        assert wait_for(lambda: log.exists() and log.read_text().count("receiver.listening")
+                        == 2, 60)
+        (child,) = _receivers(gw.proc.pid)
+
+        def taken_by() -> list[int]:
+            """The pid named in each association-opened message (the process that took it)."""
+            pids = []
+            for m in list(collector.messages):
+                doc = etree.fromstring(body(m))
+                if kind(body(m)) == "110114/110122/0":
+                    pids += [int(p.get("UserID")) for p in doc.findall("ActiveParticipant")
+                             if p.get("UserIsRequestor") == "false"]
+            return pids
+
+        # Rounds of four senders at once (one association each) until the kernel has given
+        # associations to both processes (each round, 1 in 8 that all four go to one).
+        files = [p for p, _ in make_objects(tmp_path / "objects", 32, studies=2)]
+        sent = 0
+        for r in range(8):
+            batch = files[r * 4:(r + 1) * 4]
+            runs: list[subprocess.CompletedProcess] = []
+            threads = [threading.Thread(
+                target=lambda f=f, out=runs: out.append(storescu(gw.port, [f])))
+                for f in batch]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert [x.returncode for x in runs] == [0] * len(batch), [x.stderr for x in runs]
+            sent += len(batch)
+            # every association's opening is audited, whichever process took it
+            assert wait_for(lambda: len(taken_by()) == sent, 30), (taken_by(), sent)  # noqa: B023
+            if set(taken_by()) == {gw.proc.pid, child}:
+                break
+        assert set(taken_by()) == {gw.proc.pid, child}, "the kernel never chose one process"
+        assert wait_for(lambda: sum(kind(body(m)) == "110114/110123/0"
+                                    for m in list(collector.messages)) == sent, 30)
+        # /metrics counts every object received, by either process
+        assert _metric(metrics, "gantry_objects_received_total") == sent
+        assert _metric(metrics, "gantry_store_success_seconds_count") == sent
+        assert gw.stop() == 0
+    finally:
+        collector.close()

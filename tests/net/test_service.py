@@ -10,9 +10,9 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from gateway.config import parse_config
-from gateway.service import MAX_PROCESSING_ATTEMPTS, Worker
 from gateway.statedir import StateDir
 from gateway.store import FORWARDING, QUARANTINED, Store
+from gateway.worker import MAX_PROCESSING_ATTEMPTS, Worker
 
 KEY = b"s" * 32
 

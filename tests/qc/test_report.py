@@ -19,6 +19,7 @@ from ctfleet import DRIFT, FLEET, PLANTED, write_fleet
 from PIL import Image
 
 from gateway.cli import main
+from gateway.deid.keyed import keyed_hash
 from gateway.session import Session
 
 CONFIG = """\
@@ -80,8 +81,21 @@ def test_output_only_report_holds_no_original_identifier(exported, tmp_path, mon
     assert 'class="banner safe"' in html and "patient data" not in html
     for value in originals(dump):
         assert value not in html, "an original identifier is in the output-only report"
+    assert "SN7741" not in html  # no scanner's serial number
+    # Scanners of one model stay apart, named by the keyed hash of their serial number; the
+    # drifting one is the one flagged.
+    keyed = {f"{maker} {model} #{keyed_hash(site_key, serial, 8)}"
+             for maker, model, serial, *_ in FLEET}
+    rows = set(re.findall(r'<tr class="machine"><td>([^<]+)</td>', html))
+    qc_table = html[html.index('<table id="qc">'):]
+    qc_rows = set(re.findall(r"<tr><td>([^<]+)</td><td>(?:Acme|Borealis)",
+                             qc_table[:qc_table.index("</table>")]))
+    assert rows == qc_rows == keyed and len(keyed) == len(FLEET)
+    drift = FLEET[[f"{m} {n} #{s}" for m, n, s, *_ in FLEET].index(DRIFT)]
+    drift_keyed = f"Acme Scan 64 #{keyed_hash(site_key, drift[2], 8)}"
+    assert f"{drift_keyed} series 1: air at -85" in html
     for model in MODELS:
-        assert f'<tr class="machine"><td>{model}</td>' in html and f"<h3>{model}</h3>" in html
+        assert html.count(f"<h3>{model} #") == len(FLEET) // 2
     decoded = images(html)
     assert len(IMG.findall(html)) == len(decoded) >= 2 * len(MODELS) + 2  # thumbs + plots
     assert 'alt="before"' not in html and 'alt="after"' in html
@@ -100,6 +114,14 @@ def test_full_report_shows_originals_boxes_and_outliers(exported, tmp_path, monk
     assert f"{DRIFT} series 1 qc phantom: air at -850 HU" in html
     assert 'alt="before"' in html and "1 redaction box" in html
     assert 'id="clustering"' in html and "silhouette" in html
+    table = html[html.index('<table id="slice-clusters">'):]
+    table = table[:table.index("</table>")]
+    row = re.search(r"<tr><td>Acme Scan 64 #SN7741-A1</td><td>CT</td>\s*<td>3</td><td>1 of 1</td>"
+                    r"<td>(0\.\d+)</td>\s*<td>([-\d., ]+) HU</td>", table)
+    assert row and float(row[1]) > 0.9, table
+    air, water, bone = (float(x) for x in row[2].split(","))
+    assert abs(air + 1000) < 20 and abs(water) < 20 and abs(bone - 700) < 60
+    assert table.count("<tr><td>") == len(FLEET)
     before = [im for im in images(html) if im.size == (96, 96)]
     assert before and any(im.convert("RGB").getpixel((20, 0)) == (255, 40, 40) for im in before)
 
