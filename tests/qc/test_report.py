@@ -132,8 +132,48 @@ def test_qc_of_a_session_database(exported, monkeypatch, capsys, site_key):
     assert main(["qc", str(db), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert len(data["machines"]) == len(FLEET)
-    assert main(["report", str(db.parent / "dump"), "-o", "x.html"]) == 2
-    assert "not a session database" in capsys.readouterr().err
+    assert main(["report", str(db.parent / "missing"), "-o", "x.html"]) == 2
+    assert "missing: no such file or folder" in capsys.readouterr().err
+
+
+def test_report_of_a_folder_of_originals(exported, tmp_path, capsys):
+    """`gantry report FOLDER`: no session, no configuration; the files shown as they are, with
+    their QC, and a banner saying they hold patient data."""
+    _, dump = exported
+    out = tmp_path / "dump.html"
+    assert main(["report", str(dump), "-o", str(out)]) == 0
+    assert "it shows original images" in capsys.readouterr().out
+    html = out.read_text()
+    assert 'class="banner phi"' in html and 'id="notes"' not in html
+    machines = {f"{maker} {model} #{serial}" for maker, model, serial, *_ in FLEET}
+    assert set(re.findall(r'<tr class="machine"><td>([^<]+)</td><td>3</td>', html)) == machines
+    assert f"{DRIFT} series 1 qc phantom: air at -850 HU" in html
+    assert html.count('alt="before"') == len(FLEET) * 3 and 'alt="after"' not in html
+    assert len(images(html)) == len(IMG.findall(html))
+
+
+def test_output_only_report_of_a_folder_leaves_out_what_is_not_de_identified(exported, tmp_path):
+    """`gantry report FOLDER --output-only` shows the files that declare their identity
+    removed; an original slipped in among them is counted, and nothing of it is shown."""
+    db, dump = exported
+    mixed = tmp_path / "mixed"
+    shutil.copytree(db.parent / "out", mixed)
+    raw = sorted(dump.rglob("*.dcm"))[0]
+    shutil.copy(raw, mixed / "stray.dcm")
+    (mixed / "notes.txt").write_text("not dicom")
+    out = tmp_path / "mixed.html"
+    assert main(["report", str(mixed), "-o", str(out), "--output-only"]) == 0
+    html = out.read_text()
+    assert 'class="banner safe"' in html
+    for value in originals(dump) | {"SN7741"}:
+        assert value not in html
+    assert "1 file(s) do not declare their patient identity removed" in html
+    assert '<tr class="machine"><td>left out (not de-identified)</td>' in html
+    assert '<tr class="machine"><td>not readable as DICOM</td>' in html
+    assert "<h3>left out" not in html and "<h3>not readable" not in html
+    assert html.count('alt="after"') == len(MODELS) * 6 and 'alt="before"' not in html
+    for model in MODELS:  # the serial number was removed: a model is one machine here
+        assert f'<tr class="machine"><td>{model}</td><td>{3 * len(FLEET) // 2}</td>' in html
 
 
 def chromium(page: Path, shot: Path, profile: Path) -> list[str]:
