@@ -93,12 +93,12 @@ def plan(db: sqlite3.Connection, source: Path) -> tuple[list[tuple[str, int, int
     """Files to read (path, size, mtime, indexed before?), how many are unchanged, and the
     paths of indexed files under `source` that are gone."""
     root = str(source)
-    prefix = root if source.is_file() else root.rstrip(os.sep) + os.sep
+    folder = root.rstrip("/")  # paths under it sort from folder + "/" to before folder + "0"
     # (size, mtime) of what the index holds under `source`; None for a file marked missing
     known = {path: None if missing else (size, mtime) for path, size, mtime, missing in
              db.execute("SELECT path, size, mtime_ns, state = 'missing' FROM files "
-                        "WHERE path = ? OR substr(path, 1, ?) = ?",
-                        [root, len(prefix), prefix])}
+                        "WHERE path = ? OR (path >= ? AND path < ?)",
+                        [root, folder + "/", folder + "0"])}
     todo, unchanged = [], 0
     for path, size, mtime in walk(source):
         if path not in known:
@@ -145,8 +145,9 @@ def resolve_duplicates(db: sqlite3.Connection) -> tuple[int, int]:
 
 def count_duplicates(db: sqlite3.Connection) -> tuple[int, int]:
     """(duplicates, conflicts) as resolve_duplicates last marked them."""
-    return db.execute("SELECT count(duplicate_of), count(DISTINCT CASE WHEN conflict != 0 "
-                      "THEN sop_instance_uid END) FROM files").fetchone()
+    return db.execute(
+        "SELECT (SELECT count(*) FROM files WHERE state = 'ok' AND duplicate_of IS NOT NULL), "
+        "(SELECT count(DISTINCT sop_instance_uid) FROM files WHERE conflict != 0)").fetchone()
 
 
 def _sha256(path: str) -> str:
