@@ -11,22 +11,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from gateway.batch import CONFLICT, iter_inputs, run_batch
+from gateway.commands.args import exit_on_sigterm as _exit_on_sigterm
+from gateway.commands.args import positive as _positive
 from gateway.config import Config, ConfigError, load_config
 from gateway.deid.diff import diff
 from gateway.dicomio import read_full
 from gateway.pipeline import Forwarded, Outcome
 from gateway.risk import LEVELS, RiskReport, audit_paths
 from gateway.sitekey import SiteKeyError, load_site_key
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of processes (1 or more)")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -63,10 +55,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("a", type=Path, help="a DICOM file (e.g. the original)")
     p.add_argument("b", type=Path, help="another (e.g. its de-identified copy)")
     p.set_defaults(func=cmd_diff)
-
-
-def _exit_on_sigterm(_signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signal.SIGTERM)  # unwinds: the workers are stopped, not orphaned
 
 
 def cmd_deidentify(args: argparse.Namespace) -> int:

@@ -71,7 +71,8 @@ class QCResult:
                 "unreadable": self.unreadable}
 
 
-def _files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+def files_under(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Every file under `paths` (files or folders, sorted); ValueError names a missing one."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -92,7 +93,7 @@ def fleet_qc(paths: Iterable[str | os.PathLike], *, slices: int = DEFAULT_SLICES
     number that tells two scanners of one model apart, and their caller knows it, keyed."""
     groups: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
     unreadable: list[str] = []
-    for f in _files(paths):
+    for f in files_under(paths):
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError, EOFError) as exc:

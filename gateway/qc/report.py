@@ -83,12 +83,12 @@ def _sheets(objects: Sequence[ReportObject], output_only: bool) -> dict[str, lis
             if not output_only and obj.original is not None:
                 pair["before"] = thumbnail(obj.original, obj.boxes)
             if obj.output is not None:
-                pair["after"] = thumbnail(obj.output)
+                pair["after"] = thumbnail(obj.output, obj.boxes)
         except ValueError as exc:
             pair["problem"] = str(exc) if not output_only else "cannot make a thumbnail"
         if pair["before"] or pair["after"] or pair["problem"]:
             sheets[obj.machine].append(pair)
-    return dict(sheets)
+    return {machine: pairs for machine, pairs in sheets.items() if pairs}
 
 
 def output_objects(paths: Iterable[str | os.PathLike], outcome: str = "exported"
@@ -108,10 +108,10 @@ def output_objects(paths: Iterable[str | os.PathLike], outcome: str = "exported"
 def write_report(path: str | os.PathLike, objects: Sequence[ReportObject], *,
                  qc: QCResult | None = None, risk: Sequence[tuple[str, int]] = (),
                  output_only: bool = False, title: str = "Gantry report",
-                 plots: bool = True) -> Path:
+                 plots: bool = True, notes: Sequence[str] = ()) -> Path:
     """Write the report to `path` and return it. `objects` are every object considered;
     `qc` the fleet QC to show (computed over outputs for an output-only report); `risk` the
-    audit's (level, count) rows."""
+    audit's (level, count) rows; `notes` what the report could not show, and why."""
     import jinja2
 
     counts: dict[str, Counter] = defaultdict(Counter)
@@ -152,7 +152,8 @@ def write_report(path: str | os.PathLike, objects: Sequence[ReportObject], *,
         modalities=sorted(modalities.items()), outcomes=sorted(outcomes.items()),
         reasons=reasons.most_common(), risk=list(risk),
         qc_machines=qc.machines() if qc else {}, outliers=qc.outliers if qc else [],
-        clustering=clustering, plots=images, sheets=_sheets(objects, output_only))
+        clustering=clustering, plots=images, sheets=_sheets(objects, output_only),
+        notes=list(notes))
     out = Path(path)
     out.write_text(html, encoding="utf-8")
     return out

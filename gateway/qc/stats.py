@@ -20,6 +20,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
+from gateway.deid.dummies import TEXT as DUMMY_TEXT
 from gateway.deid.keyed import keyed_hash
 from gateway.qc.hu import modality_values
 
@@ -92,7 +93,8 @@ def machine_of(ds: Dataset, key: bytes | None = None) -> tuple[str, str]:
     still told apart, by a name that does not reveal it (for reports made to be shared)."""
     model = " ".join(x for x in (_text(ds, "Manufacturer"),
                                  _text(ds, "ManufacturerModelName")) if x) or "unknown model"
-    unit = _text(ds, "DeviceSerialNumber") or _text(ds, "StationName")
+    unit = next((u for u in (_text(ds, "DeviceSerialNumber"), _text(ds, "StationName"))
+                 if u and u != DUMMY_TEXT), "")  # a de-identifier's dummy names no scanner
     if unit and key is not None:
         unit = keyed_hash(key, unit, UNIT_DIGITS)
     return (f"{model} #{unit}" if unit else model), model

@@ -7,24 +7,19 @@ or the shell, stopped and resumed at will: everything lives in the session datab
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from gateway.config import BackupConfig, Config, load_config, parse_config
-from gateway.recipients import load_certificates
-from gateway.session import export as _export
 from gateway.session import ingest as _ingest
-from gateway.session import inventory, navigate, stage
+from gateway.session import navigate
 from gateway.session.db import get_meta, open_db, set_meta
-from gateway.sitekey import load_site_key
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the engine is imported by the steps that use it: ingest starts fast
+    from gateway.config import Config
     from gateway.risk import RiskReport
+    from gateway.session import export as _export
+    from gateway.session import inventory, stage
 
 EMBEDDED = "<embedded default>"
 
@@ -57,6 +52,13 @@ class Session:
     def config(self) -> Config:
         """The configuration in force: the one loaded last (else the embedded default), with
         the backup turned on by `backup_identities`."""
+        import dataclasses
+        import json
+
+        import yaml
+
+        from gateway.config import BackupConfig, load_config, parse_config
+
         text, source = get_meta(self.db, "config_text"), get_meta(self.db, "config_source")
         config = load_config(None) if text is None else parse_config(yaml.safe_load(text),
                                                                      source or EMBEDDED)
@@ -66,21 +68,35 @@ class Session:
                 config, backup=BackupConfig(True, tuple(json.loads(recipients))))
         return config
 
+    @property
+    def config_hash(self) -> str | None:
+        """SHA-256 of the configuration text in force (None: the embedded default)."""
+        return get_meta(self.db, "config_sha256")
+
     def load_config(self, path: str | os.PathLike) -> Config:
         """Check the YAML file at `path` (errors name the file, key and problem) and make it
-        the configuration in force; its text is kept in the session."""
+        the configuration in force; its text and a hash of it are kept in the session."""
+        import hashlib
+
+        from gateway.config import load_config
+
         source = Path(path).resolve()
         config = load_config(source)
-        set_meta(self.db, "config_text", source.read_text())
-        set_meta(self.db, "config_source", str(source))
+        text = source.read_text()
+        set_meta(self.db, config_text=text, config_source=str(source),
+                 config_sha256=hashlib.sha256(text.encode()).hexdigest())
         return config
 
     def backup_identities(self, recipients: list[str | os.PathLike]) -> None:
         """Seal the original values in every object from now on (Encrypted Attributes
         Sequence), for these recipients' certificates (checked now)."""
+        import json
+
+        from gateway.recipients import load_certificates
+
         paths = [str(Path(p).resolve()) for p in recipients]
         load_certificates(paths)  # RecipientError names a missing or unsuitable file
-        set_meta(self.db, "backup_recipients", json.dumps(paths))
+        set_meta(self.db, backup_recipients=json.dumps(paths))
 
     enable_reversible_anonymization = backup_identities
 
@@ -112,6 +128,8 @@ class Session:
 
     def examine(self) -> inventory.Inventory:
         """The machine inventory of the instances under the configuration in force."""
+        from gateway.session import inventory
+
         return inventory.examine(self.db, self.config, self.workers, self.progress)
 
     def scaffold_config(self, path: str | os.PathLike) -> Path:
@@ -140,7 +158,7 @@ class Session:
         rolled up per series, study, patient and the session; unreadable files are UNREADABLE."""
         from gateway.config import ConfigError
         from gateway.risk import audit_paths
-        from gateway.sitekey import SiteKeyError
+        from gateway.sitekey import SiteKeyError, load_site_key
 
         config = self.config
         try:
@@ -168,6 +186,7 @@ class Session:
 
     def _report_objects(self, keyed: bool = False) -> list:
         from gateway.session.report import report_objects
+        from gateway.sitekey import load_site_key
 
         return report_objects(self.db, self.config,
                               load_site_key(self.config) if keyed else None)
@@ -190,6 +209,9 @@ class Session:
     # ------------------------------------------------------------------ checkpoints
 
     def _checkpoint(self, name: str) -> stage.Checkpoint:
+        from gateway.session import stage
+        from gateway.sitekey import load_site_key
+
         config = self.config
         key = load_site_key(config)
         stage.stage_files(self.db, config, key, self.workers, self.progress)
@@ -217,6 +239,9 @@ class Session:
         if not safe:
             raise ValueError("export always runs the gatekeeper (verify) and refuses what it "
                              "refuses; there is no safe=False")
+        from gateway.session import export as _export
+        from gateway.sitekey import load_site_key
+
         config = self.config
         return _export.export(self.db, self.path, Path(out), config, load_site_key(config),
                               self.workers, self.progress)
