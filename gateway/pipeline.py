@@ -10,7 +10,7 @@ touches the network or the database.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,35 +35,13 @@ from gateway.dicomio import (
     read_for_deid,
     write,
 )
+from gateway.outcome import Forwarded, Outcome, Quarantined  # noqa: F401 - and re-exported
 from gateway.recipients import load_certificates
 from gateway.safetext import safe_message
 
 CLEAN_PIXEL_DATA = "113101"
 SOP_CLASS_UID, SOP_INSTANCE_UID = 0x00080016, 0x00080018
 STUDY_INSTANCE_UID, SERIES_INSTANCE_UID = 0x0020000D, 0x0020000E
-
-
-@dataclass(frozen=True)
-class Forwarded:
-    """The object was de-identified and written to `path`; UIDs are the new ones."""
-
-    path: Path
-    study_uid: str
-    series_uid: str
-    sop_uid: str
-    sop_class_uid: str
-    transfer_syntax: str
-    original_sop_hash: str
-    counts: dict[str, int] = field(default_factory=dict)
-    not_backed_up: tuple[str, ...] = ()
-    redaction_rule: str | None = None
-
-
-@dataclass(frozen=True)
-class Quarantined:
-    """The object must not leave: `reason` says why (and never carries an identifier)."""
-
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -77,7 +55,6 @@ class Staged:
     original_sop_hash: str
 
 
-Outcome = Forwarded | Quarantined
 Destination = Path | Callable[[Dataset], Path]
 
 
