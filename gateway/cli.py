@@ -9,38 +9,49 @@ import sys
 
 from gateway import __version__
 
-# Each module has `register(subparsers)`, adding its subcommands with `func` set.
-COMMAND_MODULES = (
-    "gateway.commands.batch",     # deidentify, audit, diff
-    "gateway.commands.keys",      # keys init, keys new-recipient
-    "gateway.commands.recover",   # recover
-    "gateway.commands.pixels",    # examine, scaffold, rules import-ctp
-    "gateway.commands.gateway",   # serve, status, quarantine, demo
-    "gateway.commands.config",    # config show
-    "gateway.commands.session",   # ingest, configure, backup, anonymize, redact, verify, export
-    "gateway.commands.qc",        # qc, report
-)
+# The module that registers each subcommand (its `register(subparsers)` sets `func`). Only the
+# named command's module is imported: `gantry ingest` does not load the network stack.
+COMMANDS = {
+    **dict.fromkeys(("deidentify", "audit", "diff"), "gateway.commands.batch"),
+    "keys": "gateway.commands.keys",
+    "recover": "gateway.commands.recover",
+    **dict.fromkeys(("examine", "scaffold", "rules"), "gateway.commands.pixels"),
+    **dict.fromkeys(("serve", "reload", "status", "quarantine", "prune", "demo"),
+                    "gateway.commands.gateway"),
+    "config": "gateway.commands.config",
+    **dict.fromkeys(("ingest", "configure", "backup", "anonymize", "redact", "verify",
+                     "export"), "gateway.commands.session"),
+    **dict.fromkeys(("qc", "report"), "gateway.commands.qc"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with `command` alone, or with every command when it is not one of them."""
     parser = argparse.ArgumentParser(
         prog="gantry", description="Gantry: DICOM de-identification gateway (PS3.15 Annex E).")
     parser.add_argument("--version", action="version", version=f"gantry {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    modules = [COMMANDS[command]] if command in COMMANDS else dict.fromkeys(COMMANDS.values())
+    for name in modules:
         importlib.import_module(name).register(sub)
     return parser
 
 
+def _reported_errors() -> tuple[type[BaseException], ...]:
+    """What `main` reports in one line; imported only when something went wrong."""
+    from gateway.config import ConfigError
+    from gateway.sitekey import SiteKeyError
+
+    return ConfigError, SiteKeyError, ValueError, OSError
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from gateway.config import ConfigError
-    from gateway.sitekey import SiteKeyError
-
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:
@@ -48,11 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         # Python would report the failed flush of stdout at exit: point stdout at /dev/null.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
-    except (ConfigError, SiteKeyError, ValueError, OSError) as exc:
-        print(f"gantry: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except _reported_errors() as exc:
+        print(f"gantry: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from gateway.logs import get_logger
 from gateway.safetext import scrub_values
+from gateway.store_schema import create_schema
 
 RECEIVED, PROCESSING, PROCESSED = "received", "processing", "processed"
 FORWARDING, DELIVERED, QUARANTINED, PURGED = "forwarding", "delivered", "quarantined", "purged"
@@ -43,8 +42,6 @@ TRANSITIONS: dict[tuple[str | None, str], str] = {
 
 # Delivery states (one row per job and destination).
 PENDING, SENDING, SENT, FAILED = "pending", "sending", "delivered", "failed"
-
-SCHEMA_VERSION = 1
 
 
 class IdlePoll:
@@ -112,7 +109,6 @@ class Store:
         self.conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
         if durable:  # the receiver's commits never pay for a checkpoint (see `checkpoint`)
             self.conn.execute("PRAGMA wal_autocheckpoint = 0")
-        self.db = sqlite_utils.Database(self.conn)
         self.log = get_logger("gateway.store")
         self._create()
 
@@ -124,60 +120,9 @@ class Store:
         this often; the other connections also checkpoint as they commit)."""
         self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    # ------------------------------------------------------------------ schema
-
     def _create(self) -> None:
-        with self.tx() as tx:
-            self.db["jobs"].create(
-                {
-                    "id": str, "state": str, "received_at": float, "updated_at": float,
-                    "calling_ae": str, "called_ae": str, "peer": str, "sop_hash": str,
-                    "sop_class_uid": str, "transfer_syntax": str, "size": int,
-                    "route": str, "profile": str, "new_study_uid": str,
-                    "new_series_uid": str, "new_sop_uid": str, "out_transfer_syntax": str,
-                    "counts": str, "not_backed_up": str, "reason": str, "attempts": int,
-                    "lease_owner": str, "lease_until": float,
-                },
-                pk="id", not_null={"state", "received_at"}, if_not_exists=True,
-            )
-            self.db["deliveries"].create(
-                {
-                    "job_id": str, "destination": str, "state": str, "attempts": int,
-                    "refusals": int,
-                    "next_at": float, "lease_owner": str, "lease_until": float,
-                    "status": int, "error": str, "updated_at": float,
-                },
-                pk=("job_id", "destination"), if_not_exists=True,
-            )
-            self.db["machines"].create(
-                {"job_id": str, "signature": str, "manufacturer": str, "model": str,
-                 "size": str, "modality": str, "sop_class": str, "burned_in": str,
-                 "at_risk": int, "rule": str, "refused": int},
-                pk="job_id", if_not_exists=True,
-            )
-            self.db["events"].create(
-                {"id": int, "job_id": str, "at": float, "from_state": str, "to_state": str,
-                 "detail": str},
-                pk="id", if_not_exists=True,
-            )
-            tx.execute("CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, received_at)")
-            tx.execute("CREATE INDEX IF NOT EXISTS deliveries_state "
-                       "ON deliveries(destination, state, next_at)")
-            tx.execute("CREATE INDEX IF NOT EXISTS events_job ON events(job_id)")
-            tx.execute(
-                """CREATE VIEW IF NOT EXISTS audit AS
-                SELECT j.id AS job_id,
-                       strftime('%Y-%m-%dT%H:%M:%fZ', j.received_at, 'unixepoch') AS received,
-                       j.calling_ae, j.called_ae, j.peer, j.route, j.profile,
-                       j.sop_class_uid, j.new_study_uid, j.new_series_uid, j.new_sop_uid,
-                       j.sop_hash AS original_sop_hash, j.counts, j.state AS outcome, j.reason,
-                       (SELECT json_group_object(d.destination, json_object(
-                            'state', d.state, 'status', d.status, 'attempts', d.attempts,
-                            'error', d.error))
-                        FROM deliveries d WHERE d.job_id = j.id) AS destinations
-                FROM jobs j"""
-            )
-            tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        with self.tx():
+            create_schema(self.conn)
 
     # ------------------------------------------------------------------ transactions
 

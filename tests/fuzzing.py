@@ -149,3 +149,21 @@ def read_back(paths: list[Path]) -> list[str]:
         if run.returncode:
             bad.append(f"dcmdump: {run.stderr[:500].decode('latin-1')}")
     return bad
+
+
+def write_corpus(folder: Path, count: int, every_valid: int, seed: int,
+                 bases: list) -> dict[Path, str]:
+    """`count` objects in `folder`, named `NNNNN-KIND.dcm`: every `every_valid`-th one valid,
+    the others one mutation each (seeded from `seed`); path → kind."""
+    folder.mkdir(parents=True, exist_ok=True)
+    kinds: dict[Path, str] = {}
+    for i in range(count):
+        base = bases[i % len(bases)]
+        if i % every_valid == 0:
+            kind, data = "valid", valid(base, i)
+        else:
+            kind, data = mutate(base, i, seed=seed + i)
+        path = folder / f"{i:05d}-{kind}.dcm"
+        path.write_bytes(data)
+        kinds[path] = kind
+    return kinds

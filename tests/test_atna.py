@@ -5,16 +5,15 @@ names objects only by new UIDs and keyed hashes, and reaches a real syslog colle
 from __future__ import annotations
 
 import base64
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from lxml import etree
+from pki import collector_pki
 
 from gateway import atna
 from gateway.config import ConfigError, parse_config
@@ -164,25 +163,10 @@ def test_messages_reach_a_udp_collector_as_rfc5424(schema):
         check(schema, body)
 
 
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> Path:
     """A CA, and a collector certificate for 127.0.0.1 signed by it (openssl)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not found on PATH (install the Debian package to run this test)")
-    d = tmp_path_factory.mktemp("pki")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.pem", "-days", "2", "-subj", "/CN=Test Audit CA", cwd=d)
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "collector.key", "-out",
-            "collector.csr", "-subj", "/CN=collector", cwd=d)
-    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "collector.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "collector.pem", "-days", "2", "-extfile", "san.cnf",
-            cwd=d)
-    return d
+    return collector_pki(tmp_path_factory.mktemp("pki"))
 
 
 class TlsCollector:

@@ -19,17 +19,8 @@ KEY = "5c" * 32
 def test_fuzzed_objects_through_the_batch_command(tmp_path):
     bases = fuzzing.load_bases(tmp_path / "bases")
     source = tmp_path / "in"
-    source.mkdir()
-    kinds: dict[str, str] = {}
-    for i in range(COUNT):
-        base = bases[i % len(bases)]
-        if i % EVERY_VALID == 0:
-            kind, data = "valid", fuzzing.valid(base, i)
-        else:
-            kind, data = fuzzing.mutate(base, i, seed=17_000 + i)
-        name = f"{i:05d}-{kind}.dcm"
-        (source / name).write_bytes(data)
-        kinds[name] = kind
+    kinds = {p.name: k for p, k in fuzzing.write_corpus(source, COUNT, EVERY_VALID, 17_000,
+                                                         bases).items()}
     assert sum(k != "valid" for k in kinds.values()) >= 2000
     assert set(kinds.values()) == {"valid", *fuzzing.KINDS}
 

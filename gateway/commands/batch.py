@@ -13,22 +13,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway.commands.args import exit_on_sigterm as _exit_on_sigterm
+from gateway.commands.args import positive as _positive
 from gateway.config import Config, ConfigError, load_config
 from gateway.sitekey import SiteKeyError, load_site_key
 
 if TYPE_CHECKING:
     from gateway.pipeline import Outcome
     from gateway.risk import RiskReport
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of processes (1 or more)")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,10 +57,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("a", type=Path, help="a DICOM file (e.g. the original)")
     p.add_argument("b", type=Path, help="another (e.g. its de-identified copy)")
     p.set_defaults(func=cmd_diff)
-
-
-def _exit_on_sigterm(_signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signal.SIGTERM)  # unwinds: the workers are stopped, not orphaned
 
 
 def cmd_deidentify(args: argparse.Namespace) -> int:

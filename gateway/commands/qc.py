@@ -1,5 +1,6 @@
 """`gantry qc PATH|DB [--json]`: fleet QC (per-machine statistics, outliers with reasons);
-`gantry report DB -o FILE [--output-only]`: the visual report of a curation session."""
+`gantry report PATH|DB|--config FILE -o FILE [--output-only]`: the visual report of a folder of
+DICOM files, a curation session or a gateway node."""
 
 from __future__ import annotations
 
@@ -22,15 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_qc)
 
     p = sub.add_parser("report", help="one self-contained HTML page: counts, risk, quarantine "
-                                      "reasons, fleet QC, contact sheets (of a session)")
-    p.add_argument("db", type=Path, nargs="?", help="a session database")
+                                      "reasons, fleet QC, contact sheets")
+    p.add_argument("source", type=Path, nargs="?",
+                   help="a session database, or a DICOM file or folder tree")
     p.add_argument("--config", type=Path,
                    help="instead of DB: the gateway of this configuration, from its state "
                         "(outcomes, quarantine reasons, thumbnails of quarantined originals)")
     p.add_argument("-o", "--output", type=Path, required=True, help="the HTML file to write")
     p.add_argument("--output-only", action="store_true",
-                   help="from the latest export's de-identified objects alone: fit to share "
-                        "(without it the report shows originals, patient data)")
+                   help="from de-identified objects alone, fit to share: a session's latest "
+                        "export, a folder's files that declare their identity removed, a "
+                        "gateway's outbox (without it the report shows originals: patient data)")
     p.set_defaults(func=cmd_report)
 
 
@@ -109,14 +112,31 @@ def node_report(config_path: Path, output: Path, output_only: bool) -> Path:
                         title=f"Gantry gateway report: {config.network.ae_title}")
 
 
+def folder_report(path: Path, output: Path, output_only: bool) -> Path:
+    """The report of a DICOM file or folder tree (no session, no configuration)."""
+    from gateway.qc import fleet_qc
+    from gateway.qc.report import write_report
+    from gateway.qc.sources import folder_source
+
+    source = folder_source([path], output_only=output_only)
+    return write_report(output, source.objects, qc=fleet_qc(source.qc_files),
+                        output_only=output_only, notes=source.notes,
+                        title=f"Gantry report: {path.resolve().name}")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    if (args.db is None) == (args.config is None):
-        raise ValueError("gantry report: give a session database or --config FILE (not both)")
+    from gateway.session.db import is_session_db
+
+    if (args.source is None) == (args.config is None):
+        raise ValueError("gantry report: give a session database, a DICOM file or folder, or "
+                         "--config FILE (one of them)")
     if args.config is not None:
         out = node_report(args.config, args.output, args.output_only)
-    else:
-        with _session(args.db) as session:
+    elif args.source.is_file() and is_session_db(args.source):
+        with _session(args.source) as session:
             out = session.report(args.output, output_only=args.output_only)
+    else:
+        out = folder_report(args.source, args.output, args.output_only)
     print(f"report written: {out}" + ("" if args.output_only else
                                       " (it shows original images: patient data)"))
     return 0

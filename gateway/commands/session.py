@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from gateway.commands.batch import _exit_on_sigterm, _positive
+from gateway.commands.args import exit_on_sigterm, positive
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("db", type=Path, help="session database (created 0600 if new)")
         if workers:
-            p.add_argument("--workers", type=_positive, default=None,
+            p.add_argument("--workers", type=positive, default=None,
                            help="processes (default: all cores)")
             p.add_argument("--quiet", action="store_true", help="no progress bar")
         return p
@@ -63,7 +63,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(f"gantry: {args.path}: no such file or folder", file=sys.stderr)
         return 2
     with _open(args) as session:
-        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        previous = signal.signal(signal.SIGTERM, exit_on_sigterm)
         try:
             summary = session.ingest(args.path)
         finally:
@@ -99,7 +99,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     with _open(args) as session:
         if args.config:
             session.load_config(args.config)
-        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        previous = signal.signal(signal.SIGTERM, exit_on_sigterm)
         try:
             summary = session.export(args.output)
         finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,7 +71,8 @@ class QCResult:
                 "unreadable": self.unreadable}
 
 
-def _files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+def files_under(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Every file under `paths` (files or folders, sorted); ValueError names a missing one."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -84,13 +85,15 @@ def _files(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def fleet_qc(paths: Iterable[str | os.PathLike], *, slices: int = DEFAULT_SLICES,
-             clusters: bool = True) -> QCResult:
+             clusters: bool = True, machines: Mapping[str, str] | None = None) -> QCResult:
     """QC of every DICOM file under `paths` (files or folders): series grouped by Series
     Instance UID, at most `slices` slices of each read for pixel statistics; `clusters` also
-    clusters one slice of each series by intensity."""
+    clusters one slice of each series by intensity. `machines` names the machine of a file (by
+    its path as text) when its own header cannot: de-identified files have lost the serial
+    number that tells two scanners of one model apart, and their caller knows it, keyed."""
     groups: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
     unreadable: list[str] = []
-    for f in _files(paths):
+    for f in files_under(paths):
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
@@ -102,8 +105,10 @@ def fleet_qc(paths: Iterable[str | os.PathLike], *, slices: int = DEFAULT_SLICES
         groups[str(ds.SeriesInstanceUID)].append((f, ds))
     series = []
     for members in groups.values():
+        named = (machines or {}).get(str(members[0][0]))
         series.append(series_stats([p for p, _ in members], slices=slices,
-                                   headers=[d for _, d in members], clusters=clusters))
+                                   headers=[d for _, d in members], clusters=clusters,
+                                   machine=named))
     series.sort(key=lambda s: s.label)
     seen: dict[str, int] = defaultdict(int)
     for s in series:  # de-identified series may share a label: number the repeats

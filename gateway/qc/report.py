@@ -22,6 +22,7 @@ import pydicom
 
 from gateway.qc.fleet import QCResult
 from gateway.qc.hu import modality_values, object_window, window
+from gateway.qc.stats import machine_of
 
 THUMB = 160  # longest side of a thumbnail, pixels
 PER_MACHINE = 6  # thumbnails per machine's contact sheet
@@ -87,7 +88,7 @@ def _sheets(objects: Sequence[ReportObject], output_only: bool) -> dict[str, lis
             pair["problem"] = str(exc) if not output_only else "cannot make a thumbnail"
         if pair["before"] or pair["after"] or pair["problem"]:
             sheets[obj.machine].append(pair)
-    return dict(sheets)
+    return {machine: pairs for machine, pairs in sheets.items() if pairs}
 
 
 def output_objects(paths: Iterable[str | os.PathLike], outcome: str = "exported"
@@ -99,20 +100,18 @@ def output_objects(paths: Iterable[str | os.PathLike], outcome: str = "exported"
             ds = pydicom.dcmread(p, stop_before_pixels=True)
         except Exception:  # not DICOM: not an object of the report
             continue
-        machine = " ".join(str(ds.get(k, "") or "").strip()
-                           for k in ("Manufacturer", "ManufacturerModelName")).strip()
-        objects.append(ReportObject(machine or "unknown machine",
-                                    str(ds.get("Modality", "") or "?"), outcome, output=p))
+        objects.append(ReportObject(machine_of(ds)[0], str(ds.get("Modality", "") or "?"),
+                                    outcome, output=p))
     return objects
 
 
 def write_report(path: str | os.PathLike, objects: Sequence[ReportObject], *,
                  qc: QCResult | None = None, risk: Sequence[tuple[str, int]] = (),
                  output_only: bool = False, title: str = "Gantry report",
-                 plots: bool = True) -> Path:
+                 plots: bool = True, notes: Sequence[str] = ()) -> Path:
     """Write the report to `path` and return it. `objects` are every object considered;
     `qc` the fleet QC to show (computed over outputs for an output-only report); `risk` the
-    audit's (level, count) rows."""
+    audit's (level, count) rows; `notes` what the report could not show, and why."""
     import jinja2
 
     counts: dict[str, Counter] = defaultdict(Counter)
@@ -153,7 +152,8 @@ def write_report(path: str | os.PathLike, objects: Sequence[ReportObject], *,
         modalities=sorted(modalities.items()), outcomes=sorted(outcomes.items()),
         reasons=reasons.most_common(), risk=list(risk),
         qc_machines=qc.machines() if qc else {}, outliers=qc.outliers if qc else [],
-        clustering=clustering, plots=images, sheets=_sheets(objects, output_only))
+        clustering=clustering, plots=images, sheets=_sheets(objects, output_only),
+        notes=list(notes))
     out = Path(path)
     out.write_text(html, encoding="utf-8")
     return out

@@ -20,6 +20,8 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
+from gateway.deid.dummies import TEXT as DUMMY_TEXT
+from gateway.deid.keyed import keyed_hash
 from gateway.qc.hu import modality_values
 
 BODY_HU = -500.0
@@ -27,6 +29,7 @@ AIR_FLOOR_HU = -1100.0  # below this: padding outside the field of view, not air
 TISSUE_HU = (-200.0, 300.0)
 BLOCK = 8
 DEFAULT_SLICES = 5
+UNIT_DIGITS = 8
 
 
 @dataclass
@@ -83,12 +86,17 @@ def _text(ds: Dataset, keyword: str) -> str:
     return str(value).strip() if value not in (None, "") else ""
 
 
-def machine_of(ds: Dataset) -> tuple[str, str]:
+def machine_of(ds: Dataset, key: bytes | None = None) -> tuple[str, str]:
     """(machine, model): the model is Manufacturer + Model Name; the machine adds the Device
-    Serial Number (else the Station Name) so two scanners of one model are told apart."""
+    Serial Number (else the Station Name) so two scanners of one model are told apart. With the
+    site `key` that value is replaced by its keyed hash (UNIT_DIGITS hex digits): the scanner is
+    still told apart, by a name that does not reveal it (for reports made to be shared)."""
     model = " ".join(x for x in (_text(ds, "Manufacturer"),
                                  _text(ds, "ManufacturerModelName")) if x) or "unknown model"
-    unit = _text(ds, "DeviceSerialNumber") or _text(ds, "StationName")
+    unit = next((u for u in (_text(ds, "DeviceSerialNumber"), _text(ds, "StationName"))
+                 if u and u != DUMMY_TEXT), "")  # a de-identifier's dummy names no scanner
+    if unit and key is not None:
+        unit = keyed_hash(key, unit, UNIT_DIGITS)
     return (f"{model} #{unit}" if unit else model), model
 
 
@@ -143,15 +151,18 @@ def _median(xs: list[float]) -> float | None:
 
 
 def series_stats(paths: Sequence[str | Path], *, slices: int = DEFAULT_SLICES,
-                 headers: Sequence[Dataset] | None = None, clusters: bool = True) -> SeriesStats:
+                 headers: Sequence[Dataset] | None = None, clusters: bool = True,
+                 machine: str | None = None) -> SeriesStats:
     """Statistics of one series from its files (sorted by Instance Number), reading the pixels
     of at most `slices` of them. `headers` are the files' headers if already read; `clusters`
-    also clusters the middle sampled slice by intensity (scikit-learn)."""
+    also clusters the middle sampled slice by intensity (scikit-learn); `machine` names the
+    machine when the headers cannot (de-identified files: see fleet_qc)."""
     if headers is None:
         headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
     order = sorted(range(len(paths)), key=lambda i: (_num(headers[i], "InstanceNumber") or 0))
     first = headers[order[0]]
-    machine, model = machine_of(first)
+    named, model = machine_of(first)
+    machine = machine or named
     modality = _text(first, "Modality") or "?"
     number = _text(first, "SeriesNumber")
     desc = _text(first, "SeriesDescription")

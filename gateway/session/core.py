@@ -13,18 +13,15 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from gateway.config import BackupConfig, Config, load_config, parse_config
-from gateway.recipients import load_certificates
-from gateway.session import export as _export
 from gateway.session import ingest as _ingest
-from gateway.session import inventory, navigate, stage
+from gateway.session import navigate
 from gateway.session.db import get_meta, open_db, set_meta
-from gateway.sitekey import load_site_key
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the engine is imported by the steps that use it: ingest starts fast
+    from gateway.config import Config
     from gateway.risk import RiskReport
+    from gateway.session import export as _export
+    from gateway.session import inventory, stage
 
 EMBEDDED = "<embedded default>"
 
@@ -57,6 +54,10 @@ class Session:
     def config(self) -> Config:
         """The configuration in force: the one loaded last (else the embedded default), with
         the backup turned on by `backup_identities`."""
+        import yaml
+
+        from gateway.config import BackupConfig, load_config, parse_config
+
         text, source = get_meta(self.db, "config_text"), get_meta(self.db, "config_source")
         config = load_config(None) if text is None else parse_config(yaml.safe_load(text),
                                                                      source or EMBEDDED)
@@ -69,6 +70,8 @@ class Session:
     def load_config(self, path: str | os.PathLike) -> Config:
         """Check the YAML file at `path` (errors name the file, key and problem) and make it
         the configuration in force; its text is kept in the session."""
+        from gateway.config import load_config
+
         source = Path(path).resolve()
         config = load_config(source)
         set_meta(self.db, "config_text", source.read_text())
@@ -78,6 +81,8 @@ class Session:
     def backup_identities(self, recipients: list[str | os.PathLike]) -> None:
         """Seal the original values in every object from now on (Encrypted Attributes
         Sequence), for these recipients' certificates (checked now)."""
+        from gateway.recipients import load_certificates
+
         paths = [str(Path(p).resolve()) for p in recipients]
         load_certificates(paths)  # RecipientError names a missing or unsuitable file
         set_meta(self.db, "backup_recipients", json.dumps(paths))
@@ -112,6 +117,8 @@ class Session:
 
     def examine(self) -> inventory.Inventory:
         """The machine inventory of the instances under the configuration in force."""
+        from gateway.session import inventory
+
         return inventory.examine(self.db, self.config, self.workers, self.progress)
 
     def scaffold_config(self, path: str | os.PathLike) -> Path:
@@ -140,7 +147,7 @@ class Session:
         rolled up per series, study, patient and the session; unreadable files are UNREADABLE."""
         from gateway.config import ConfigError
         from gateway.risk import audit_paths
-        from gateway.sitekey import SiteKeyError
+        from gateway.sitekey import SiteKeyError, load_site_key
 
         config = self.config
         try:
@@ -154,30 +161,36 @@ class Session:
 
     def qc(self, *, output: bool = False, slices: int = 5) -> Any:
         """Fleet QC (gateway.qc.QCResult) of the session's originals, or with `output` of what
-        its latest export wrote."""
+        its latest export wrote (its machines named by their keyed serial numbers)."""
+        return self._qc(self._report_objects(keyed=output), output, slices)
+
+    @staticmethod
+    def _qc(objects: list, output: bool, slices: int = 5) -> Any:
         from gateway.qc import fleet_qc
 
-        paths = [o.output if output else o.original for o in self._report_objects()]
-        return fleet_qc([p for p in paths if p is not None], slices=slices)
+        if not output:
+            return fleet_qc([o.original for o in objects if o.original], slices=slices)
+        return fleet_qc([o.output for o in objects if o.output], slices=slices,
+                        machines={str(o.output): o.machine for o in objects if o.output})
 
-    def _report_objects(self) -> list:
+    def _report_objects(self, keyed: bool = False) -> list:
         from gateway.session.report import report_objects
+        from gateway.sitekey import load_site_key
 
-        return report_objects(self.db, self.config)
+        return report_objects(self.db, self.config,
+                              load_site_key(self.config) if keyed else None)
 
     def report(self, path: str | os.PathLike, *, output_only: bool = False) -> Path:
         """Write the visual report (gateway.qc.report) to `path`: counts, the audit's risk
         bands, quarantine reasons, fleet QC and contact sheets. With `output_only` it is made
-        from the latest export's de-identified objects alone; otherwise it shows originals
-        (patient data) and says so at its top."""
+        from the latest export's de-identified objects alone, scanners named by a keyed hash of
+        their serial number; otherwise it shows originals (patient data) and says so at its top."""
         from collections import Counter
 
-        from gateway.qc import fleet_qc
         from gateway.qc.report import write_report
 
-        objects = self._report_objects()
-        paths = [o.output if output_only else o.original for o in objects]
-        qc = fleet_qc([p for p in paths if p is not None])
+        objects = self._report_objects(keyed=output_only)
+        qc = self._qc(objects, output_only)
         bands = Counter(r.band for r in self.audit().walk("instance"))
         return write_report(path, objects, qc=qc, risk=sorted(bands.items()),
                             output_only=output_only, title=f"Gantry report: {self.path.name}")
@@ -185,6 +198,9 @@ class Session:
     # ------------------------------------------------------------------ checkpoints
 
     def _checkpoint(self, name: str) -> stage.Checkpoint:
+        from gateway.session import stage
+        from gateway.sitekey import load_site_key
+
         config = self.config
         key = load_site_key(config)
         stage.stage_files(self.db, config, key, self.workers, self.progress)
@@ -212,6 +228,9 @@ class Session:
         if not safe:
             raise ValueError("export always runs the gatekeeper (verify) and refuses what it "
                              "refuses; there is no safe=False")
+        from gateway.session import export as _export
+        from gateway.sitekey import load_site_key
+
         config = self.config
         return _export.export(self.db, self.path, Path(out), config, load_site_key(config),
                               self.workers, self.progress)

@@ -1,40 +1,21 @@
 """Indexing a file or folder tree into the session: headers only, in forked workers.
 
 A file already indexed with the same size and modification time is skipped without being
-opened. Unreadable files are indexed too, with the reader's reason, so that export quarantines
-them as `gantry deidentify` does. Files sharing a SOP Instance UID are compared byte for byte:
-identical copies keep one instance, different contents are a conflict and none is exported.
+opened: a re-ingest of an unchanged tree is one walk of the folders (os.scandir, one stat per
+file), one SELECT of what the index holds, and no worker, no pydicom, no write. Unreadable files
+are indexed too, with the reader's reason, so that export quarantines them as `gantry
+deidentify` does. Files sharing a SOP Instance UID are compared byte for byte: identical copies
+keep one instance, different contents are a conflict and none is exported.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from pydicom.dataset import Dataset
-
-from gateway.deid.signatures import machine_signature
-from gateway.deid.values import stored_text
-from gateway.dicomio import DicomReadError, read_for_deid
-from gateway.safetext import safe_message
-
-# column -> tag read from the header (as stored; text decoded only when not ASCII)
-HEADER_COLUMNS = {
-    "sop_class_uid": 0x00080016, "sop_instance_uid": 0x00080018,
-    "manufacturer": 0x00080070, "model": 0x00081090, "modality": 0x00080060,
-    "patient_id": 0x00100020, "patient_name": 0x00100010, "patient_birth_date": 0x00100030,
-    "patient_sex": 0x00100040, "study_uid": 0x0020000D, "study_date": 0x00080020,
-    "study_description": 0x00081030, "accession_number": 0x00080050,
-    "series_uid": 0x0020000E, "series_number": 0x00200011, "series_description": 0x0008103E,
-    "instance_number": 0x00200013, "burned_in": 0x00280301,
-}
-NUMBER_COLUMNS = {"rows": 0x00280010, "columns": 0x00280011, "frames": 0x00280008}
 
 
 @dataclass
@@ -66,61 +47,45 @@ class IngestSummary:
         return Counter(reason.split(":")[0] for _, reason in self.unreadable)
 
 
-def _text(ds: Dataset, tag: int) -> str:
-    try:
-        return stored_text(ds, tag)
-    except Exception:  # noqa: BLE001 - an undecodable value indexes as empty
-        return ""
-
-
-def _number(ds: Dataset, tag: int) -> int | None:
-    try:
-        return int(float(stored_text(ds, tag).split("\\")[0]))
-    except (ValueError, IndexError):
-        return None
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def read_index_row(path: str) -> dict[str, Any]:
-    """The index row of one file (run in a worker): header columns, or the reader's reason."""
-    try:
-        ds = read_for_deid(path).ds
-    except DicomReadError as exc:
-        return {"state": "unreadable", "reason": f"{exc.kind}: {exc.problem}"}
-    except Exception as exc:  # noqa: BLE001 - one odd file must not stop the ingest
-        return {"state": "unreadable", "reason": f"unreadable: {safe_message(exc)}"}
-    row: dict[str, Any] = {"state": "ok", "reason": None}
-    for column, tag in HEADER_COLUMNS.items():
-        row[column] = _text(ds, tag)
-    for column, tag in NUMBER_COLUMNS.items():
-        row[column] = _number(ds, tag)
-    row["transfer_syntax"] = str(ds.file_meta.TransferSyntaxUID)
-    try:
-        row["signature"] = machine_signature(ds)
-    except Exception:  # noqa: BLE001
-        row["signature"] = ""
-    return row
-
-
-def _stat_all(root: Path) -> Iterator[tuple[str, int, int]]:
-    """Path, size and mtime of the files `gantry deidentify` would read (batch.iter_inputs),
-    with strings instead of Path objects: a re-ingest is mostly this walk."""
+def walk(root: Path) -> list[tuple[str, int, int]]:
+    """Path, size and mtime (ns) of the files `gantry deidentify` would read, in its order
+    (batch.iter_inputs: sorted, hidden names skipped, linked folders not entered)."""
     if root.is_file():
         st = root.stat()
-        yield str(root), st.st_size, st.st_mtime_ns
-        return
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith("."):
+        return [(str(root), st.st_size, st.st_mtime_ns)]
+    found: list[tuple[str, int, int]] = []
+    _walk(str(root), found)
+    return found
+
+
+def _walk(folder: str, found: list[tuple[str, int, int]]) -> None:
+    """One scandir of `folder` by descriptor: each stat is relative to it, not a full path."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return  # unreadable folder: os.walk skips it too
+    folders = []
+    prefix = folder.rstrip("/") + "/"
+    try:
+        with os.scandir(fd) as listing:
+            entries = sorted((e for e in listing if not e.name.startswith(".")),
+                             key=lambda e: e.name)
+        for entry in entries:
+            if entry.is_dir():  # follows a link, as os.walk does; a linked folder is not entered
+                if not entry.is_symlink():
+                    folders.append(prefix + entry.name)
                 continue
-            path = os.path.join(folder, name)
             try:
-                st = os.stat(path)
+                st = entry.stat()
             except OSError:
-                continue  # gone between listing and stat
-            yield path, st.st_size, st.st_mtime_ns
+                continue  # gone between listing and stat, or a dangling link
+            found.append((prefix + entry.name, st.st_size, st.st_mtime_ns))
+    except OSError:
+        pass  # the folder went away while it was read
+    finally:
+        os.close(fd)
+    for sub in folders:
+        _walk(sub, found)
 
 
 def plan(db: sqlite3.Connection, source: Path) -> tuple[list[tuple[str, int, int, bool]],
@@ -129,17 +94,20 @@ def plan(db: sqlite3.Connection, source: Path) -> tuple[list[tuple[str, int, int
     paths of indexed files under `source` that are gone."""
     root = str(source)
     prefix = root if source.is_file() else root.rstrip(os.sep) + os.sep
-    known = {path: (size, mtime, state) for path, size, mtime, state in db.execute(
-        "SELECT path, size, mtime_ns, state FROM files WHERE path = ? OR substr(path, 1, ?) = ?",
-        [root, len(prefix), prefix]).fetchall()}
+    # (size, mtime) of what the index holds under `source`; None for a file marked missing
+    known = {path: None if missing else (size, mtime) for path, size, mtime, missing in
+             db.execute("SELECT path, size, mtime_ns, state = 'missing' FROM files "
+                        "WHERE path = ? OR substr(path, 1, ?) = ?",
+                        [root, len(prefix), prefix])}
     todo, unchanged = [], 0
-    for path, size, mtime in _stat_all(source):
-        before = known.pop(path, None)
-        if before == (size, mtime, "ok") or before == (size, mtime, "unreadable"):
+    for path, size, mtime in walk(source):
+        if path not in known:
+            todo.append((path, size, mtime, False))
+        elif known.pop(path) == (size, mtime):
             unchanged += 1
         else:
-            todo.append((path, size, mtime, before is not None))
-    gone = [path for path, (_, _, state) in known.items() if state != "missing"]
+            todo.append((path, size, mtime, True))
+    gone = [path for path, before in known.items() if before is not None]
     return todo, unchanged, gone
 
 
@@ -147,7 +115,8 @@ def resolve_duplicates(db: sqlite3.Connection) -> tuple[int, int]:
     """Mark files sharing a SOP Instance UID: byte-identical copies point at the first path
     (`duplicate_of`), different contents are all in conflict. Returns (duplicates, conflicts)."""
     with db:
-        db.execute("UPDATE files SET duplicate_of = NULL, conflict = 0")
+        db.execute("UPDATE files SET duplicate_of = NULL, conflict = 0 "
+                   "WHERE duplicate_of IS NOT NULL OR conflict != 0")
         groups = db.execute(
             "SELECT sop_instance_uid FROM files WHERE state = 'ok' GROUP BY sop_instance_uid "
             "HAVING count(*) > 1").fetchall()
@@ -174,7 +143,15 @@ def resolve_duplicates(db: sqlite3.Connection) -> tuple[int, int]:
     return duplicates, conflicts
 
 
+def count_duplicates(db: sqlite3.Connection) -> tuple[int, int]:
+    """(duplicates, conflicts) as resolve_duplicates last marked them."""
+    return db.execute("SELECT count(duplicate_of), count(DISTINCT CASE WHEN conflict != 0 "
+                      "THEN sop_instance_uid END) FROM files").fetchone()
+
+
 def _sha256(path: str) -> str:
+    import hashlib
+
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as fh:
@@ -188,14 +165,19 @@ def _sha256(path: str) -> str:
 def ingest(db: sqlite3.Connection, source: Path, workers: int | None = None,
            progress: bool = True) -> IngestSummary:
     """Index `source` (a file or a folder tree) into the session; see the module notes."""
-    from gateway.session.parallel import run_parallel
-
     source = Path(source).resolve()
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such file or folder")
     root = str(source if source.is_dir() else source.parent)
     todo, unchanged, gone = plan(db, source)
     summary = IngestSummary(unchanged=unchanged, missing=len(gone))
+    if not todo and not gone:
+        summary.duplicates, summary.conflicts = count_duplicates(db)
+        return summary
+    # Imported before the workers fork, so that each has them already.
+    from gateway.session.headers import EMPTY_ROW, read_index_row
+    from gateway.session.parallel import run_parallel
+
     with db:
         for start in range(0, len(gone), 500):
             part = gone[start:start + 500]
@@ -204,15 +186,17 @@ def ingest(db: sqlite3.Connection, source: Path, workers: int | None = None,
     pending: list[dict[str, Any]] = []
 
     def flush() -> None:
+        changed = [row for row in pending if row["changed"]]
+        new = [row for row in pending if not row["changed"]]
+        columns = [k for k in pending[0] if k != "changed"] if pending else []
         with db:
-            for row in pending:
-                if row.pop("changed"):
-                    sets = ", ".join(f"{k} = :{k}" for k in row if k != "path")
-                    db.execute(f"UPDATE files SET {sets}, version = version + 1, "
-                               "content_hash = NULL WHERE path = :path", row)
-                else:
-                    db.execute(f"INSERT INTO files ({', '.join(row)}) VALUES "
-                               f"({', '.join(':' + k for k in row)})", row)
+            if new:
+                db.executemany(f"INSERT INTO files ({', '.join(columns)}) VALUES "
+                               f"({', '.join(':' + k for k in columns)})", new)
+            if changed:
+                sets = ", ".join(f"{k} = :{k}" for k in columns if k != "path")
+                db.executemany(f"UPDATE files SET {sets}, version = version + 1, "
+                               "content_hash = NULL WHERE path = :path", changed)
         pending.clear()
 
     def on_result(i: int, row: dict[str, Any]) -> None:
@@ -223,9 +207,7 @@ def ingest(db: sqlite3.Connection, source: Path, workers: int | None = None,
             summary.new += 1
         if row["state"] == "unreadable":
             summary.unreadable.append((path, row["reason"]))
-        empty = dict.fromkeys((*HEADER_COLUMNS, *NUMBER_COLUMNS, "transfer_syntax",
-                               "signature"))
-        pending.append({**empty, **row, "path": path, "root": root, "size": size,
+        pending.append({**EMPTY_ROW, **row, "path": path, "root": root, "size": size,
                         "mtime_ns": mtime, "changed": changed})
         if len(pending) >= 500:
             flush()

@@ -11,6 +11,7 @@ import pydicom
 from gateway.config import Config
 from gateway.deid.redact import Redactor, clip_regions
 from gateway.qc.report import PER_MACHINE, ReportObject
+from gateway.qc.stats import machine_of
 
 
 def latest_export(db: sqlite3.Connection) -> str | None:
@@ -19,10 +20,12 @@ def latest_export(db: sqlite3.Connection) -> str | None:
     return row[0] if row else None
 
 
-def report_objects(db: sqlite3.Connection, config: Config) -> list[ReportObject]:
+def report_objects(db: sqlite3.Connection, config: Config, key: bytes | None = None
+                   ) -> list[ReportObject]:
     """Every readable, non-duplicate file of the session with its latest export's outcome
-    ('pending' if not exported) and, for the first few of each machine, the boxes its
-    redaction rule blanks."""
+    ('pending' if not exported), its machine (gateway.qc.stats.machine_of: with the site `key`,
+    the serial number keyed, for a report of outputs alone) and, for the first few of each
+    machine, the boxes its redaction rule blanks."""
     out = latest_export(db)
     rows = db.execute(
         "SELECT f.path, f.manufacturer, f.model, f.modality, e.outcome, e.path, e.reason "
@@ -34,13 +37,17 @@ def report_objects(db: sqlite3.Connection, config: Config) -> list[ReportObject]
     for path, maker, model, modality, outcome, written, reason in rows:
         machine = " ".join(x for x in (maker, model) if x) or "unknown machine"
         boxes: tuple = ()
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+            machine = machine_of(header, key)[0]
+        except (OSError, ValueError, AttributeError, TypeError):
+            header = None
         seen[machine] = seen.get(machine, 0) + 1
-        if seen[machine] <= PER_MACHINE:
+        if seen[machine] <= PER_MACHINE and header is not None:
             try:
-                header = pydicom.dcmread(path, stop_before_pixels=True)
                 regions = redactor.decide(header).regions
                 boxes = tuple(clip_regions(regions, int(header.Rows), int(header.Columns)))
-            except (OSError, ValueError, AttributeError, TypeError):
+            except (ValueError, AttributeError, TypeError):
                 boxes = ()
         output = Path(written) if outcome == "exported" and written else None
         objects.append(ReportObject(

@@ -129,7 +129,8 @@ def _ink(pixels, light: bool, ds: Dataset) -> np.ndarray:
 
 def _render(base: Path, frames: int | None, seed: int) -> Sample:
     ds = _native(base, frames)
-    patient = PATIENTS[seed % len(PATIENTS)]
+    # each base image meets every patient, in a different font, size and polarity each time
+    patient = PATIENTS[(seed + seed // len(BASES)) % len(PATIENTS)]
     ds.PatientName, ds.PatientID, ds.PatientBirthDate = patient[:3]
     pixels = decode_pixels(ds)
     n, rows, columns, _ = pixels.array.shape
@@ -160,17 +161,20 @@ def _render(base: Path, frames: int | None, seed: int) -> Sample:
     return Sample(f"{base.name}#{seed}", ds, out_ids, out_clinical)
 
 
+ROUNDS = 4  # 32 images, 128 identifying boxes (rounds 5 to 7, held out while tuning: 95/96)
+
+
 @cache
 def corpus() -> tuple[Sample, ...]:
     samples = []
-    for seed, (path, frames) in enumerate(BASES * 2):
+    for seed, (path, frames) in enumerate(BASES * ROUNDS):
         if path.exists():
             samples.append(_render(path, frames, seed))
     assert samples, "no base images: is pydicom-data installed?"
     return tuple(samples)
 
 
-MEASURED_FLOOR = 0.92
+MEASURED_FLOOR = 0.99  # the issue's acceptance: 99 % of identifying boxes destroyed
 
 
 def _identifiers(ds: Dataset) -> list:
@@ -211,10 +215,7 @@ def test_identifying_boxes_are_destroyed_and_clinical_text_kept():
             kept += _changed(before, after, frame, mask) == 0.0
     print(f"\nidentifying destroyed {destroyed}/{total_ids}; clinical kept "
           f"{kept}/{total_clinical}; missed: {missed}")
-    assert total_ids >= 60
-    # The issue asks for 0.99; Tesseract as used here reaches about 0.95 on this corpus (text
-    # over a busy test pattern and small ultrasound frames is what it misses). This floor keeps the
-    # figure from sliding back; the pixel verify refuses what is still readable.
+    assert total_ids >= 100  # enough that 99 % means something: one miss in a hundred
     assert destroyed >= MEASURED_FLOOR * total_ids, missed
     assert kept >= 0.8 * total_clinical
 
@@ -239,6 +240,34 @@ def test_images_without_text_are_not_touched(path, frames):
     findings = Redactor(RedactionConfig(on_risk="ocr")).redact_text(ds, _identifiers(ds))
     assert findings == ()
     assert ds.PixelData is before or ds.PixelData == before
+
+
+def test_a_frame_seen_again_is_not_read_again(monkeypatch):
+    """The same pixels in another transfer syntax (RLE here), or repeated in a cine loop, give
+    the same words without running Tesseract again; the cache keeps digests, not pixels."""
+    from pydicom.uid import RLELossless
+
+    from gateway.deid import ocr_engine
+
+    reads = []
+    real = ocr_engine._read_image
+    monkeypatch.setattr(ocr_engine, "_read_image", lambda gray: reads.append(1) or real(gray))
+    ocr.clear_cache()
+    sample = corpus()[4]  # a secondary capture, RGB
+    native = decode_pixels(sample.ds)
+    first = ocr.read_words(native.array, native.photometric)
+    assert first and reads
+    rle = copy.deepcopy(sample.ds)
+    rle.compress(RLELossless)
+    again = decode_pixels(rle)
+    reads.clear()
+    cine = np.concatenate([again.array] * 3)
+    words = ocr.read_words(cine, again.photometric)
+    assert reads == []
+    assert [(w.box, w.text) for w in words] == [(w.box, w.text) for w in first] * 3
+    assert {w.frame for w in words} == {0, 1, 2}
+    cached = list(ocr_engine._FRAMES.items) + list(ocr_engine._LINES.items)
+    assert cached and all(isinstance(k, bytes) and len(k) == 20 for k in cached)
 
 
 def test_redact_all_blanks_clinical_text_too():

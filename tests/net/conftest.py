@@ -1,3 +1,3 @@
 """Fixtures for the network tests (defined in nethelpers.py)."""
 
-from nethelpers import gateway, storescp  # noqa: F401
+from nethelpers import gateway, outboxes, storescp  # noqa: F401

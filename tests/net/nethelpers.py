@@ -7,11 +7,18 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from pydicom import dcmread
+
+from gateway.config import DestinationConfig
+from gateway.net.forwarder import Outbox
+from gateway.statedir import StateDir
+from gateway.store import Store
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 
@@ -261,3 +268,55 @@ def identifiers_in(text: str, extra: set[str] = frozenset()) -> list[str]:
     if UID_ROOT in text:
         found.append(UID_ROOT + "…")
     return found
+
+
+def queue(state: StateDir, store: Store, files: list[Path], dests=("pacs",),
+          first: int = 0) -> list[str]:
+    """Put files in the outbox as if the worker had de-identified them."""
+    ids = []
+    for i, src in enumerate(files, start=first):
+        job = f"job{i:04}"
+        meta = dcmread(src, stop_before_pixels=True)
+        ts = str(meta.file_meta.TransferSyntaxUID)
+        store.add_job(job, calling_ae="MOD", called_ae="GANTRY", peer="127.0.0.1",
+                      sop_hash="H", sop_class_uid=str(meta.SOPClassUID), transfer_syntax=ts,
+                      size=src.stat().st_size)
+        store.claim_jobs("test")
+        shutil.copy(src, state.output(job))
+        state.spooled(job).write_bytes(b"original")
+        store.finish_processing(job, route="all", profile="default", new_study_uid="2.25.1",
+                                new_series_uid="2.25.2", new_sop_uid=str(meta.SOPInstanceUID),
+                                out_transfer_syntax=ts, counts={}, not_backed_up=(),
+                                destinations=dests)
+        ids.append(job)
+    return ids
+
+
+def states(store: Store, ids: list[str]) -> set[str]:
+    return {store.job(j)["state"] for j in ids}
+
+
+@pytest.fixture
+def outboxes(tmp_path):
+    """(state, store, start): start(port, name="pacs", **destination) runs one outbox, in
+    threads, to a destination on loopback (`dimse_timeout` too, if given)."""
+    state = StateDir(tmp_path / "state")
+    store = Store(state.db)
+    stop = threading.Event()
+    boxes: list[Outbox] = []
+
+    def start(port: int, name: str = "pacs", **dest) -> Outbox:
+        timeout = {"dimse_timeout": dest.pop("dimse_timeout")} if "dimse_timeout" in dest else {}
+        cfg = DestinationConfig(ae_title=dest.pop("ae_title", "PACS"), host="127.0.0.1",
+                                port=port, backoff_seconds=0.02, max_backoff_seconds=0.2,
+                                **dest)
+        outbox = Outbox(name, cfg, state, calling_ae="GANTRY", stop=stop, poll=0.01, **timeout)
+        outbox.start()
+        boxes.append(outbox)
+        return outbox
+
+    yield state, store, start
+    stop.set()
+    for b in boxes:
+        b.join(10)
+    store.close()

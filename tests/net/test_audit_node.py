@@ -5,15 +5,12 @@ storescp the research PACS, echoscu an unknown caller."""
 from __future__ import annotations
 
 import base64
-import shutil
 import socket
 import ssl
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
-import pytest
 from lxml import etree
 from nethelpers import (
     DCMTK_ENV,
@@ -24,6 +21,7 @@ from nethelpers import (
     wait_for,
     write_config,
 )
+from pki import collector_pki
 
 from gateway import atna
 from gateway.store import DELIVERED, PURGED, QUARANTINED
@@ -133,23 +131,8 @@ def test_a_running_node_audits_what_it_does_to_a_udp_collector(tmp_path, storesc
             assert not identifiers_in(base64.b64decode(detail.get("value")).decode())
 
 
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
 def test_a_running_node_audits_over_tls_to_a_collector_it_trusts(tmp_path, storescp, gateway):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not found on PATH (install the Debian package to run this test)")
-    d = tmp_path / "pki"
-    d.mkdir()
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.pem", "-days", "2", "-subj", "/CN=Test Audit CA", cwd=d)
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "collector.key", "-out",
-            "collector.csr", "-subj", "/CN=collector", cwd=d)
-    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "collector.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "collector.pem", "-days", "2", "-extfile", "san.cnf",
-            cwd=d)
+    d = collector_pki(tmp_path / "pki")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(d / "collector.pem", d / "collector.key")
     listener = socket.create_server(("127.0.0.1", 0))

@@ -7,49 +7,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import pytest
-from nethelpers import make_objects, storescu, wait_for, write_config
+from nethelpers import make_objects, queue, states, storescu, wait_for, write_config
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pynetdicom import AE, AllStoragePresentationContexts, evt
-from test_forwarder import queue, states
 
-from gateway.config import DestinationConfig
 from gateway.demo import StandInPacs
-from gateway.net.forwarder import Outbox
-from gateway.statedir import StateDir
-from gateway.store import DELIVERED, FAILED, FORWARDING, QUARANTINED, SENT, Store
+from gateway.store import DELIVERED, FAILED, FORWARDING, QUARANTINED, SENT
 
 CT = Path(get_testdata_file("CT_small.dcm"))
-
-
-@pytest.fixture
-def outboxes(tmp_path):
-    """(state, store, start): start(name, port, **destination) runs one outbox in threads."""
-    state = StateDir(tmp_path / "state")
-    store = Store(state.db)
-    stop = threading.Event()
-    boxes: list[Outbox] = []
-
-    def start(name: str, port: int, dimse_timeout: float = 120.0, **dest) -> Outbox:
-        cfg = DestinationConfig(ae_title="PACS", host="127.0.0.1", port=port,
-                                backoff_seconds=0.02, max_backoff_seconds=0.1, **dest)
-        outbox = Outbox(name, cfg, state, calling_ae="GANTRY", stop=stop, poll=0.01,
-                        dimse_timeout=dimse_timeout)
-        outbox.start()
-        boxes.append(outbox)
-        return outbox
-
-    yield state, store, start
-    stop.set()
-    for b in boxes:
-        b.join(10)
-    store.close()
 
 
 class FaultyPeer:
@@ -81,11 +51,11 @@ def test_one_destination_refusing_does_not_hold_back_the_other(outboxes, storesc
     refuser = StandInPacs(tmp_path / "refuser", ae_title="PACS", status=0xA900).start()
     try:
         (job,) = queue(state, store, [CT], dests=("pacs", "refuser"))
-        start("refuser", refuser.port)
+        start(refuser.port, name="refuser")
         assert wait_for(lambda: store.deliveries(job)[1]["state"] == FAILED)
         # The other destination has yet to get it: the job and its outbox file wait for it.
         assert store.job(job)["state"] == FORWARDING and state.output(job).exists()
-        start("pacs", scp.port)
+        start(scp.port, name="pacs")
         assert wait_for(lambda: store.job(job)["state"] == QUARANTINED)
         assert [(d["destination"], d["state"]) for d in store.deliveries(job)] == [
             ("pacs", SENT), ("refuser", FAILED)]
@@ -105,10 +75,10 @@ def test_a_refusal_after_the_other_destination_delivered_quarantines(outboxes, s
     refuser = StandInPacs(tmp_path / "refuser", ae_title="PACS", status=0xA900).start()
     try:
         (job,) = queue(state, store, [CT], dests=("pacs", "refuser"))
-        start("pacs", scp.port)
+        start(scp.port, name="pacs")
         assert wait_for(lambda: store.deliveries(job)[0]["state"] == SENT)
         assert store.job(job)["state"] == FORWARDING
-        start("refuser", refuser.port)
+        start(refuser.port, name="refuser")
         assert wait_for(lambda: store.job(job)["state"] == QUARANTINED)
         assert store.job(job)["reason"] == "refuser answered status 0xA900"
         assert wait_for(lambda: state.original(job) == state.quarantined(job))
@@ -121,7 +91,7 @@ def test_a_destination_that_aborts_on_an_object_uses_up_its_retries(outboxes):
     peer = FaultyPeer(abort=True)
     try:
         ids = queue(state, store, [CT])
-        start("pacs", peer.port, max_retries=2)  # one attempt and two retries
+        start(peer.port, name="pacs", max_retries=2)  # one attempt and two retries
         assert wait_for(lambda: states(store, ids) == {QUARANTINED})
         assert store.job(ids[0])["reason"] == (
             "pacs aborted the association during the C-STORE (3 attempts, max_retries 2)")
@@ -136,7 +106,7 @@ def test_a_destination_that_never_answers_uses_up_its_retries(outboxes):
     peer = FaultyPeer(sleep=3.0)
     try:
         ids = queue(state, store, [CT])
-        start("pacs", peer.port, max_retries=1, dimse_timeout=0.5)
+        start(peer.port, name="pacs", max_retries=1, dimse_timeout=0.5)
         assert wait_for(lambda: states(store, ids) == {QUARANTINED})
         assert store.job(ids[0])["reason"] == (
             "pacs did not answer the C-STORE within 0.5 s (2 attempts, max_retries 1)")
@@ -150,7 +120,7 @@ def test_max_retries_zero_means_one_attempt(outboxes, tmp_path):
     busy = StandInPacs(tmp_path / "busy", ae_title="PACS", status=0xA700).start()
     try:
         ids = queue(state, store, [CT])
-        start("pacs", busy.port, max_retries=0)
+        start(busy.port, name="pacs", max_retries=0)
         assert wait_for(lambda: states(store, ids) == {QUARANTINED})
         assert store.job(ids[0])["reason"] == (
             "pacs answered status 0xA700 (1 attempt, max_retries 0)")

@@ -3,76 +3,22 @@ chosen statuses; a destination that is down and comes back; transcoding when ref
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import pytest
-from nethelpers import DCMTK_ENV, free_port, need, wait_for
+from nethelpers import DCMTK_ENV, free_port, need, queue, states, wait_for
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from gateway.config import DestinationConfig
 from gateway.demo import StandInPacs
-from gateway.net.forwarder import Outbox, backoff, is_transient
-from gateway.statedir import StateDir
-from gateway.store import DELIVERED, FORWARDING, QUARANTINED, Store
+from gateway.net.forwarder import backoff, is_transient
+from gateway.store import DELIVERED, FORWARDING, QUARANTINED
 
 
-def queue(state: StateDir, store: Store, files: list[Path], dests=("pacs",),
-          first: int = 0) -> list[str]:
-    """Put files in the outbox as if the worker had de-identified them."""
-    ids = []
-    for i, src in enumerate(files, start=first):
-        job = f"job{i:04}"
-        meta = dcmread(src, stop_before_pixels=True)
-        ts = str(meta.file_meta.TransferSyntaxUID)
-        store.add_job(job, calling_ae="MOD", called_ae="GANTRY", peer="127.0.0.1",
-                      sop_hash="H", sop_class_uid=str(meta.SOPClassUID), transfer_syntax=ts,
-                      size=src.stat().st_size)
-        store.claim_jobs("test")
-        shutil.copy(src, state.output(job))
-        state.spooled(job).write_bytes(b"original")
-        store.finish_processing(job, route="all", profile="default", new_study_uid="2.25.1",
-                                new_series_uid="2.25.2", new_sop_uid=str(meta.SOPInstanceUID),
-                                out_transfer_syntax=ts, counts={}, not_backed_up=(),
-                                destinations=dests)
-        ids.append(job)
-    return ids
-
-
-@pytest.fixture
-def box(tmp_path):
-    state = StateDir(tmp_path / "state")
-    store = Store(state.db)
-    stop = threading.Event()
-    boxes: list[Outbox] = []
-
-    def start(port: int, **dest) -> Outbox:
-        cfg = DestinationConfig(ae_title=dest.pop("ae_title", "PACS"), host="127.0.0.1",
-                                port=port, backoff_seconds=0.02, max_backoff_seconds=0.2,
-                                **dest)
-        outbox = Outbox("pacs", cfg, state, calling_ae="GANTRY", stop=stop, poll=0.01)
-        outbox.start()
-        boxes.append(outbox)
-        return outbox
-
-    yield state, store, start
-    stop.set()
-    for b in boxes:
-        b.join(10)
-    store.close()
-
-
-def states(store: Store, ids: list[str]) -> set[str]:
-    return {store.job(j)["state"] for j in ids}
-
-
-def test_delivers_to_storescp_over_held_associations(box, storescp):
-    state, store, start = box
+def test_delivers_to_storescp_over_held_associations(outboxes, storescp):
+    state, store, start = outboxes
     scp = storescp()
     files = [Path(get_testdata_file(n)) for n in ("CT_small.dcm", "MR_small.dcm",
                                                   "rtplan.dcm")] * 1
@@ -83,9 +29,9 @@ def test_delivers_to_storescp_over_held_associations(box, storescp):
     assert not any(state.spool.iterdir()) and not any(state.out.iterdir())  # cleaned up
 
 
-def test_a_held_association_gone_idle_sends_again(box, storescp, monkeypatch):
+def test_a_held_association_gone_idle_sends_again(outboxes, storescp, monkeypatch):
     monkeypatch.setattr("gateway.net.reactor_pause.IDLE_AFTER", 0.2)
-    state, store, start = box
+    state, store, start = outboxes
     scp = storescp()
     first = queue(state, store, [Path(get_testdata_file("CT_small.dcm"))])
     start(scp.port)  # one association, held for 10 s after its last object
@@ -96,8 +42,8 @@ def test_a_held_association_gone_idle_sends_again(box, storescp, monkeypatch):
     assert len(scp.files()) == 2
 
 
-def test_refused_transfer_syntax_is_transcoded(box, storescp):
-    state, store, start = box
+def test_refused_transfer_syntax_is_transcoded(outboxes, storescp):
+    state, store, start = outboxes
     scp = storescp()  # storescp accepts uncompressed syntaxes only, by default
     src = Path(get_testdata_file("JPEG2000.dcm"))
     ids = queue(state, store, [src])
@@ -110,9 +56,9 @@ def test_refused_transfer_syntax_is_transcoded(box, storescp):
     assert received.SOPInstanceUID == dcmread(src).SOPInstanceUID  # no UID made up
 
 
-def test_an_object_that_cannot_be_decompressed_for_the_peer_is_quarantined(box, storescp,
+def test_an_object_that_cannot_be_decompressed_for_the_peer_is_quarantined(outboxes, storescp,
                                                                          tmp_path):
-    state, store, start = box
+    state, store, start = outboxes
     scp = storescp()  # uncompressed only: an MPEG-4 video has to be decompressed, and cannot
     video = dcmread(get_testdata_file("JPEG-LL.dcm"))
     video.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.102"  # MPEG-4 AVC/H.264
@@ -127,8 +73,8 @@ def test_an_object_that_cannot_be_decompressed_for_the_peer_is_quarantined(box, 
     assert not scp.files()
 
 
-def test_failure_status_quarantines_with_that_status(box, tmp_path):
-    state, store, start = box
+def test_failure_status_quarantines_with_that_status(outboxes, tmp_path):
+    state, store, start = outboxes
     pacs = StandInPacs(tmp_path / "pacs", ae_title="PACS", status=0xA900).start()
     try:
         ids = queue(state, store, [Path(get_testdata_file("CT_small.dcm"))])
@@ -141,8 +87,8 @@ def test_failure_status_quarantines_with_that_status(box, tmp_path):
         pacs.stop()
 
 
-def test_transient_status_is_retried_then_quarantined(box, tmp_path):
-    state, store, start = box
+def test_transient_status_is_retried_then_quarantined(outboxes, tmp_path):
+    state, store, start = outboxes
     port = free_port()
     ids = queue(state, store, [Path(get_testdata_file("CT_small.dcm"))])
     start(port, max_retries=3)  # first down: connection failures do not use up the retries
@@ -158,8 +104,8 @@ def test_transient_status_is_retried_then_quarantined(box, tmp_path):
         pacs.stop()
 
 
-def test_warning_counts_as_delivered_and_is_recorded(box, tmp_path):
-    state, store, start = box
+def test_warning_counts_as_delivered_and_is_recorded(outboxes, tmp_path):
+    state, store, start = outboxes
     pacs = StandInPacs(tmp_path / "pacs", ae_title="PACS", status=0xB000).start()
     try:
         ids = queue(state, store, [Path(get_testdata_file("CT_small.dcm"))])
@@ -170,8 +116,8 @@ def test_warning_counts_as_delivered_and_is_recorded(box, tmp_path):
         pacs.stop()
 
 
-def test_destination_down_then_back_loses_nothing(box, tmp_path):
-    state, store, start = box
+def test_destination_down_then_back_loses_nothing(outboxes, tmp_path):
+    state, store, start = outboxes
     port = free_port()
     files = [Path(get_testdata_file(n)) for n in ("CT_small.dcm", "MR_small.dcm")]
     ids = queue(state, store, files * 3)
@@ -189,8 +135,8 @@ def test_destination_down_then_back_loses_nothing(box, tmp_path):
         pacs.stop()
 
 
-def test_a_rejected_association_is_retried_and_its_reason_reported(box, tmp_path):
-    state, store, start = box
+def test_a_rejected_association_is_retried_and_its_reason_reported(outboxes, tmp_path):
+    state, store, start = outboxes
     pacs = StandInPacs(tmp_path / "pacs", ae_title="PACS")
     pacs.ae.require_calling_aet = ["SOMEONE_ELSE"]  # Gantry calls as GANTRY
     pacs.start()
@@ -223,8 +169,8 @@ def _public(ds) -> dict:
             and e.tag not in (0x7FE00010, 0xFFFCFFFC)}
 
 
-def test_an_implicit_only_pacs_gets_every_syntax_truly_re_encoded(box, storescp, tmp_path):
-    state, store, start = box
+def test_an_implicit_only_pacs_gets_every_syntax_truly_re_encoded(outboxes, storescp, tmp_path):
+    state, store, start = outboxes
     scp = storescp(implicit_only=True)  # dcmtk storescp +xi
     names = ("CT_small.dcm", "JPEG2000.dcm", "MR_small_bigendian.dcm", "image_dfl.dcm",
              "SC_rgb_rle.dcm")

@@ -48,19 +48,7 @@ def send_raw(port: int, paths: list[Path]) -> dict[Path, int]:
 
 def test_fuzzed_objects_through_the_gateway(tmp_path, storescp, gateway):
     bases = fuzzing.load_bases(tmp_path / "bases")
-    source = tmp_path / "in"
-    source.mkdir()
-    kinds: dict[Path, str] = {}
-    numbers: dict[Path, int] = {}
-    for i in range(COUNT):
-        base = bases[i % len(bases)]
-        if i % EVERY_VALID == 0:
-            kind, data = "valid", fuzzing.valid(base, i)
-        else:
-            kind, data = fuzzing.mutate(base, i, seed=29_000 + i)
-        path = source / f"{i:04d}-{kind}.dcm"
-        path.write_bytes(data)
-        kinds[path], numbers[path] = kind, i
+    kinds = fuzzing.write_corpus(tmp_path / "in", COUNT, EVERY_VALID, 29_000, bases)
     assert sum(k != "valid" for k in kinds.values()) >= 200
 
     scp = storescp(accept_all=True)
@@ -79,7 +67,7 @@ def test_fuzzed_objects_through_the_gateway(tmp_path, storescp, gateway):
     assert set(store.counts()) <= set(settled)  # nothing receiving, processing, forwarding
     key = load_site_key(load_config(str(config)))
     jobs = {r["sop_hash"]: r for r in store.conn.execute("SELECT * FROM jobs")}
-    outcome = {p: jobs[sop_hash(key, fuzzing.uid(numbers[p]))] for p in accepted}
+    outcome = {p: jobs[sop_hash(key, fuzzing.uid(int(p.name[:5])))] for p in accepted}
     store.close()
 
     assert {p.name: r["state"] for p, r in outcome.items()

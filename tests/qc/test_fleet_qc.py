@@ -33,9 +33,9 @@ def test_exactly_the_drifting_and_the_noisy_scanner_are_flagged(fleet):
     assert drift["tissue"].reason == "soft tissue (water) at 150 HU, model median 1"
     assert noisy["noise"].reason.startswith("noise 2.9\u00d7 the model's median (35.4 HU")
     machines = result.machines()
-    assert abs(machines["Acme Scan 64 #A1"]["air"] + 1000) < 5
-    assert abs(machines["Acme Scan 64 #A1"]["noise"] - 10) < 1.5
-    assert machines[DRIFT]["outliers"] and not machines["Acme Scan 64 #A2"]["outliers"]
+    assert abs(machines["Acme Scan 64 #SN7741-A1"]["air"] + 1000) < 5
+    assert abs(machines["Acme Scan 64 #SN7741-A1"]["noise"] - 10) < 1.5
+    assert machines[DRIFT]["outliers"] and not machines["Acme Scan 64 #SN7741-A2"]["outliers"]
 
 
 def test_hounsfield_units_and_windows(fleet):
@@ -111,7 +111,7 @@ def test_slice_clusters_per_series_and_machine(fleet):
     """Each series' middle slice is clustered: the phantom's air, water and bone come out as
     k=3 with their HU as centres; the drifted scanner's centres are 150 HU higher."""
     machines = fleet_qc([fleet], slices=2).machines()
-    ok = machines["Acme Scan 64 #A1"]["slice_clusters"]
+    ok = machines["Acme Scan 64 #SN7741-A1"]["slice_clusters"]
     assert ok["k"] == 3 and ok["series"] == ok["of"] == 2 and ok["silhouette"] > 0.9
     air, water, bone = ok["centers"]
     assert abs(air + 1000) < 20 and abs(water) < 20 and abs(bone - 700) < 60

@@ -19,6 +19,7 @@ from ctfleet import DRIFT, FLEET, PLANTED, write_fleet
 from PIL import Image
 
 from gateway.cli import main
+from gateway.deid.keyed import keyed_hash
 from gateway.session import Session
 
 CONFIG = """\
@@ -80,8 +81,21 @@ def test_output_only_report_holds_no_original_identifier(exported, tmp_path, mon
     assert 'class="banner safe"' in html and "patient data" not in html
     for value in originals(dump):
         assert value not in html, "an original identifier is in the output-only report"
+    assert "SN7741" not in html  # no scanner's serial number
+    # Scanners of one model stay apart, named by the keyed hash of their serial number; the
+    # drifting one is the one flagged.
+    keyed = {f"{maker} {model} #{keyed_hash(site_key, serial, 8)}"
+             for maker, model, serial, *_ in FLEET}
+    rows = set(re.findall(r'<tr class="machine"><td>([^<]+)</td>', html))
+    qc_table = html[html.index('<table id="qc">'):]
+    qc_rows = set(re.findall(r"<tr><td>([^<]+)</td><td>(?:Acme|Borealis)",
+                             qc_table[:qc_table.index("</table>")]))
+    assert rows == qc_rows == keyed and len(keyed) == len(FLEET)
+    drift = FLEET[[f"{m} {n} #{s}" for m, n, s, *_ in FLEET].index(DRIFT)]
+    drift_keyed = f"Acme Scan 64 #{keyed_hash(site_key, drift[2], 8)}"
+    assert f"{drift_keyed} series 1: air at -85" in html
     for model in MODELS:
-        assert f'<tr class="machine"><td>{model}</td>' in html and f"<h3>{model}</h3>" in html
+        assert html.count(f"<h3>{model} #") == len(FLEET) // 2
     decoded = images(html)
     assert len(IMG.findall(html)) == len(decoded) >= 2 * len(MODELS) + 2  # thumbs + plots
     assert 'alt="before"' not in html and 'alt="after"' in html
@@ -102,7 +116,7 @@ def test_full_report_shows_originals_boxes_and_outliers(exported, tmp_path, monk
     assert 'id="clustering"' in html and "silhouette" in html
     table = html[html.index('<table id="slice-clusters">'):]
     table = table[:table.index("</table>")]
-    row = re.search(r"<tr><td>Acme Scan 64 #A1</td><td>CT</td>\s*<td>3</td><td>1 of 1</td>"
+    row = re.search(r"<tr><td>Acme Scan 64 #SN7741-A1</td><td>CT</td>\s*<td>3</td><td>1 of 1</td>"
                     r"<td>(0\.\d+)</td>\s*<td>([-\d., ]+) HU</td>", table)
     assert row and float(row[1]) > 0.9, table
     air, water, bone = (float(x) for x in row[2].split(","))
@@ -118,8 +132,48 @@ def test_qc_of_a_session_database(exported, monkeypatch, capsys, site_key):
     assert main(["qc", str(db), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert len(data["machines"]) == len(FLEET)
-    assert main(["report", str(db.parent / "dump"), "-o", "x.html"]) == 2
-    assert "not a session database" in capsys.readouterr().err
+    assert main(["report", str(db.parent / "missing"), "-o", "x.html"]) == 2
+    assert "missing: no such file or folder" in capsys.readouterr().err
+
+
+def test_report_of_a_folder_of_originals(exported, tmp_path, capsys):
+    """`gantry report FOLDER`: no session, no configuration; the files shown as they are, with
+    their QC, and a banner saying they hold patient data."""
+    _, dump = exported
+    out = tmp_path / "dump.html"
+    assert main(["report", str(dump), "-o", str(out)]) == 0
+    assert "it shows original images" in capsys.readouterr().out
+    html = out.read_text()
+    assert 'class="banner phi"' in html and 'id="notes"' not in html
+    machines = {f"{maker} {model} #{serial}" for maker, model, serial, *_ in FLEET}
+    assert set(re.findall(r'<tr class="machine"><td>([^<]+)</td><td>3</td>', html)) == machines
+    assert f"{DRIFT} series 1 qc phantom: air at -850 HU" in html
+    assert html.count('alt="before"') == len(FLEET) * 3 and 'alt="after"' not in html
+    assert len(images(html)) == len(IMG.findall(html))
+
+
+def test_output_only_report_of_a_folder_leaves_out_what_is_not_de_identified(exported, tmp_path):
+    """`gantry report FOLDER --output-only` shows the files that declare their identity
+    removed; an original slipped in among them is counted, and nothing of it is shown."""
+    db, dump = exported
+    mixed = tmp_path / "mixed"
+    shutil.copytree(db.parent / "out", mixed)
+    raw = sorted(dump.rglob("*.dcm"))[0]
+    shutil.copy(raw, mixed / "stray.dcm")
+    (mixed / "notes.txt").write_text("not dicom")
+    out = tmp_path / "mixed.html"
+    assert main(["report", str(mixed), "-o", str(out), "--output-only"]) == 0
+    html = out.read_text()
+    assert 'class="banner safe"' in html
+    for value in originals(dump) | {"SN7741"}:
+        assert value not in html
+    assert "1 file(s) do not declare their patient identity removed" in html
+    assert '<tr class="machine"><td>left out (not de-identified)</td>' in html
+    assert '<tr class="machine"><td>not readable as DICOM</td>' in html
+    assert "<h3>left out" not in html and "<h3>not readable" not in html
+    assert html.count('alt="after"') == len(MODELS) * 6 and 'alt="before"' not in html
+    for model in MODELS:  # the serial number was removed: a model is one machine here
+        assert f'<tr class="machine"><td>{model}</td><td>{3 * len(FLEET) // 2}</td>' in html
 
 
 def chromium(page: Path, shot: Path, profile: Path) -> list[str]:
