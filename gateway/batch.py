@@ -93,9 +93,7 @@ def _write_once(pipeline: Pipeline, src: Path, place: Callable[[Dataset], Path],
     def staged(ds: Dataset) -> Path:
         target = place(ds)
         targets.append(target)
-        # unique across processes and machines sharing OUTPUT (a Dask cluster)
-        token = f"{os.getpid()}-{secrets.token_hex(4)}"
-        return target.with_name(f".{target.name}.{token}.{next(_SERIAL)}{STAGED}")
+        return target.with_name(f".{target.name}.{_token()}.{next(_SERIAL)}{STAGED}")
 
     outcome = pipeline.process(src, staged, profile=profile)
     if not isinstance(outcome, Forwarded):
@@ -112,5 +110,16 @@ def _write_once(pipeline: Pipeline, src: Path, place: Callable[[Dataset], Path],
 
 
 _SERIAL = itertools.count()
+_TOKENS: dict[int, str] = {}
+
+
+def _token() -> str:
+    """This process's part of a staged name: unique across the processes and machines that
+    share OUTPUT (a Dask cluster), drawn once per process (a forked worker draws its own)."""
+    pid = os.getpid()
+    if pid not in _TOKENS:
+        _TOKENS.clear()
+        _TOKENS[pid] = f"{pid}-{secrets.token_hex(4)}"
+    return _TOKENS[pid]
 
 

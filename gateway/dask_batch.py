@@ -1,12 +1,14 @@
 """Batch de-identification on a Dask distributed cluster (`gantry deidentify --scheduler`).
 
-The client cuts the inputs into tasks of many files and sends each task the configuration, never
-the site key: every worker reads the key from the file or environment variable the configuration
-names, compiles the same Pipeline once, and writes outputs (temp file, then link: never partial)
-to the filesystem it shares with the client. Outcomes come back per file; the client quarantines
-refused inputs and resolves duplicates exactly as `run_batch` does, so the output is
-byte-identical to a local run. A worker lost mid-task has its task run again elsewhere: an output
-it had already linked is found in place (same bytes), a temp file it left is swept at the end.
+The client sends the configuration to every worker once, never the site key, and cuts the inputs
+into tasks of many files: every worker reads the key from the file or environment variable the
+configuration names (at each task, so a long-running worker follows a new key), compiles the same
+Pipeline once per configuration and key, and writes outputs (temp file, then link: never partial)
+to the filesystem it shares with the client. Outcomes come back per file as plain tuples, so the
+client imports none of the engine; it quarantines refused inputs and resolves duplicates exactly
+as `run_batch` does, so the output is byte-identical to a local run. A worker lost mid-task has
+its task run again elsewhere: an output it had already linked is found in place (same bytes), a
+temp file it left is swept at the end.
 """
 
 from __future__ import annotations
@@ -30,17 +32,21 @@ from gateway.safetext import safe_message
 #: worker costs little and the progress bar moves.
 MAX_CHUNK = 64
 
-_PIPELINES: dict[str, Any] = {}  # per worker process: compiled once per configuration
+_PIPELINES: dict[tuple[str, bytes], Any] = {}  # per worker: compiled once per config and key
 
 
 def _pipeline(config: Config, token: str) -> Any:
-    """This worker's Pipeline for `config`, the site key read here (never sent by the client)."""
-    pipeline = _PIPELINES.get(token)
+    """This worker's Pipeline for `config`, the site key read here (never sent by the client),
+    at every task: a long-running worker follows a new key."""
+    from gateway.sitekey import load_site_key
+
+    key = load_site_key(config)
+    pipeline = _PIPELINES.get((token, key))
     if pipeline is None:
         from gateway.pipeline import Pipeline
-        from gateway.sitekey import load_site_key
 
-        pipeline = _PIPELINES[token] = Pipeline(config, load_site_key(config))
+        _PIPELINES.clear()
+        pipeline = _PIPELINES[token, key] = Pipeline(config, key)
     return pipeline
 
 

@@ -17,7 +17,6 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from gateway.config import BackupConfig, Config, ConfigError
-from gateway.deid.backup import attach_backup
 from gateway.deid.keyed import keyed_hash
 from gateway.deid.ocr import IdentifierTokens, OcrUnavailable, check_available
 from gateway.deid.profile import Profile
@@ -36,7 +35,6 @@ from gateway.dicomio import (
     write,
 )
 from gateway.outcome import Forwarded, Outcome, Quarantined  # noqa: F401 - and re-exported
-from gateway.recipients import load_certificates
 from gateway.safetext import safe_message
 
 CLEAN_PIXEL_DATA = "113101"
@@ -89,9 +87,14 @@ class Pipeline:
                 check_available()
             except OcrUnavailable as exc:
                 raise ConfigError(config.source, "redaction", str(exc)) from None
-        backups = [config.backup, *(r.backup for r in config.routes if r.backup)]
-        self._certificates = {b.recipients: load_certificates(b.recipients, config.base_dir)
-                              for b in backups if b.enabled}
+        backups = [b for b in (config.backup, *(r.backup for r in config.routes if r.backup))
+                   if b.enabled]
+        self._certificates = {}
+        if backups:  # cryptography is imported only by a configuration that backs up
+            from gateway.recipients import load_certificates
+
+            self._certificates = {b.recipients: load_certificates(b.recipients, config.base_dir)
+                                  for b in backups}
 
     def profile(self, name: str) -> Profile:
         return self._profiles[name]
@@ -128,6 +131,8 @@ class Pipeline:
             remediation = remediate(ds, prof, self.key, keep_originals=backup.enabled)
             not_backed_up: tuple[str, ...] = ()
             if backup.enabled:
+                from gateway.deid.backup import attach_backup
+
                 cfg = self.config.profile_named(profile)
                 not_backed_up = attach_backup(ds, remediation.originals,
                                               self._certificates[backup.recipients],
