@@ -88,10 +88,14 @@ def cmd_qc(args: argparse.Namespace) -> int:
 
 
 def node_report(config_path: Path, output: Path, output_only: bool) -> Path:
-    """The report of a gateway node from its state: every job's machine, modality, outcome
-    and reason; the quarantined originals as 'before' thumbnails unless `output_only`."""
+    """The report of a gateway node from its state: every job's machine, modality, outcome and
+    reason; thumbnails and QC of what the node still holds (gateway.qc.sources.node_source)."""
     from gateway.commands.gateway import _open
-    from gateway.qc.report import ReportObject, write_report
+    from gateway.deid.redact import Redactor
+    from gateway.qc import fleet_qc
+    from gateway.qc.report import write_report
+    from gateway.qc.sources import NodeJob, node_source
+    from gateway.sitekey import load_site_key
 
     config, state, store = _open(str(config_path))
     try:
@@ -101,14 +105,15 @@ def node_report(config_path: Path, output: Path, output_only: bool) -> Path:
         ).fetchall()
     finally:
         store.close()
-    objects = []
-    for job, outcome, reason, maker, model, modality in rows:
-        original = state.quarantined(job) if outcome == "quarantined" else None
-        objects.append(ReportObject(
-            " ".join(x for x in (maker, model) if x) or "unknown machine", modality or "?",
-            outcome, reason if outcome == "quarantined" else None,
-            original=original if original is not None and original.exists() else None))
-    return write_report(output, objects, output_only=output_only,
+    jobs = [NodeJob(job, outcome, reason,
+                    " ".join(x for x in (maker, model) if x) or "unknown machine", modality or "?")
+            for job, outcome, reason, maker, model, modality in rows]
+    source = node_source(jobs, state, Redactor(config.redaction, config.base_dir),
+                         output_only=output_only,
+                         key=load_site_key(config) if output_only else None)
+    qc = fleet_qc(source.qc_files, machines=source.machines) if source.qc_files else None
+    return write_report(output, source.objects, qc=qc, output_only=output_only,
+                        notes=source.notes,
                         title=f"Gantry gateway report: {config.network.ae_title}")
 
 

@@ -83,7 +83,7 @@ def _sheets(objects: Sequence[ReportObject], output_only: bool) -> dict[str, lis
             if not output_only and obj.original is not None:
                 pair["before"] = thumbnail(obj.original, obj.boxes)
             if obj.output is not None:
-                pair["after"] = thumbnail(obj.output)
+                pair["after"] = thumbnail(obj.output, obj.boxes)
         except ValueError as exc:
             pair["problem"] = str(exc) if not output_only else "cannot make a thumbnail"
         if pair["before"] or pair["after"] or pair["problem"]:

@@ -8,12 +8,17 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pydicom
 
 from gateway.qc.fleet import files_under
 from gateway.qc.report import ReportObject
 from gateway.qc.stats import machine_of
+
+if TYPE_CHECKING:
+    from gateway.deid.redact import Redactor
+    from gateway.statedir import StateDir
 
 DEIDENTIFIED, RAW, UNREADABLE = "de-identified", "not de-identified", "unreadable"
 
@@ -57,3 +62,84 @@ def folder_source(paths: Iterable[str | os.PathLike], *, output_only: bool) -> S
                      "scanners of one model whose serial number was removed are one machine")
     shown = [o.output or o.original for o in objects]
     return Source(objects, [p for p in shown if p is not None], notes)
+
+
+@dataclass(frozen=True)
+class NodeJob:
+    """One job of a gateway node as its store records it (no identifier in any field)."""
+
+    job_id: str
+    state: str
+    reason: str | None
+    machine: str
+    modality: str
+
+
+def _header(path: Path | None) -> pydicom.Dataset | None:
+    if path is None:
+        return None
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # a file the node could not parse (the reason it is quarantined)
+        return None
+
+
+def node_source(jobs: Iterable[NodeJob], state: StateDir, redactor: Redactor, *,
+                output_only: bool, key: bytes | None) -> Source:
+    """What a gateway node still holds of each job in its `state` directory: the original while
+    it waits to be forwarded or sits in quarantine ('before'), the de-identified copy while it
+    waits in the outbox ('after'), the boxes the `redactor` blanks on it. With `output_only` no
+    original is shown, and the QC, of the outbox copies, names scanners by their keyed serial
+    number (`key`)."""
+    from gateway.deid.redact import clip_regions
+    from gateway.qc.report import PER_MACHINE
+
+    objects: list[ReportObject] = []
+    qc_files: list[Path] = []
+    machines: dict[str, str] = {}
+    pictured: dict[str, int] = {}
+    delivered = originals = outputs = 0
+    for job in jobs:
+        original = state.original(job.job_id)
+        output: Path | None = state.output(job.job_id)
+        if job.state != "forwarding" or not output.exists():
+            output = None
+        delivered += job.state == "delivered"
+        originals += original is not None
+        outputs += output is not None
+        source_header = _header(original) if original is not None else _header(output)
+        boxes: tuple = ()
+        if (original or output) and pictured.get(job.machine, 0) < PER_MACHINE and \
+                source_header is not None:
+            pictured[job.machine] = pictured.get(job.machine, 0) + 1
+            try:
+                regions = redactor.decide(source_header).regions
+                boxes = tuple(clip_regions(regions, int(source_header.Rows),
+                                           int(source_header.Columns)))
+            except (ValueError, AttributeError, TypeError):
+                boxes = ()
+        objects.append(ReportObject(
+            job.machine, job.modality, job.state,
+            job.reason if job.state == "quarantined" else None,
+            original=None if output_only else original, output=output, boxes=boxes))
+        if output_only and output is not None:
+            qc_files.append(output)
+            header = _header(original) if original is not None else None
+            named = machine_of(header, key)[0] if header is not None else None
+            if named:
+                machines[str(output)] = named
+        elif not output_only and original is not None:
+            qc_files.append(original)
+    notes = []
+    if delivered:
+        notes.append(f"{delivered} delivered object(s): the node keeps neither the original "
+                     "nor the de-identified copy once its destinations have it, so they have no "
+                     "thumbnail and are not in the QC")
+    if output_only:
+        notes.append(f"after: the {outputs} de-identified copies still in the outbox, waiting "
+                     "for their destination (the QC is of them); originals are not shown")
+    else:
+        notes.append(f"before: the {originals} originals the node still holds (quarantined, or "
+                     f"waiting to be forwarded; the QC is of them); after: the {outputs} "
+                     "de-identified copies still in the outbox")
+    return Source(objects, qc_files, notes, machines)

@@ -16,6 +16,7 @@ import numpy as np
 import pydicom
 import pytest
 from ctfleet import DRIFT, FLEET, PLANTED, write_fleet
+from net.nethelpers import free_port, storescu, wait_for, write_config
 from PIL import Image
 
 from gateway.cli import main
@@ -205,3 +206,72 @@ def test_report_renders_in_headless_chromium(exported, tmp_path, monkeypatch, si
     image.load()
     assert image.size == (1200, 1600)
     assert len(np.unique(np.asarray(image.convert("L")))) > 20  # a page was drawn, not a blank
+
+
+def _section(html: str, table_id: str) -> str:
+    table = html[html.index(f'<table id="{table_id}">'):]
+    return table[:table.index("</table>")]
+
+
+@pytest.mark.skipif(shutil.which("storescu") is None,
+                    reason="needs dcmtk storescu and storescp (Debian dcmtk) as modality/PACS")
+def test_gateway_report_shows_what_the_node_holds(tmp_path, storescp, gateway):
+    """`gantry report --config FILE` of a node that delivered Borealis objects to a dcmtk PACS,
+    quarantined one Borealis scanner's (burned-in text, no rule) and still holds Acme's in the
+    outbox (its PACS is down): before thumbnails of the originals it keeps, after thumbnails of
+    the outbox copies, the redaction boxes on both, the QC of what it holds, notes saying what
+    it no longer has; output-only: keyed scanner names, no identifier; Chromium renders it."""
+    from gateway.config import load_config
+    from gateway.sitekey import load_site_key
+
+    files = write_fleet(tmp_path / "in", series_per_machine=1, slices=3)
+    for f in files:
+        if "SN7741-B1" in f.parent.name:
+            ds = pydicom.dcmread(f)
+            ds.BurnedInAnnotation = "YES"
+            ds.save_as(f)
+    pacs = storescp()
+    config = write_config(
+        tmp_path, {"pacs": ("PACS", pacs.port), "down": ("DOWN", free_port())},
+        routes=[{"name": "acme", "tags": {"Manufacturer": "Acme"}, "destinations": ["down"]},
+                {"name": "rest", "destinations": ["pacs"]}],
+        redaction={"rules": [{"name": "acme-corner", "regions": [[0, 0, 40, 12]],
+                              "match": {"Manufacturer": "Acme"}}]})
+    gw = gateway(config, tmp_path / "log.jsonl")
+    sent = storescu(gw.port, files)
+    assert sent.returncode == 0, sent.stderr
+    store = gw.store()
+    want = {"delivered": 9, "quarantined": 3, "forwarding": 12}
+    assert wait_for(lambda: store.counts() == want, 120), store.counts()
+    store.close()
+    assert gw.stop() == 0
+
+    full, share = tmp_path / "node.html", tmp_path / "share.html"
+    assert main(["report", "--config", str(config), "-o", str(full)]) == 0
+    html = full.read_text()
+    assert 'class="banner phi"' in html
+    assert "9 delivered object(s): the node keeps neither" in html
+    assert "before: the 15 originals the node still holds" in html
+    assert html.count('alt="before"') == 6 + 3 and html.count('alt="after"') == 6
+    acme = [im for im in images(html) if im.size == (96, 96)]
+    assert sum(im.convert("RGB").getpixel((20, 0)) == (255, 40, 40) for im in acme) == 12
+    assert f"{DRIFT} series 1 qc phantom: air at -850 HU" in html
+    assert _section(html, "qc").count("<tr><td>") == 5  # Acme's 4 scanners, Borealis B1
+    assert _section(html, "slice-clusters").count("<tr><td>") == 5
+
+    assert main(["report", "--config", str(config), "-o", str(share), "--output-only"]) == 0
+    html = share.read_text()
+    assert 'class="banner safe"' in html and 'alt="before"' not in html
+    assert html.count('alt="after"') == 6 and html.count("after, 1 redaction box") == 6
+    for value in originals(tmp_path / "in") | {"SN7741", "PLANTSTATION"}:
+        assert value not in html
+    key = load_site_key(load_config(str(config)))
+    acme_keyed = {f"Acme Scan 64 #{keyed_hash(key, serial, 8)}"
+                  for maker, _, serial, *_ in FLEET if maker == "Acme"}
+    assert set(re.findall(r"<tr><td>([^<]+)</td><td>Acme", _section(html, "qc"))) == acme_keyed
+    drift_serial = next(s for m, n, s, *_ in FLEET if f"{m} {n} #{s}" == DRIFT)
+    assert f"Acme Scan 64 #{keyed_hash(key, drift_serial, 8)} series 1: air at -85" in html
+    if shutil.which("chromium"):
+        shot = tmp_path / "share.png"
+        assert chromium(share, shot, tmp_path / "profile") == []
+        Image.open(shot).load()
