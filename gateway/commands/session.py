@@ -76,7 +76,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_configure(args: argparse.Namespace) -> int:
     with _open(args) as session:
         session.load_config(args.config)
-    print(f"{args.db}: configuration {args.config}")
+        print(f"{args.db}: configuration {args.config} (sha256 {session.config_hash})")
     return 0
 
 

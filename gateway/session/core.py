@@ -7,8 +7,6 @@ or the shell, stopped and resumed at will: everything lives in the session datab
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +52,9 @@ class Session:
     def config(self) -> Config:
         """The configuration in force: the one loaded last (else the embedded default), with
         the backup turned on by `backup_identities`."""
+        import dataclasses
+        import json
+
         import yaml
 
         from gateway.config import BackupConfig, load_config, parse_config
@@ -67,25 +68,35 @@ class Session:
                 config, backup=BackupConfig(True, tuple(json.loads(recipients))))
         return config
 
+    @property
+    def config_hash(self) -> str | None:
+        """SHA-256 of the configuration text in force (None: the embedded default)."""
+        return get_meta(self.db, "config_sha256")
+
     def load_config(self, path: str | os.PathLike) -> Config:
         """Check the YAML file at `path` (errors name the file, key and problem) and make it
-        the configuration in force; its text is kept in the session."""
+        the configuration in force; its text and a hash of it are kept in the session."""
+        import hashlib
+
         from gateway.config import load_config
 
         source = Path(path).resolve()
         config = load_config(source)
-        set_meta(self.db, "config_text", source.read_text())
-        set_meta(self.db, "config_source", str(source))
+        text = source.read_text()
+        set_meta(self.db, config_text=text, config_source=str(source),
+                 config_sha256=hashlib.sha256(text.encode()).hexdigest())
         return config
 
     def backup_identities(self, recipients: list[str | os.PathLike]) -> None:
         """Seal the original values in every object from now on (Encrypted Attributes
         Sequence), for these recipients' certificates (checked now)."""
+        import json
+
         from gateway.recipients import load_certificates
 
         paths = [str(Path(p).resolve()) for p in recipients]
         load_certificates(paths)  # RecipientError names a missing or unsuitable file
-        set_meta(self.db, "backup_recipients", json.dumps(paths))
+        set_meta(self.db, backup_recipients=json.dumps(paths))
 
     enable_reversible_anonymization = backup_identities
 

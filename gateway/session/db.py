@@ -38,6 +38,11 @@ CREATE TABLE IF NOT EXISTS files (
     conflict INTEGER NOT NULL DEFAULT 0 -- same UID, different bytes: none is exported
 );
 CREATE INDEX IF NOT EXISTS files_sop ON files (sop_instance_uid);
+-- what a re-ingest compares, and what counts instances, duplicates and conflicts: read
+-- without the wide rows
+CREATE INDEX IF NOT EXISTS files_stat ON files (path, size, mtime_ns, state);
+CREATE INDEX IF NOT EXISTS files_state ON files (state, duplicate_of);
+CREATE INDEX IF NOT EXISTS files_conflict ON files (sop_instance_uid) WHERE conflict != 0;
 CREATE INDEX IF NOT EXISTS files_series ON files (patient_id, study_uid, series_uid);
 CREATE TABLE IF NOT EXISTS staged (
     file_id INTEGER PRIMARY KEY,
@@ -94,7 +99,7 @@ def open_db(path: str | os.PathLike) -> sqlite3.Connection:
         raise SessionDbError(f"{target}: not a session database ({exc})") from None
     found = get_meta(db, "schema")
     if found is None:
-        set_meta(db, "schema", SCHEMA_VERSION)
+        set_meta(db, schema=SCHEMA_VERSION)
     elif found != SCHEMA_VERSION:
         conn.close()
         raise SessionDbError(f"{target}: session schema {found}, this Gantry reads "
@@ -107,9 +112,12 @@ def get_meta(db: sqlite3.Connection, key: str) -> str | None:
     return row[0] if row else None
 
 
-def set_meta(db: sqlite3.Connection, key: str, value: str | None) -> None:
+def set_meta(db: sqlite3.Connection, **values: str | None) -> None:
+    """Set (None: remove) meta keys, in one transaction."""
     with db:
-        if value is None:
-            db.execute("DELETE FROM meta WHERE key = ?", [key])
-        else:
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [key, value])
+        for key, value in values.items():
+            if value is None:
+                db.execute("DELETE FROM meta WHERE key = ?", [key])
+            else:
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                           [key, value])

@@ -2,10 +2,11 @@
 
 A file already indexed with the same size and modification time is skipped without being
 opened: a re-ingest of an unchanged tree is one walk of the folders (os.scandir, one stat per
-file), one SELECT of what the index holds, and no worker, no pydicom, no write. Unreadable files
-are indexed too, with the reader's reason, so that export quarantines them as `gantry
-deidentify` does. Files sharing a SOP Instance UID are compared byte for byte: identical copies
-keep one instance, different contents are a conflict and none is exported.
+file), one SELECT of what the index holds, and no worker, no pydicom, no write (unless a killed
+run left its duplicates unsettled: then they are settled). Unreadable files are indexed too,
+with the reader's reason, so that export quarantines them as `gantry deidentify` does. Files
+sharing a SOP Instance UID are compared byte for byte: identical copies keep one instance,
+different contents are a conflict and none is exported.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from gateway.session.db import get_meta, set_meta
 
 
 @dataclass
@@ -93,12 +96,12 @@ def plan(db: sqlite3.Connection, source: Path) -> tuple[list[tuple[str, int, int
     """Files to read (path, size, mtime, indexed before?), how many are unchanged, and the
     paths of indexed files under `source` that are gone."""
     root = str(source)
-    prefix = root if source.is_file() else root.rstrip(os.sep) + os.sep
+    folder = root.rstrip("/")  # paths under it sort from folder + "/" to before folder + "0"
     # (size, mtime) of what the index holds under `source`; None for a file marked missing
     known = {path: None if missing else (size, mtime) for path, size, mtime, missing in
              db.execute("SELECT path, size, mtime_ns, state = 'missing' FROM files "
-                        "WHERE path = ? OR substr(path, 1, ?) = ?",
-                        [root, len(prefix), prefix])}
+                        "WHERE path = ? OR (path >= ? AND path < ?)",
+                        [root, folder + "/", folder + "0"])}
     todo, unchanged = [], 0
     for path, size, mtime in walk(source):
         if path not in known:
@@ -140,13 +143,15 @@ def resolve_duplicates(db: sqlite3.Connection) -> tuple[int, int]:
             for file_id, _, _ in rows[1:]:
                 duplicates += 1
                 db.execute("UPDATE files SET duplicate_of = ? WHERE id = ?", [first, file_id])
+        db.execute("DELETE FROM meta WHERE key = 'duplicates'")
     return duplicates, conflicts
 
 
 def count_duplicates(db: sqlite3.Connection) -> tuple[int, int]:
     """(duplicates, conflicts) as resolve_duplicates last marked them."""
-    return db.execute("SELECT count(duplicate_of), count(DISTINCT CASE WHEN conflict != 0 "
-                      "THEN sop_instance_uid END) FROM files").fetchone()
+    return db.execute(
+        "SELECT (SELECT count(*) FROM files WHERE state = 'ok' AND duplicate_of IS NOT NULL), "
+        "(SELECT count(DISTINCT sop_instance_uid) FROM files WHERE conflict != 0)").fetchone()
 
 
 def _sha256(path: str) -> str:
@@ -171,13 +176,14 @@ def ingest(db: sqlite3.Connection, source: Path, workers: int | None = None,
     root = str(source if source.is_dir() else source.parent)
     todo, unchanged, gone = plan(db, source)
     summary = IngestSummary(unchanged=unchanged, missing=len(gone))
-    if not todo and not gone:
+    if not todo and not gone and get_meta(db, "duplicates") != "unsettled":
         summary.duplicates, summary.conflicts = count_duplicates(db)
         return summary
     # Imported before the workers fork, so that each has them already.
     from gateway.session.headers import EMPTY_ROW, read_index_row
     from gateway.session.parallel import run_parallel
 
+    set_meta(db, duplicates="unsettled")  # until resolve_duplicates: a killed run redoes it
     with db:
         for start in range(0, len(gone), 500):
             part = gone[start:start + 500]

@@ -55,3 +55,26 @@ def test_the_checkpoints_on_the_command_line(dump: Path, batch_folder: Any, tmp_
     for name, data in reasons.items():
         if name.endswith(".reason.txt"):
             assert_nothing_planted(batch_folder.planted, data.decode())
+
+
+def test_configure_keeps_the_text_and_its_hash_and_names_the_gantry_key(
+        tmp_path: Path, gantry_env: dict[str, str]) -> None:
+    import hashlib
+
+    import gantry as api
+
+    db = tmp_path / "s.gantry"
+    good = write_config(tmp_path / "good")
+    ran = gantry("configure", db, good, env=gantry_env)
+    digest = hashlib.sha256(good.read_bytes()).hexdigest()
+    assert ran.returncode == 0 and f"(sha256 {digest})" in ran.stdout, ran.stderr
+    # the way other tools' documents write it: refused, naming the Gantry key that does the job
+    seed = write_config(tmp_path / "seed", "date_jitter: {min_days: -30, max_days: -1}\n"
+                                           "remove_private_tags: true\n")
+    refused = gantry("configure", db, seed, env=gantry_env)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert f"{seed}: date_jitter: not a Gantry key" in refused.stderr
+    assert "profile.date_shift_days: [-30, -1]" in refused.stderr
+    with api.Session(db) as session:  # the configuration in force did not change
+        assert session.config_hash == digest
+        assert session.config.profile.date_shift_days == (-365, -1)
