@@ -2,10 +2,11 @@
 
 A file already indexed with the same size and modification time is skipped without being
 opened: a re-ingest of an unchanged tree is one walk of the folders (os.scandir, one stat per
-file), one SELECT of what the index holds, and no worker, no pydicom, no write. Unreadable files
-are indexed too, with the reader's reason, so that export quarantines them as `gantry
-deidentify` does. Files sharing a SOP Instance UID are compared byte for byte: identical copies
-keep one instance, different contents are a conflict and none is exported.
+file), one SELECT of what the index holds, and no worker, no pydicom, no write (unless a killed
+run left its duplicates unsettled: then they are settled). Unreadable files are indexed too,
+with the reader's reason, so that export quarantines them as `gantry deidentify` does. Files
+sharing a SOP Instance UID are compared byte for byte: identical copies keep one instance,
+different contents are a conflict and none is exported.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from gateway.session.db import get_meta, set_meta
 
 
 @dataclass
@@ -140,6 +143,7 @@ def resolve_duplicates(db: sqlite3.Connection) -> tuple[int, int]:
             for file_id, _, _ in rows[1:]:
                 duplicates += 1
                 db.execute("UPDATE files SET duplicate_of = ? WHERE id = ?", [first, file_id])
+        db.execute("DELETE FROM meta WHERE key = 'duplicates'")
     return duplicates, conflicts
 
 
@@ -172,13 +176,14 @@ def ingest(db: sqlite3.Connection, source: Path, workers: int | None = None,
     root = str(source if source.is_dir() else source.parent)
     todo, unchanged, gone = plan(db, source)
     summary = IngestSummary(unchanged=unchanged, missing=len(gone))
-    if not todo and not gone:
+    if not todo and not gone and get_meta(db, "duplicates") != "unsettled":
         summary.duplicates, summary.conflicts = count_duplicates(db)
         return summary
     # Imported before the workers fork, so that each has them already.
     from gateway.session.headers import EMPTY_ROW, read_index_row
     from gateway.session.parallel import run_parallel
 
+    set_meta(db, duplicates="unsettled")  # until resolve_duplicates: a killed run redoes it
     with db:
         for start in range(0, len(gone), 500):
             part = gone[start:start + 500]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+import pytest
 
 import gantry
 from gateway.batch import iter_inputs
@@ -41,14 +42,20 @@ def test_walk_lists_what_deidentify_reads_in_its_order(tmp_path: Path) -> None:
     assert walk(root / "a.dcm") == [(str(root / "a.dcm"), 15, (root / "a.dcm").stat().st_mtime_ns)]
 
 
-def test_unchanged_reingest_writes_nothing_and_keeps_the_duplicate_counts(
-        batch_folder: Any, tmp_path: Path) -> None:
-    root = tmp_path / "in"
+def _with_duplicates(batch_folder: Any, root: Path) -> Path:
+    """Two files of one study, an identical copy of one, another content under the other's
+    SOP Instance UID."""
     shutil.copytree(batch_folder.root / "study", root)
     shutil.copy2(root / "17136.dcm", root / "17136-copy.dcm")
     ds = pydicom.dcmread(root / "17166.dcm")
     ds.SeriesDescription = "another content, the same SOP Instance UID"
     ds.save_as(root / "17166-other.dcm")
+    return root
+
+
+def test_unchanged_reingest_writes_nothing_and_keeps_the_duplicate_counts(
+        batch_folder: Any, tmp_path: Path) -> None:
+    root = _with_duplicates(batch_folder, tmp_path / "in")
     with gantry.Session(tmp_path / "s.gantry", workers=1, progress=False) as session:
         first = session.ingest(root)
         changes = session.db.total_changes
@@ -59,6 +66,29 @@ def test_unchanged_reingest_writes_nothing_and_keeps_the_duplicate_counts(
         (root / "17136-copy.dcm").unlink()  # a change: duplicates are settled again
         gone = session.ingest(root)
         assert (gone.missing, gone.duplicates, gone.conflicts) == (1, 0, 1)
+
+
+def test_duplicates_left_unsettled_by_a_killed_run_are_settled_by_the_next(
+        batch_folder: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.session import ingest as ingest_module
+
+    root = _with_duplicates(batch_folder, tmp_path / "in")
+
+    def killed(db: Any) -> None:  # the process dies once every row is committed
+        raise SystemExit(128 + 9)
+
+    monkeypatch.setattr(ingest_module, "resolve_duplicates", killed)
+    with gantry.Session(tmp_path / "s.gantry", workers=1, progress=False) as session, \
+            pytest.raises(SystemExit):
+        session.ingest(root)
+    monkeypatch.undo()
+    with gantry.Session(tmp_path / "s.gantry", workers=1, progress=False) as session:
+        again = session.ingest(root)  # nothing new to read, but duplicates to settle
+        assert (again.new, again.unchanged) == (0, 4)
+        assert (again.duplicates, again.conflicts) == (1, 1)
+        assert len(session.instances) == 3
+        settled = session.ingest(root)
+        assert (settled.duplicates, settled.conflicts) == (1, 1)
 
 
 def test_unchanged_reingest_on_the_command_line_loads_no_engine(batch_folder: Any,
