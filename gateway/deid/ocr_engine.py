@@ -142,8 +142,10 @@ def to_gray8(frame: np.ndarray, photometric: str, palette: Callable[[np.ndarray]
             y, cb, cr = data[..., 0], data[..., 1] - 128, data[..., 2] - 128
             data = np.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr,
                              y + 1.772 * cb], axis=-1)
-        luma = data[..., 0] * 0.299 + data[..., 1] * 0.587 + data[..., 2] * 0.114
-        value, white = data.max(axis=-1), data.min(axis=-1)
+        r, g, b = data[..., 0], data[..., 1], data[..., 2]
+        luma = r * 0.299 + g * 0.587 + b * 0.114
+        # channel by channel: numpy reduces a last axis of three slowly
+        value, white = np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
     else:
         luma = value = data[..., 0] if data.ndim == 3 else data
         white = None
@@ -274,19 +276,16 @@ def _without_rules(ink: np.ndarray) -> np.ndarray:
     """`ink` less its straight lines (a sector's outline, a ruler, a caliper): runs of ink
     longer than any glyph, across or down, that would join the glyphs they touch into one."""
     span = GLYPH_HEIGHT[1] + 1
-    return ink & ~_long_runs(ink, span) & ~_long_runs(ink.T, span).T
+    return ink & ~_long_runs(ink, span, 1) & ~_long_runs(ink, span, 0)
 
 
-def _long_runs(ink: np.ndarray, span: int) -> np.ndarray:
-    """The pixels of `ink` in runs along a row of `span` or more (a morphological opening by
-    a 1 x span line, done with running sums)."""
-    if ink.shape[1] < span:
-        return np.zeros(ink.shape, dtype=bool)
-    total = np.cumsum(np.pad(ink, ((0, 0), (1, 0))).astype(np.int32), axis=1)
-    full = np.zeros(ink.shape, dtype=bool)  # the window of `span` starting here is all ink
-    full[:, :ink.shape[1] - span + 1] = (total[:, span:] - total[:, :-span]) == span
-    starts = np.cumsum(np.pad(full, ((0, 0), (span, 0))).astype(np.int32), axis=1)
-    return (starts[:, span:] - starts[:, :-span]) > 0  # a full window covers this pixel
+def _long_runs(ink: np.ndarray, span: int, axis: int) -> np.ndarray:
+    """The pixels of `ink` in runs of `span` (odd) or more along `axis`: a morphological
+    opening by a line of `span` pixels."""
+    from scipy import ndimage
+
+    eroded = ndimage.minimum_filter1d(ink.view(np.uint8), span, axis=axis, mode="constant")
+    return ndimage.maximum_filter1d(eroded, span, axis=axis, mode="constant").view(bool)
 
 
 def _glyph_chains(ink: np.ndarray) -> list[tuple[int, int, int, int]]:
