@@ -1,6 +1,6 @@
 """OCR of burned-in text on real ultrasound and secondary-capture images with text rendered by
-Pillow at known boxes (several fonts and sizes, light on dark and dark on light, RGB, palette and
-monochrome, single- and multi-frame).
+Pillow at known boxes (several fonts and sizes, light on dark and dark on light, on a label or
+straight over a dark part of the image, RGB, palette and monochrome, single- and multi-frame).
 
 Each corpus image plants a patient (name, ID, birth date) in its header and draws identifying
 text (those values, written as people write them, and dates) next to clinical text
@@ -127,6 +127,18 @@ def _ink(pixels, light: bool, ds: Dataset) -> np.ndarray:
     return np.array([level] * arr.shape[3], dtype=arr.dtype)
 
 
+def _dark(pixels, frame: int, box: tuple[int, int, int, int]) -> bool:
+    """Whether the image under `box` is dark (below a third of its range), so that light text
+    drawn straight on it stands out (palette images: never, their values are no brightness)."""
+    if pixels.photometric == "PALETTE COLOR":
+        return False
+    arr = pixels.array
+    x0, y0, x1, y1 = box
+    under = arr[frame, y0:y1, x0:x1, 0].astype(float)
+    lo, hi = float(arr[..., 0].min()), float(arr[..., 0].max())
+    return float(under.mean()) < lo + (hi - lo) / 3
+
+
 def _render(base: Path, frames: int | None, seed: int) -> Sample:
     ds = _native(base, frames)
     # each base image meets every patient, in a different font, size and polarity each time
@@ -151,9 +163,11 @@ def _render(base: Path, frames: int | None, seed: int) -> Sample:
             draw = ImageDraw.Draw(mask_img)
             draw.text((x, y), text, fill=255, font=font)
             mask = np.asarray(mask_img) > 96
-            # on an opaque label, as scanners draw it: dark under light text, light under dark
+            # on an opaque label, as scanners draw it (dark under light text, light under
+            # dark), or light text straight over a dark part of the image
             x0, y0, x1, y1 = draw.textbbox((x, y), text, font=font)
-            pixels.array[frame, y0 - 3:y1 + 3, x0 - 3:x1 + 3] = _ink(pixels, not light, ds)
+            if not (light and (seed + i) % 2 and _dark(pixels, frame, (x0, y0, x1, y1))):
+                pixels.array[frame, y0 - 3:y1 + 3, x0 - 3:x1 + 3] = _ink(pixels, not light, ds)
             pixels.array[frame][mask] = _ink(pixels, light, ds)
             sink.append((frame, mask))
             y += step
