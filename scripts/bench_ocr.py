@@ -11,7 +11,8 @@
    (US1_UNCR with a patient in the header and burned into the pixels, different in each, so no
    read is a repeat). Sent once with `redaction.on_risk: ocr` (OCR redaction, then the OCR check
    of the result) and once with `on_risk: pass` (header only), in one run: objects/s end to end
-   (first sent to last at the PACS or in quarantine), the ratio, and the node's CPU per object.
+   (first sent to last at the PACS or in quarantine), the ratio, the node's CPU per object, and
+   how many ultrasound objects reached the PACS with some of their planted text left.
 
 Usage:  python scripts/bench_ocr.py [--objects 100] [--repeat 5]
 Needs dcmtk (storescu, storescp) on PATH, Tesseract's English model and the OCR extra.
@@ -99,9 +100,11 @@ def at_risk_objects(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def run_node(root: Path, files: list[Path], logcfg: Path, on_risk: str) -> tuple[float, float, int]:
+def run_node(root: Path, files: list[Path], logcfg: Path, on_risk: str
+             ) -> tuple[float, float, int, Path]:
     """Send `files` through a fresh Gantry node with `redaction.on_risk`: (seconds from the
-    first sent to the last forwarded or quarantined, the node's CPU seconds, quarantined)."""
+    first sent to the last forwarded or quarantined, the node's CPU seconds, quarantined, the
+    research PACS's folder)."""
     scp = StoreSCP(root / f"pacs-{on_risk}", True)
     port = free_port()
     config = gantry_config(root, scp.port, port)
@@ -132,7 +135,22 @@ def run_node(root: Path, files: list[Path], logcfg: Path, on_risk: str) -> tuple
         node.wait(60)
         scp.stop()
     cpu = sum(cpu1.values()) - sum(cpu0.values())
-    return elapsed, cpu, held
+    return elapsed, cpu, held, scp.folder
+
+
+def text_left(folder: Path) -> tuple[int, int]:
+    """(ultrasound objects at the PACS still showing planted text, ultrasound objects): a
+    pixel pure white (as the text was drawn) where the original image is not."""
+    base_white = np.all(dcmread(US).pixel_array == 255, axis=-1)
+    left = seen = 0
+    for path in folder.iterdir():
+        ds = dcmread(path)
+        if ds.Modality != "US":
+            continue
+        seen += 1
+        white = np.all(ds.pixel_array == 255, axis=-1)
+        left += bool((white & ~base_white).any())
+    return left, seen
 
 
 def main() -> None:
@@ -155,11 +173,13 @@ def main() -> None:
               f"objects, {risky} of them at-risk ultrasound, {os.cpu_count()} CPUs:")
         rates = {}
         for on_risk, label in (("ocr", "OCR on     "), ("pass", "header-only")):
-            elapsed, cpu, held = run_node(root, files, logcfg, on_risk)
+            elapsed, cpu, held, pacs = run_node(root, files, logcfg, on_risk)
             rates[on_risk] = args.objects / elapsed
+            left, seen = text_left(pacs)
             print(f"  {label} (on_risk: {on_risk:4}): {rates[on_risk]:6.1f} objects/s end to "
-                  f"end, {cpu * 1000 / args.objects:5.0f} ms node CPU per object"
-                  + (f", {held} quarantined" if held else ""))
+                  f"end, {cpu * 1000 / args.objects:5.0f} ms node CPU per object; "
+                  f"{held} quarantined; planted text left in {left} of {seen} ultrasound "
+                  "objects at the PACS")
         print(f"  OCR on / header-only: {rates['ocr'] / rates['pass']:.2f}x")
 
 

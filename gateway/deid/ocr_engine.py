@@ -276,7 +276,21 @@ def _without_rules(ink: np.ndarray) -> np.ndarray:
     """`ink` less its straight lines (a sector's outline, a ruler, a caliper): runs of ink
     longer than any glyph, across or down, that would join the glyphs they touch into one."""
     span = GLYPH_HEIGHT[1] + 1
-    return ink & ~_long_runs(ink, span, 1) & ~_long_runs(ink, span, 0)
+    across, down = _long_runs(ink, span, 1), _long_runs(ink, span, 0)
+    kept = ink & ~across & ~down
+    # where a glyph's stroke crosses the line, keep the line's pixels between its two halves
+    return kept | (across & _between(kept, 0)) | (down & _between(kept, 1))
+
+
+def _between(ink: np.ndarray, axis: int, reach: int = 3) -> np.ndarray:
+    """Pixels with `ink` at most `reach` pixels before and after them along `axis`."""
+    from scipy import ndimage
+
+    u = ink.view(np.uint8)
+    before = ndimage.maximum_filter1d(u, reach + 1, axis=axis, origin=reach // 2, mode="constant")
+    after = ndimage.maximum_filter1d(u, reach + 1, axis=axis, origin=-(reach + 1) // 2,
+                                     mode="constant")
+    return (before & after).view(bool)
 
 
 def _long_runs(ink: np.ndarray, span: int, axis: int) -> np.ndarray:
@@ -426,8 +440,7 @@ def _read_lines(gray: np.ndarray, regions: list[tuple[int, int, int, int]]) -> l
     found = []
     rows: list[tuple[int, int]] = []
     for r0, r1, c0, c1 in sorted(set(regions), key=lambda r: (r[0], r[2])):
-        middle = (r0 + r1) // 2
-        n = next((i for i, (a, b) in enumerate(rows) if a <= middle < b), None)
+        n = next((i for i, row in enumerate(rows) if _one_row(row, (r0, r1))), None)
         if n is None:
             n = len(rows)
             rows.append((r0, r1))
@@ -440,6 +453,12 @@ def _read_lines(gray: np.ndarray, regions: list[tuple[int, int, int, int]]) -> l
         found += [(n, box, text) for _, box, text in mine]
     found.sort(key=lambda item: (item[0], item[1][0]))
     return found
+
+
+def _one_row(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether two spans of rows hold one line: each overlaps half the other, or more."""
+    overlap = min(a[1], b[1]) - max(a[0], b[0])
+    return 2 * overlap >= max(a[1] - a[0], b[1] - b[0])
 
 
 def _read_line(crop: np.ndarray, r0: int, c0: int) -> list[Read]:
