@@ -19,9 +19,6 @@ from typing import Any, Literal
 
 import yaml
 
-from gateway.deid.signatures import compile_match, rule_from_config
-from gateway.deid.tags import parse_tag_key
-
 
 class ConfigError(ValueError):
     """A configuration problem: names the file, the key path and what is wrong."""
@@ -105,8 +102,11 @@ class ProfileConfig:
         lo, hi = self.date_shift_days
         if lo > hi:
             raise ValueError(f"date_shift_days: {lo} is greater than {hi}")
-        for key in self.phi_tags:
-            parse_tag_key(key)
+        if self.phi_tags:
+            from gateway.deid.tags import parse_tag_key  # pydicom's dictionary, when needed
+
+            for key in self.phi_tags:
+                parse_tag_key(key)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -146,6 +146,8 @@ class RedactionRuleConfig:
     regions: tuple[tuple[int, int, int, int], ...]
 
     def __post_init__(self) -> None:
+        from gateway.deid.signatures import rule_from_config
+
         rule_from_config(self.name, self.match, self.regions)  # ValueError names the key
 
 
@@ -300,6 +302,8 @@ class RouteConfig:
 
     def __post_init__(self) -> None:
         if self.tags:
+            from gateway.deid.signatures import compile_match
+
             try:
                 compile_match(self.tags)
             except ValueError as exc:

@@ -1,12 +1,14 @@
 """Batch de-identification on a Dask distributed cluster (`gantry deidentify --scheduler`).
 
-The client cuts the inputs into tasks of many files and sends each task the configuration, never
-the site key: every worker reads the key from the file or environment variable the configuration
-names, compiles the same Pipeline once, and writes outputs (temp file, then link: never partial)
-to the filesystem it shares with the client. Outcomes come back per file; the client quarantines
-refused inputs and resolves duplicates exactly as `run_batch` does, so the output is
-byte-identical to a local run. A worker lost mid-task has its task run again elsewhere: an output
-it had already linked is found in place (same bytes), a temp file it left is swept at the end.
+The client sends the configuration to every worker once, never the site key, and cuts the inputs
+into tasks of many files: every worker reads the key from the file or environment variable the
+configuration names (at each task, so a long-running worker follows a new key), compiles the same
+Pipeline once per configuration and key, and writes outputs (temp file, then link: never partial)
+to the filesystem it shares with the client. Outcomes come back per file as plain tuples, so the
+client imports none of the engine; it quarantines refused inputs and resolves duplicates exactly
+as `run_batch` does, so the output is byte-identical to a local run. A worker lost mid-task has
+its task run again elsewhere: an output it had already linked is found in place (same bytes), a
+temp file it left is swept at the end.
 """
 
 from __future__ import annotations
@@ -16,33 +18,35 @@ import os
 import pickle
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from gateway.batch import (
-    STAGED,
-    BatchSummary,
-    Outcomes,
-    _write_once,
-    iter_inputs,
-    quarantine_dir,
-)
+# The client imports none of the engine (no pydicom): only the summary and settling of results,
+# which come back as plain tuples. The engine is imported on the workers, by the tasks (or
+# beforehand by `--preload gateway.dask_batch`, which imports it at the worker's start).
+from gateway.batch_results import STAGED, BatchSummary, Outcomes, iter_inputs, quarantine_dir
 from gateway.config import Config
-from gateway.pipeline import Outcome, Pipeline, Quarantined, layout_path
+from gateway.outcome import Forwarded, Outcome, Quarantined
 from gateway.safetext import safe_message
 
 #: Files per task, at most: large enough that scheduling costs little, small enough that a lost
 #: worker costs little and the progress bar moves.
 MAX_CHUNK = 64
 
-_PIPELINES: dict[str, Pipeline] = {}  # per worker process: compiled once per configuration
+_PIPELINES: dict[tuple[str, bytes], Any] = {}  # per worker: compiled once per config and key
 
 
-def _pipeline(config: Config, token: str) -> Pipeline:
-    """This worker's Pipeline for `config`, the site key read here (never sent by the client)."""
-    pipeline = _PIPELINES.get(token)
+def _pipeline(config: Config, token: str) -> Any:
+    """This worker's Pipeline for `config`, the site key read here (never sent by the client),
+    at every task: a long-running worker follows a new key."""
+    from gateway.sitekey import load_site_key
+
+    key = load_site_key(config)
+    pipeline = _PIPELINES.get((token, key))
     if pipeline is None:
-        from gateway.sitekey import load_site_key
+        from gateway.pipeline import Pipeline
 
-        pipeline = _PIPELINES[token] = Pipeline(config, load_site_key(config))
+        _PIPELINES.clear()
+        pipeline = _PIPELINES[token, key] = Pipeline(config, key)
     return pipeline
 
 
@@ -51,17 +55,38 @@ def _prepare(config: Config, token: str) -> None:
     _pipeline(config, token)
 
 
+Compact = str | tuple  # a Quarantined's reason, or a Forwarded's fields in order
+
+
+def _compact(outcome: Outcome) -> Compact:
+    if isinstance(outcome, Quarantined):
+        return outcome.reason
+    o = outcome
+    return (str(o.path), o.study_uid, o.series_uid, o.sop_uid, o.sop_class_uid,
+            o.transfer_syntax, o.original_sop_hash, tuple(o.counts.items()), o.not_backed_up,
+            o.redaction_rule)
+
+
+def _outcome(compact: Compact) -> Outcome:
+    if isinstance(compact, str):
+        return Quarantined(compact)
+    path, *uids, counts, not_backed_up, rule = compact
+    return Forwarded(Path(path), *uids, dict(counts), not_backed_up, rule)
+
+
 def _deidentify_chunk(paths: list[str], output: str, config: Config, token: str,
-                      profile: str) -> list[Outcome]:
+                      profile: str) -> list[Compact]:
     """One task: every file of `paths` through the pipeline into `output`, one outcome each."""
+    from gateway.batch import _write_once
+    from gateway.pipeline import layout_path
+
     pipeline, place = _pipeline(config, token), layout_path(Path(output))
-    outcomes: list[Outcome] = []
+    outcomes: list[Compact] = []
     for src in paths:
         try:
-            outcomes.append(_write_once(pipeline, Path(src), place, profile))
+            outcomes.append(_compact(_write_once(pipeline, Path(src), place, profile)))
         except OSError as exc:  # a full disk: the file is refused, saying why
-            outcomes.append(Quarantined(
-                f"cannot write the de-identified object: {safe_message(exc)}"))
+            outcomes.append(f"cannot write the de-identified object: {safe_message(exc)}")
     return outcomes
 
 
@@ -105,25 +130,27 @@ def run_batch_dask(source: Path | list[Path], output: Path, config: Config, sche
     record = outcomes.record
 
     with Client(scheduler, set_as_default=False) as client:
-        client.submit(_prepare, config, token, pure=False).result()
+        # The configuration goes to every worker once, not in every task.
+        shared = client.scatter(config, broadcast=True, hash=False)
+        client.submit(_prepare, shared, token, pure=False).result()
         workers = sum(client.nthreads().values()) or 1
-        tasks = {}
-        for part in _chunks(len(files), workers, chunk):
-            future = client.submit(_deidentify_chunk, [str(files[i]) for i in part],
-                                   str(output), config, token, profile, pure=False)
-            tasks[future] = part
-        pending = as_completed(list(tasks), loop=client.loop)
+        parts = _chunks(len(files), workers, chunk)
+        futures = client.map(_deidentify_chunk, [[str(files[i]) for i in p] for p in parts],
+                             output=str(output), config=shared, token=token, profile=profile,
+                             pure=False)
+        tasks = dict(zip(futures, parts, strict=True))
+        pending = as_completed(futures, loop=client.loop)
         for future in pending:
             part = tasks.pop(future)
             if future.status == "finished":
-                for i, outcome in zip(part, future.result(), strict=True):
-                    record(i, outcome)
+                for i, compact in zip(part, future.result(), strict=True):
+                    record(i, _outcome(compact))
                 continue
             how = safe_message(future.exception())
             if len(part) > 1:  # one file may kill every worker it meets: find which, alone
                 for i in part:
                     single = client.submit(_deidentify_chunk, [str(files[i])], str(output),
-                                           config, token, profile, pure=False)
+                                           shared, token, profile, pure=False)
                     tasks[single] = range(i, i + 1)
                     pending.add(single)
             else:

@@ -10,14 +10,13 @@ touches the network or the database.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
 
 from gateway.config import BackupConfig, Config, ConfigError
-from gateway.deid.backup import attach_backup
 from gateway.deid.keyed import keyed_hash
 from gateway.deid.ocr import IdentifierTokens, OcrUnavailable, check_available
 from gateway.deid.profile import Profile
@@ -35,35 +34,12 @@ from gateway.dicomio import (
     read_for_deid,
     write,
 )
-from gateway.recipients import load_certificates
+from gateway.outcome import Forwarded, Outcome, Quarantined  # noqa: F401 - and re-exported
 from gateway.safetext import safe_message
 
 CLEAN_PIXEL_DATA = "113101"
 SOP_CLASS_UID, SOP_INSTANCE_UID = 0x00080016, 0x00080018
 STUDY_INSTANCE_UID, SERIES_INSTANCE_UID = 0x0020000D, 0x0020000E
-
-
-@dataclass(frozen=True)
-class Forwarded:
-    """The object was de-identified and written to `path`; UIDs are the new ones."""
-
-    path: Path
-    study_uid: str
-    series_uid: str
-    sop_uid: str
-    sop_class_uid: str
-    transfer_syntax: str
-    original_sop_hash: str
-    counts: dict[str, int] = field(default_factory=dict)
-    not_backed_up: tuple[str, ...] = ()
-    redaction_rule: str | None = None
-
-
-@dataclass(frozen=True)
-class Quarantined:
-    """The object must not leave: `reason` says why (and never carries an identifier)."""
-
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -77,7 +53,6 @@ class Staged:
     original_sop_hash: str
 
 
-Outcome = Forwarded | Quarantined
 Destination = Path | Callable[[Dataset], Path]
 
 
@@ -112,9 +87,14 @@ class Pipeline:
                 check_available()
             except OcrUnavailable as exc:
                 raise ConfigError(config.source, "redaction", str(exc)) from None
-        backups = [config.backup, *(r.backup for r in config.routes if r.backup)]
-        self._certificates = {b.recipients: load_certificates(b.recipients, config.base_dir)
-                              for b in backups if b.enabled}
+        backups = [b for b in (config.backup, *(r.backup for r in config.routes if r.backup))
+                   if b.enabled]
+        self._certificates = {}
+        if backups:  # cryptography is imported only by a configuration that backs up
+            from gateway.recipients import load_certificates
+
+            self._certificates = {b.recipients: load_certificates(b.recipients, config.base_dir)
+                                  for b in backups}
 
     def profile(self, name: str) -> Profile:
         return self._profiles[name]
@@ -151,6 +131,8 @@ class Pipeline:
             remediation = remediate(ds, prof, self.key, keep_originals=backup.enabled)
             not_backed_up: tuple[str, ...] = ()
             if backup.enabled:
+                from gateway.deid.backup import attach_backup
+
                 cfg = self.config.profile_named(profile)
                 not_backed_up = attach_backup(ds, remediation.originals,
                                               self._certificates[backup.recipients],

@@ -10,7 +10,11 @@ them with dcmtk `storescu` over one association:
                                          on one held association before answering)
 3. storescu → pynetdicom no-op SCP    (answers Success without storing anything: the floor
                                          of any receiver built on pynetdicom, Gantry's included)
-4. storescu → `gantry serve` → storescp
+4. storescu → durable floor             (pynetdicom SCP that writes each object to a file and
+                                         fsyncs it before answering, nothing else: the floor
+                                         of any receiver that answers only once it is safe)
+   storescu → `gantry serve` → storescp  (with each `--receivers` value: 1,2 compares them),
+                                         interleaved with the durable floor for `--rounds`
 5. the same over DICOM TLS at both ends (storescu +tls → Gantry → storescp +tls, client
    certificates required everywhere, certificates made by openssl for the run), after
    storescu +tls → storescp +tls direct (the TLS wire limit)
@@ -21,7 +25,7 @@ for Gantry the peak RSS of its processes (node + workers + forwarder) sampled du
 at each quarter of the run (flat memory means no growth with the object count).
 
 Usage: python scripts/bench_gateway.py [--count N] [--senders K] [--association-per-object]
-       [--keep DIR] [--no-tls]
+       [--receivers 1,2] [--rounds R] [--keep DIR] [--no-tls]
 Needs dcmtk (storescu, storescp) and openssl on PATH. Sets TCP_NODELAY=1 for dcmtk (see DESIGN.md).
 """
 
@@ -48,7 +52,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gateway.config import NetworkConfig  # noqa: E402
+from gateway.config import NetworkConfig, default_receivers  # noqa: E402
 from gateway.sitekey import create_key_file  # noqa: E402
 
 # Gantry runs with its shipped default; the relay and the no-op SCP receive with the same
@@ -228,6 +232,53 @@ ae.start_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=[
 '''
 
 
+DURABLE = r'''
+import os, socket, sys
+from pynetdicom import AE, evt
+from pynetdicom.presentation import AllStoragePresentationContexts
+folder = sys.argv[3]
+def on_store(event):
+    data = memoryview(event.encoded_dataset())   # file meta + the dataset as received
+    fd = os.open(os.path.join(folder, event.request.AffectedSOPInstanceUID),
+                 os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+        os.fsync(fd)                              # on disk before the answer
+    finally:
+        os.close(fd)
+    return 0x0000
+def on_open(event):
+    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+ae = AE("DURABLE")
+ae.maximum_pdu_size = int(sys.argv[2])     # the same as Gantry's
+for cx in AllStoragePresentationContexts:
+    ae.add_supported_context(cx.abstract_syntax)
+ae.start_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=[
+    (evt.EVT_C_STORE, on_store), (evt.EVT_CONN_OPEN, on_open)])
+'''
+
+
+def run_durable(root: Path, files: list[Path], logcfg: Path, k: int, per_object: bool) -> dict:
+    """storescu → the durable floor (each object written to a file and fsync'd, then Success)."""
+    folder = root / "durable-out"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", DURABLE, str(port), str(MAX_PDU),
+                             str(folder)])
+    wait_port(port)
+    try:
+        elapsed, lat = send(port, files, logcfg, "DURABLE", k, per_object)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    if sum(1 for _ in folder.iterdir()) != len(files):
+        raise RuntimeError("the durable floor did not write every object")
+    shutil.rmtree(folder)
+    return dict(send=elapsed, total=None, lat=lat)
+
+
 # ---------------------------------------------------------------------------- gantry
 
 
@@ -296,7 +347,8 @@ def dcmtk_tls(pki: Path | None, who: str) -> tuple[str, ...]:
     return ("+tls", str(pki / f"{who}.key"), str(pki / f"{who}.pem"), "+cf", str(pki / "ca.pem"))
 
 
-def gantry_config(root: Path, dest_port: int, port: int, pki: Path | None = None) -> Path:
+def gantry_config(root: Path, dest_port: int, port: int, pki: Path | None = None,
+                  receivers: int | None = None) -> Path:
     key = root / "site.key"
     if not key.exists():
         create_key_file(key)
@@ -304,7 +356,7 @@ def gantry_config(root: Path, dest_port: int, port: int, pki: Path | None = None
     cfg: dict = {
         "site_key": {"file": str(key)}, "state_dir": str(root / "state"), "log_level": "info",
         "network": {"ae_title": "GANTRY", "host": "127.0.0.1", "port": port,
-                    "workers": 2},
+                    "workers": 2, "receivers": receivers or default_receivers()},
         "destinations": {"pacs": {"ae_title": "PACS", "host": "127.0.0.1",
                                   "port": dest_port, "associations": 2}},
         "routes": [{"name": "all", "destinations": ["pacs"]}],
@@ -326,12 +378,12 @@ def pct(values: list[float], q: float) -> float:
 
 
 def run_gantry(root: Path, files: list[Path], logcfg: Path, k: int, per_object: bool,
-               pki: Path | None) -> tuple[dict, dict]:
+               pki: Path | None, receivers: int | None = None) -> tuple[dict, dict]:
     """storescu → `gantry serve` → storescp (over TLS with a pki): the timings, and the CPU per
     process and the RSS samples."""
     scp = StoreSCP(root / "gantry-out", True, dcmtk_tls(pki, "pacs"))  # two associations in
     port = free_port()
-    config = gantry_config(root, scp.port, port, pki)
+    config = gantry_config(root, scp.port, port, pki, receivers)
     env = {**os.environ, "GANTRY_LOG_FILE": str(root / "gantry.log")}
     gw = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config",
                            str(config)], env=env, cwd=Path(__file__).resolve().parents[1])
@@ -372,6 +424,13 @@ def main() -> int:
     parser.add_argument("--association-per-object", action="store_true",
                         help="one storescu run, and association, per file (use a smaller "
                              "--count: each run starts a process)")
+    parser.add_argument("--receivers", default=str(default_receivers()), metavar="N[,M...]",
+                        help="Gantry's network.receivers; several (e.g. 1,2) are compared, "
+                             "run after run (default: this machine's default, "
+                             f"{default_receivers()})")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="interleaved rounds of the durable floor and each Gantry "
+                             "(medians reported; default 1)")
     parser.add_argument("--keep", metavar="DIR", help="work here and keep the files")
     parser.add_argument("--no-tls", action="store_true",
                         help="skip the TLS runs (dcmtk direct and Gantry over DICOM TLS)")
@@ -436,8 +495,21 @@ def run(args: argparse.Namespace, root: Path) -> int:
         floor.wait(10)
     results["pynetdicom floor"] = dict(send=elapsed, total=None, lat=lat)
 
-    # 4. gantry, 5. the same over TLS (after dcmtk direct over TLS)
-    results["gantry"], gantry_use = run_gantry(root, files, logcfg, k, per_object, None)
+    # 4. the durable floor and gantry (each `receivers`), in interleaved rounds
+    counts = [int(x) for x in args.receivers.split(",")]
+    rounds: dict[str, list[dict]] = {}
+    for _ in range(args.rounds):
+        rounds.setdefault("durable floor", []).append(
+            run_durable(root, files, logcfg, k, per_object))
+        for n in counts:
+            result, use = run_gantry(root, files, logcfg, k, per_object, None, n)
+            rounds.setdefault(f"gantry r={n}", []).append(result)
+            if n == counts[0]:
+                gantry_use = use
+    for name, runs in rounds.items():  # the median round, by Success time
+        results[name] = sorted(runs, key=lambda r: r["send"])[len(runs) // 2]
+    results["gantry"] = results[f"gantry r={counts[0]}"]
+    # 5. the same over TLS (after dcmtk direct over TLS)
     if not args.no_tls:
         pki = make_pki(root / "pki")
         scp = StoreSCP(root / "direct-tls-out", fork, dcmtk_tls(pki, "pacs"))
@@ -446,19 +518,22 @@ def run(args: argparse.Namespace, root: Path) -> int:
         total = wait_count(scp, len(files), time.perf_counter() - elapsed)
         scp.stop()
         results["dcmtk direct TLS"] = dict(send=elapsed, total=total, lat=lat)
-        results["gantry TLS"], _ = run_gantry(root, files, logcfg, k, per_object, pki)
+        results["gantry TLS"], _ = run_gantry(root, files, logcfg, k, per_object, pki,
+                                              counts[0])
 
     # report
     n = len(files)
     how = "one association per object" if per_object else "one association per sender"
     print(f"\n{n} objects, {k} sender(s) at once, {how}; maximum PDU {MAX_PDU} for the relay, the "
-          f"no-op SCP and Gantry; load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} CPUs")
+          f"no-op SCP, the durable floor and Gantry (r=N: network.receivers N); load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     direct = n / results["dcmtk direct"]["send"]
     naive = n / results["naive relay"]["send"]
     print(f"\n{'path':18} {'Success obj/s':>14} {'end-to-end obj/s':>17} "
           f"{'p50 ms':>8} {'p99 ms':>8}")
     for name, r in results.items():
+        if name == "gantry":
+            continue  # the first of the `gantry r=N` lines
         end = f"{n / r['total']:17.1f}" if r["total"] else f"{'-':>17}"
         print(f"{name:18} {n / r['send']:14.1f} {end} "
               f"{pct(r['lat'], 50):8.1f} {pct(r['lat'], 99):8.1f}")
@@ -470,6 +545,19 @@ def run(args: argparse.Namespace, root: Path) -> int:
     floor_rate = n / results["pynetdicom floor"]["send"]
     print(f"gantry / pynetdicom floor (Success): {n / g['send'] / floor_rate:.2f}x   "
           f"(naive relay / floor: {naive / floor_rate:.2f}x)")
+    durable = n / results["durable floor"]["send"]
+    print(f"gantry / durable floor (Success): {n / g['send'] / durable:.2f}x   (target with one "
+          f"sender: 0.8x; the floor writes and fsyncs each object before answering, nothing "
+          f"else; gantry r={counts[0]})")
+    if len(counts) > 1:
+        rates = {c: n / results[f"gantry r={c}"]["send"] for c in counts}
+        print("gantry receivers (Success obj/s, median of "
+              f"{args.rounds} interleaved rounds): "
+              + ", ".join(f"{c}: {rate:.1f}" for c, rate in rates.items())
+              + f"; {counts[-1]} vs {counts[0]}: {rates[counts[-1]] / rates[counts[0]]:.2f}x")
+        for name, runs in rounds.items():
+            print(f"  {name} rounds, Success seconds: "
+                  + " ".join(f"{r['send']:.2f}" for r in runs))
     if "gantry TLS" in results:
         t, d = results["gantry TLS"], results["dcmtk direct TLS"]
         print(f"gantry TLS / gantry (Success): {g['send'] / t['send']:.2f}x   (end to end: "

@@ -1,24 +1,26 @@
-"""`gantry deidentify`, `gantry audit`, `gantry diff`: the engine over files and folders."""
+"""`gantry deidentify`, `gantry audit`, `gantry diff`: the engine over files and folders.
+
+Each command imports what it runs when it runs (the `gantry` process's start is part of every
+command's time): `deidentify --scheduler` never imports pydicom in the client, and a run whose
+progress bar is not shown never imports rich."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gateway.batch import CONFLICT, iter_inputs, run_batch
 from gateway.commands.args import exit_on_sigterm as _exit_on_sigterm
 from gateway.commands.args import positive as _positive
 from gateway.config import Config, ConfigError, load_config
-from gateway.deid.diff import diff
-from gateway.dicomio import read_full
-from gateway.pipeline import Forwarded, Outcome
-from gateway.risk import LEVELS, RiskReport, audit_paths
 from gateway.sitekey import SiteKeyError, load_site_key
+
+if TYPE_CHECKING:
+    from gateway.pipeline import Outcome
+    from gateway.risk import RiskReport
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,43 +68,36 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
         return 2
     if args.profile != "default" and args.profile not in config.profiles:
         return _no_profile("deidentify", args.profile, config)
-    total = sum(1 for _ in iter_inputs(args.input))
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    progress = _Progress(args.input) if not args.quiet and sys.stderr.isatty() else None
 
-    console = Console(stderr=True)
-    # Redrawn from on_result, not by rich's refresh thread: the workers are forked, and a
-    # process with threads is not safe to fork.
-    progress = Progress("[progress.description]{task.description}", BarColumn(),
-                        MofNCompleteColumn(), TimeRemainingColumn(), console=console,
-                        disable=args.quiet or not console.is_terminal, auto_refresh=False)
-    with progress:
-        task = progress.add_task("de-identifying", total=total)
-        drawn = 0.0
+    def on_result(src: Path, outcome: Outcome) -> None:
+        reason = getattr(outcome, "reason", None)  # Quarantined (never imported here)
+        if reason is not None and not args.quiet:
+            line = f"quarantined {src}: {reason}"
+            if progress is not None:
+                progress.say(line)
+            else:
+                print(line, file=sys.stderr)
+        if progress is not None:
+            progress.advance()
 
-        def on_result(src: Path, outcome: Outcome) -> None:
-            nonlocal drawn
-            progress.advance(task)
-            if not isinstance(outcome, Forwarded) and not args.quiet:
-                # One line per file, never wrapped at the console's width (80 when piped).
-                console.print(f"quarantined {src}: {outcome.reason}", highlight=False,
-                              markup=False, soft_wrap=True)
-            if time.monotonic() - drawn > 0.1:
-                drawn = time.monotonic()
-                progress.refresh()
-
-        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
-        try:
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        with progress or _NoProgress():
             if args.scheduler is not None:
                 from gateway.dask_batch import run_batch_dask
 
                 summary = run_batch_dask(args.input, args.output, config, args.scheduler,
                                          on_result, profile=args.profile)
             else:
+                from gateway.batch import run_batch
+
                 summary = run_batch(args.input, args.output, config, key, args.workers,
                                     on_result, profile=args.profile)
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    from gateway.batch_results import CONFLICT
+
     for copy, first in summary.duplicates:
         print(f"duplicate {copy}: the same bytes as {first}, written once")
     for src in summary.conflicts:
@@ -119,6 +114,50 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
         print(f"quarantine: {summary.quarantine} — {reasons}")
         return 1
     return 0
+
+
+class _NoProgress:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+class _Progress:
+    """The progress bar on a terminal (rich), redrawn from the results, at most 10 times a
+    second, not by rich's refresh thread: local workers are forked, and a process with threads
+    is not safe to fork."""
+
+    def __init__(self, source: Path) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        from gateway.batch_results import iter_inputs
+
+        self.console = Console(stderr=True)
+        self.bar = Progress("[progress.description]{task.description}", BarColumn(),
+                            MofNCompleteColumn(), TimeRemainingColumn(), console=self.console,
+                            auto_refresh=False)
+        self.task = self.bar.add_task("de-identifying",
+                                      total=sum(1 for _ in iter_inputs(source)))
+        self.drawn = 0.0
+
+    def __enter__(self) -> None:
+        self.bar.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+
+    def say(self, line: str) -> None:
+        # One line per file, never wrapped at the console's width.
+        self.console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    def advance(self) -> None:
+        self.bar.advance(self.task)
+        if time.monotonic() - self.drawn > 0.1:
+            self.drawn = time.monotonic()
+            self.bar.refresh()
 
 
 def _no_profile(command: str, name: str, config: Config) -> int:
@@ -140,6 +179,7 @@ def _risk_limit(text: str) -> int:
 
 def _session_audit(db: Path, config_path: Path | None) -> RiskReport:
     """A session database's audit, under its configuration (or `config_path`, loaded into it)."""
+    from gateway.risk import audit_paths
     from gateway.session import Session
 
     with Session(db) as session:
@@ -161,6 +201,8 @@ def _key_or_none(config: Config) -> bytes | None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from gateway.batch_results import iter_inputs
+    from gateway.risk import audit_paths
     from gateway.session.db import is_session_db
 
     if not args.path.exists():
@@ -177,7 +219,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
         if args.profile != "default" and args.profile not in config.profiles:
             return _no_profile("audit", args.profile, config)
         session = audit_paths(iter_inputs(args.path), config, _key_or_none(config), args.profile)
-    print(json.dumps(_audit_json(session), indent=2) if args.json else _audit_text(session))
+    if args.json:
+        import json
+
+        print(json.dumps(_audit_json(session), indent=2))
+    else:
+        print(_audit_text(session))
     status = 0
     if session.unreadable:
         status = 1
@@ -189,6 +236,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _audit_json(session: RiskReport) -> dict:
+    from dataclasses import asdict
+
     def tree(report: RiskReport) -> dict:
         if report.level == "series":
             return {"series": report.label, "score": report.score, "band": report.band,
@@ -211,6 +260,8 @@ def _audit_json(session: RiskReport) -> dict:
 
 
 def _audit_text(session: RiskReport) -> str:
+    from gateway.risk import LEVELS
+
     lines = []
     for report in session.walk("instance"):
         if report.score is None:
@@ -233,6 +284,9 @@ def _audit_text(session: RiskReport) -> str:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    from gateway.deid.diff import diff
+    from gateway.dicomio import read_full
+
     a, b = read_full(args.a), read_full(args.b)
     changes = diff(a, b)
     for change in changes:

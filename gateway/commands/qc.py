@@ -27,8 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", type=Path, nargs="?",
                    help="a session database, or a DICOM file or folder tree")
     p.add_argument("--config", type=Path,
-                   help="instead of DB: the gateway of this configuration, from its state "
-                        "(outcomes, quarantine reasons, thumbnails of quarantined originals)")
+                   help="instead of a PATH or DB: the gateway of this configuration, from its "
+                        "state (outcomes, quarantine reasons; thumbnails and QC of the originals "
+                        "and outbox copies it still holds)")
     p.add_argument("-o", "--output", type=Path, required=True, help="the HTML file to write")
     p.add_argument("--output-only", action="store_true",
                    help="from de-identified objects alone, fit to share: a session's latest "

@@ -128,10 +128,11 @@ def _read_image(gray: np.ndarray) -> list[Read]:
 
 
 def to_gray8(frame: np.ndarray, photometric: str, palette: Callable[[np.ndarray], np.ndarray]
-             | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One decoded frame (rows, columns, samples) → two 8-bit grey views: luminance as a viewer
-    shows it, and brightness (the strongest colour component), where coloured text stands out.
-    Both are stretched from their minimum to their maximum; MONOCHROME1 is inverted."""
+             | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One decoded frame (rows, columns, samples) → 8-bit grey views: luminance as a viewer
+    shows it; brightness (the strongest colour component), where coloured text stands out;
+    and, for colour, whiteness (the weakest component), where white text stands out of colour
+    flow. Each is stretched from its minimum to its maximum; MONOCHROME1 is inverted."""
     if photometric == "PALETTE COLOR" and palette is not None:
         frame = palette(frame[..., 0])
         photometric = "RGB"
@@ -141,11 +142,15 @@ def to_gray8(frame: np.ndarray, photometric: str, palette: Callable[[np.ndarray]
             y, cb, cr = data[..., 0], data[..., 1] - 128, data[..., 2] - 128
             data = np.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr,
                              y + 1.772 * cb], axis=-1)
-        luma = data[..., 0] * 0.299 + data[..., 1] * 0.587 + data[..., 2] * 0.114
-        value = data.max(axis=-1)
+        r, g, b = data[..., 0], data[..., 1], data[..., 2]
+        luma = r * 0.299 + g * 0.587 + b * 0.114
+        # channel by channel: numpy reduces a last axis of three slowly
+        value, white = np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
     else:
         luma = value = data[..., 0] if data.ndim == 3 else data
-    return _stretch(luma, photometric), _stretch(value, photometric)
+        white = None
+    return (_stretch(luma, photometric), _stretch(value, photometric),
+            None if white is None else _stretch(white, photometric))
 
 
 def _stretch(data: np.ndarray, photometric: str) -> np.ndarray:
@@ -219,11 +224,12 @@ def read_words(frames: np.ndarray, photometric: str,
     apart, so a line read twice is never joined to itself."""
     words: list[Word] = []
     for index in range(frames.shape[0]):
-        luma, value = to_gray8(frames[index], photometric, palette)
-        key = _digest(b"%d,%d" % luma.shape, luma.tobytes(), value.tobytes())
+        luma, value, white = to_gray8(frames[index], photometric, palette)
+        key = _digest(b"%d,%d" % luma.shape, luma.tobytes(), value.tobytes(),
+                      b"" if white is None else white.tobytes())
         found = _FRAMES.get(key)
         if found is None:
-            found = _read_frame(luma, value)
+            found = _read_frame(luma, value, white)
             _FRAMES.put(key, found)
         words += [Word(index, line, box, text) for line, box, text in found]
     return words
@@ -234,20 +240,79 @@ DARK = 55  # of 255: a glyph drawn dark is at most this bright
 LINE_OFFSET = 1 << 20  # the lines of each finder are numbered apart
 
 
-def _read_frame(luma: np.ndarray, value: np.ndarray) -> list[Read]:
-    """The words of one frame: every text candidate read as one line."""
-    finders = (
-        [*_glyph_chains(value >= BRIGHT), *_glyph_chains(luma <= DARK)],
-        _edge_lines(luma),
-    )
+def _read_frame(luma: np.ndarray, value: np.ndarray, white: np.ndarray | None) -> list[Read]:
+    """The words of one frame: every text candidate read as one line, as the frame shows it;
+    and each glyph chain once more with only its ink and the soft edges of its glyphs (text
+    straight over a busy image reads only so)."""
+    inks = [(_without_rules(value >= BRIGHT), value, 0), (_without_rules(luma <= DARK), luma, 255)]
+    if white is not None:
+        inks.append((_without_rules(white >= BRIGHT), white, 0))
+    chains = [[r for r in _glyph_chains(ink) if _stands_out(r, ink, gray, background)]
+              for ink, gray, background in inks]
+    reads = [(luma, [r for found in chains for r in found]), (luma, _edge_lines(luma))]
+    # light ink alone (dark text is drawn on a label, which the first read sees clean)
+    reads += [(_only(ink, gray, background), found)
+              for (ink, gray, background), found in zip(inks, chains, strict=True)
+              if background == 0]
     found: list[Read] = []
-    for n, regions in enumerate(finders):
+    for n, (gray, regions) in enumerate(reads):
         found += [(line + n * LINE_OFFSET, box, text)
-                  for line, box, text in _read_lines(luma, regions)]
+                  for line, box, text in _read_lines(gray, regions)]
     return found
 
 
+def _stands_out(region: tuple[int, int, int, int], ink: np.ndarray, gray: np.ndarray,
+                background: int) -> bool:
+    """Whether the ink of a chain stands on a ground of the other kind, as text does: light
+    glyphs on a darker ground (`background` 0), dark glyphs on a lighter one (255)."""
+    r0, r1, c0, c1 = region
+    ground = gray[r0:r1, c0:c1][~ink[r0:r1, c0:c1]]
+    if not ground.size:
+        return False
+    middle = float(np.median(ground))
+    return middle < 128 if background == 0 else middle >= 128
+
+
 GLYPH_HEIGHT = (4, 40)  # pixels: a glyph's height (a line is up to LINE_HEIGHT[1] high)
+
+
+def _only(ink: np.ndarray, gray: np.ndarray, background: int) -> np.ndarray:
+    """`gray` where `ink` is and next to it (the soft edges of its glyphs), `background`
+    elsewhere: the text without the image around it."""
+    from scipy import ndimage
+
+    near = ndimage.binary_dilation(ink, structure=np.ones((3, 3), dtype=bool))
+    return np.where(near, gray, np.uint8(background)).astype(np.uint8)
+
+
+def _without_rules(ink: np.ndarray) -> np.ndarray:
+    """`ink` less its straight lines (a sector's outline, a ruler, a caliper): runs of ink
+    longer than any glyph, across or down, that would join the glyphs they touch into one."""
+    span = GLYPH_HEIGHT[1] + 1
+    across, down = _long_runs(ink, span, 1), _long_runs(ink, span, 0)
+    kept = ink & ~across & ~down
+    # where a glyph's stroke crosses the line, keep the line's pixels between its two halves
+    return kept | (across & _between(kept, 0)) | (down & _between(kept, 1))
+
+
+def _between(ink: np.ndarray, axis: int, reach: int = 3) -> np.ndarray:
+    """Pixels with `ink` at most `reach` pixels before and after them along `axis`."""
+    from scipy import ndimage
+
+    u = ink.view(np.uint8)
+    before = ndimage.maximum_filter1d(u, reach + 1, axis=axis, origin=reach // 2, mode="constant")
+    after = ndimage.maximum_filter1d(u, reach + 1, axis=axis, origin=-(reach + 1) // 2,
+                                     mode="constant")
+    return (before & after).view(bool)
+
+
+def _long_runs(ink: np.ndarray, span: int, axis: int) -> np.ndarray:
+    """The pixels of `ink` in runs of `span` (odd) or more along `axis`: a morphological
+    opening by a line of `span` pixels."""
+    from scipy import ndimage
+
+    eroded = ndimage.minimum_filter1d(ink.view(np.uint8), span, axis=axis, mode="constant")
+    return ndimage.maximum_filter1d(eroded, span, axis=axis, mode="constant").view(bool)
 
 
 def _glyph_chains(ink: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -258,7 +323,7 @@ def _glyph_chains(ink: np.ndarray) -> list[tuple[int, int, int, int]]:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    labels, count = ndimage.label(ink)
+    labels, count = ndimage.label(ink, structure=np.ones((3, 3), dtype=bool))  # 8-connected
     if count < 2:
         return []
     boxes = np.array([(s[0].start, s[0].stop, s[1].start, s[1].stop)
@@ -286,14 +351,45 @@ def _glyph_chains(ink: np.ndarray) -> list[tuple[int, int, int, int]]:
     regions = []
     for group in range(groups):
         mine = boxes[member == group]
-        if len(mine) < 2:
-            continue
-        r0, r1, c0, c1 = mine[:, 0].min(), mine[:, 1].max(), mine[:, 2].min(), mine[:, 3].max()
-        if r1 - r0 <= LINE_HEIGHT[1] and c1 - c0 >= 1.5 * (r1 - r0):
-            regions.append((int(r0) - 2, int(r1) + 2, int(c0) - 2, int(c1) + 2))
+        if len(mine) >= 2:
+            regions += _baselines(mine)
     rows, columns = ink.shape
     return [(max(0, r0), min(rows, r1), max(0, c0), min(columns, c1))
             for r0, r1, c0, c1 in regions]
+
+
+def _baselines(boxes: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """The lines of one chain of glyph boxes (row0, row1, col0, col1): its commonest baseline
+    first, the glyphs centred on it, cut where they stand more than a glyph apart; then the
+    next baseline among the rest (a chain that wandered into the image's speckle around it)."""
+    regions = []
+    for _ in range(4):
+        if len(boxes) < 2:
+            break
+        bottoms, counts = np.unique(boxes[:, 1], return_counts=True)
+        near = [counts[np.abs(bottoms - b) <= 1].sum() for b in bottoms]
+        base = int(bottoms[int(np.argmax(near))])
+        on = boxes[np.abs(boxes[:, 1] - base) <= 1]
+        h = float(np.median(on[:, 1] - on[:, 0]))
+        top, bottom = base - 1.3 * h, base + 0.4 * h
+        middle = (boxes[:, 0] + boxes[:, 1]) / 2
+        line = (middle >= top) & (middle <= bottom)
+        kept, boxes = boxes[line], boxes[~line]
+        if len(kept) < 2:
+            continue
+        order = np.argsort(kept[:, 2])
+        kept = kept[order]
+        start = 0
+        for i in range(1, len(kept) + 1):
+            if i == len(kept) or kept[i, 2] - kept[:i, 3].max() > 1.5 * h:
+                run = kept[start:i]
+                r0 = max(int(run[:, 0].min()), int(top))
+                r1 = min(int(run[:, 1].max()), int(np.ceil(bottom)))
+                c0, c1 = int(run[:, 2].min()), int(run[:, 3].max())
+                if len(run) >= 2 and r1 - r0 <= LINE_HEIGHT[1] and c1 - c0 >= 1.5 * (r1 - r0):
+                    regions.append((r0 - 2, r1 + 2, c0 - 2, c1 + 2))
+                start = i
+    return regions
 
 
 MAX_GLYPHS = 3000  # more glyph-sized components than this in one frame: it is noise
@@ -357,8 +453,7 @@ def _read_lines(gray: np.ndarray, regions: list[tuple[int, int, int, int]]) -> l
     found = []
     rows: list[tuple[int, int]] = []
     for r0, r1, c0, c1 in sorted(set(regions), key=lambda r: (r[0], r[2])):
-        middle = (r0 + r1) // 2
-        n = next((i for i, (a, b) in enumerate(rows) if a <= middle < b), None)
+        n = next((i for i, row in enumerate(rows) if _one_row(row, (r0, r1))), None)
         if n is None:
             n = len(rows)
             rows.append((r0, r1))
@@ -371,6 +466,12 @@ def _read_lines(gray: np.ndarray, regions: list[tuple[int, int, int, int]]) -> l
         found += [(n, box, text) for _, box, text in mine]
     found.sort(key=lambda item: (item[0], item[1][0]))
     return found
+
+
+def _one_row(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether two spans of rows hold one line: each overlaps half the other, or more."""
+    overlap = min(a[1], b[1]) - max(a[0], b[0])
+    return 2 * overlap >= max(a[1] - a[0], b[1] - b[0])
 
 
 def _read_line(crop: np.ndarray, r0: int, c0: int) -> list[Read]:

@@ -45,6 +45,7 @@ def slice_clusters(values: np.ndarray, k: int = 3, seed: int = 0) -> Clusters:
     """K-means of a slice's intensities (e.g. HU) into `k` classes (air, soft tissue, bone),
     fitted on at most SLICE_SAMPLE pixels; labels are of those pixels, centers ascending."""
     flat = values.astype(np.float64).ravel()
+    flat = flat[np.isfinite(flat)]
     rng = np.random.default_rng(seed)
     pick = flat if flat.size <= SLICE_SAMPLE else rng.choice(flat, SLICE_SAMPLE, replace=False)
     if np.unique(pick).size < k:

@@ -1,5 +1,5 @@
-"""QC plots with matplotlib (Agg, no display): per-machine distributions and the outlier scatter,
-as PNG files or data: URIs."""
+"""QC plots with matplotlib (Agg, no display): per-machine distributions and the outlier scatter
+of CT, per-machine series of other modalities, as PNG files or data: URIs."""
 
 from __future__ import annotations
 
@@ -44,6 +44,22 @@ def _figures(qc: QCResult) -> list[tuple[str, object]]:
         ax.legend(fontsize=8)
         fig.tight_layout()
         figs.append(("outliers: air against noise per series", fig))
+    other = [s for s in qc.series if s.modality != "CT" and s.p50 is not None]
+    machines = sorted({s.machine for s in other})
+    if machines:
+        fig = Figure(figsize=(8, 1.2 + 0.3 * len(machines)), dpi=90)
+        for ax, measure, title in zip(fig.subplots(1, 2), ("p50", "noise"),
+                                      ("median intensity in the body", "noise"), strict=True):
+            for row, m in enumerate(machines, start=1):
+                pts = [s for s in other if s.machine == m and getattr(s, measure) is not None]
+                ax.scatter([getattr(s, measure) for s in pts], [row] * len(pts), s=18,
+                           c=["#c0392b" if s.label in flagged else "#2e7d32" for s in pts])
+            ax.set_yticks(range(1, len(machines) + 1),
+                          machines if measure == "p50" else [""] * len(machines), fontsize=7)
+            ax.set_title(title, fontsize=9)
+            ax.tick_params(axis="x", labelsize=7)
+        fig.tight_layout()
+        figs.append(("per-machine series, other modalities (red: an outlier)", fig))
     return figs
 
 

@@ -209,7 +209,11 @@ def series_stats(paths: Sequence[str | Path], *, slices: int = DEFAULT_SLICES,
     if clusters and middle is not None:
         from gateway.qc.cluster import best_slice_clusters
 
-        found = best_slice_clusters(middle)
+        try:
+            found = best_slice_clusters(middle)
+        except ValueError as exc:  # e.g. values scikit-learn refuses: the rest still stands
+            st.errors.append(f"intensity clustering: {exc}")
+            found = None
         if found is not None:
             st.clusters, st.silhouette, st.centers = found.k, found.silhouette, list(found.centers)
     if body_values:

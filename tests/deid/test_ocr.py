@@ -1,6 +1,6 @@
 """OCR of burned-in text on real ultrasound and secondary-capture images with text rendered by
-Pillow at known boxes (several fonts and sizes, light on dark and dark on light, RGB, palette and
-monochrome, single- and multi-frame).
+Pillow at known boxes (several fonts and sizes, light on dark and dark on light, on a label or
+straight over a dark part of the image, RGB, palette and monochrome, single- and multi-frame).
 
 Each corpus image plants a patient (name, ID, birth date) in its header and draws identifying
 text (those values, written as people write them, and dates) next to clinical text
@@ -127,6 +127,18 @@ def _ink(pixels, light: bool, ds: Dataset) -> np.ndarray:
     return np.array([level] * arr.shape[3], dtype=arr.dtype)
 
 
+def _dark(pixels, frame: int, box: tuple[int, int, int, int]) -> bool:
+    """Whether the image under `box` is dark (below a third of its range), so that light text
+    drawn straight on it stands out (palette images: never, their values are no brightness)."""
+    if pixels.photometric == "PALETTE COLOR":
+        return False
+    arr = pixels.array
+    x0, y0, x1, y1 = box
+    under = arr[frame, y0:y1, x0:x1, 0].astype(float)
+    lo, hi = float(arr[..., 0].min()), float(arr[..., 0].max())
+    return float(under.mean()) < lo + (hi - lo) / 3
+
+
 def _render(base: Path, frames: int | None, seed: int) -> Sample:
     ds = _native(base, frames)
     # each base image meets every patient, in a different font, size and polarity each time
@@ -151,9 +163,11 @@ def _render(base: Path, frames: int | None, seed: int) -> Sample:
             draw = ImageDraw.Draw(mask_img)
             draw.text((x, y), text, fill=255, font=font)
             mask = np.asarray(mask_img) > 96
-            # on an opaque label, as scanners draw it: dark under light text, light under dark
+            # on an opaque label, as scanners draw it (dark under light text, light under
+            # dark), or light text straight over a dark part of the image
             x0, y0, x1, y1 = draw.textbbox((x, y), text, font=font)
-            pixels.array[frame, y0 - 3:y1 + 3, x0 - 3:x1 + 3] = _ink(pixels, not light, ds)
+            if not (light and (seed + i) % 2 and _dark(pixels, frame, (x0, y0, x1, y1))):
+                pixels.array[frame, y0 - 3:y1 + 3, x0 - 3:x1 + 3] = _ink(pixels, not light, ds)
             pixels.array[frame][mask] = _ink(pixels, light, ds)
             sink.append((frame, mask))
             y += step
@@ -268,6 +282,43 @@ def test_a_frame_seen_again_is_not_read_again(monkeypatch):
     assert {w.frame for w in words} == {0, 1, 2}
     cached = list(ocr_engine._FRAMES.items) + list(ocr_engine._LINES.items)
     assert cached and all(isinstance(k, bytes) and len(k) == 20 for k in cached)
+
+
+@pytest.mark.parametrize("top", [120, 232])  # over colour flow; the date across the outline
+def test_white_text_straight_over_colour_flow_is_destroyed(top):
+    """Thin white text (Pillow's own font) drawn straight over an ultrasound image, across its
+    colour Doppler and, lower down, across the sector's straight outline."""
+    ds = _native(_file("US1_UNCR.dcm"), None)
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = "HALVORSEN^INGRID", "7734916", "19710312"
+    pixels = decode_pixels(ds)
+    image = Image.fromarray(pixels.array[0].copy())
+    draw = ImageDraw.Draw(image)
+    for k, text in enumerate(("HALVORSEN, Ingrid", "7734916", "12/03/1971")):
+        draw.text((140, top + 26 * k), text, fill=(255, 255, 255), font=ImageFont.load_default(16))
+    glyphs = np.any(np.asarray(image) != pixels.array[0], axis=-1)
+    pixels.array[0] = np.asarray(image)
+    store_pixels(ds, pixels, "native")
+    before = decode_pixels(ds).array
+    Redactor(RedactionConfig(on_risk="ocr")).redact_text(ds, _identifiers(ds))
+    after = decode_pixels(ds).array
+    for k in range(3):
+        line = np.zeros_like(glyphs)
+        line[top + 26 * k - 2:top + 26 * k + 20] = True
+        assert _changed(before, after, 0, glyphs & line) == 1.0, f"line {k} not destroyed"
+
+
+def test_one_ocr_engine_per_thread():
+    import threading
+
+    from gateway.deid import ocr_engine
+
+    mine = ocr_engine._api()
+    assert ocr_engine._api() is mine
+    theirs = []
+    thread = threading.Thread(target=lambda: theirs.append(ocr_engine._api()))
+    thread.start()
+    thread.join()
+    assert theirs and theirs[0] is not mine
 
 
 def test_redact_all_blanks_clinical_text_too():

@@ -45,3 +45,19 @@ def test_qc_command_names_non_ct_outliers_without_identifiers(other, capsys):
     assert us["k"] == 2 and abs(us["centers"][1] - 120) < 5  # the disc against the background
     for value in PLANTED.values():
         assert value not in out
+
+
+def test_plots_and_report_of_other_modalities(other, tmp_path):
+    """The plots of a fleet without CT are written (a figure of each machine's series), and
+    the report of the folder shows every machine, the three outliers and the plot."""
+    from gateway.qc.plots import write_plots
+
+    result = fleet_qc([other], slices=1)
+    files = write_plots(result, tmp_path / "plots")
+    assert [f.name for f in files] == ["qc-plot-1.png"] and files[0].stat().st_size > 2000
+    assert main(["report", str(other), "-o", str(tmp_path / "r.html")]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert html.count('<li class="outlier">') == 2 * len(FAULTS)
+    assert "per-machine series, other modalities" in html
+    for maker, model, serial in {(m, n, s) for _, m, n, s, *_ in FLEET}:
+        assert f'<tr class="machine"><td>{maker} {model} #{serial}</td>' in html
