@@ -227,7 +227,7 @@ def run_demo(directory: str | None = None, limit: int | None = None,
         last, idle_since = store.pending_jobs(), time.monotonic()
         if last:
             out(f"Answered; {last} objects still being de-identified (OCR reads burned-in text "
-                "at about half a second per ultrasound frame) …")
+                "at about a third of a second per ultrasound frame) …")
         shown = time.monotonic()
         while last and time.monotonic() - idle_since < 120:
             time.sleep(0.2)

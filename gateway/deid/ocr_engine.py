@@ -247,7 +247,8 @@ def _read_frame(luma: np.ndarray, value: np.ndarray, white: np.ndarray | None) -
     inks = [(_without_rules(value >= BRIGHT), value, 0), (_without_rules(luma <= DARK), luma, 255)]
     if white is not None:
         inks.append((_without_rules(white >= BRIGHT), white, 0))
-    chains = [_glyph_chains(ink) for ink, _, _ in inks]
+    chains = [[r for r in _glyph_chains(ink) if _stands_out(r, ink, gray, background)]
+              for ink, gray, background in inks]
     reads = [(luma, [r for found in chains for r in found]), (luma, _edge_lines(luma))]
     # light ink alone (dark text is drawn on a label, which the first read sees clean)
     reads += [(_only(ink, gray, background), found)
@@ -258,6 +259,18 @@ def _read_frame(luma: np.ndarray, value: np.ndarray, white: np.ndarray | None) -
         found += [(line + n * LINE_OFFSET, box, text)
                   for line, box, text in _read_lines(gray, regions)]
     return found
+
+
+def _stands_out(region: tuple[int, int, int, int], ink: np.ndarray, gray: np.ndarray,
+                background: int) -> bool:
+    """Whether the ink of a chain stands on a ground of the other kind, as text does: light
+    glyphs on a darker ground (`background` 0), dark glyphs on a lighter one (255)."""
+    r0, r1, c0, c1 = region
+    ground = gray[r0:r1, c0:c1][~ink[r0:r1, c0:c1]]
+    if not ground.size:
+        return False
+    middle = float(np.median(ground))
+    return middle < 128 if background == 0 else middle >= 128
 
 
 GLYPH_HEIGHT = (4, 40)  # pixels: a glyph's height (a line is up to LINE_HEIGHT[1] high)

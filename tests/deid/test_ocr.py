@@ -284,6 +284,43 @@ def test_a_frame_seen_again_is_not_read_again(monkeypatch):
     assert cached and all(isinstance(k, bytes) and len(k) == 20 for k in cached)
 
 
+@pytest.mark.parametrize("top", [120, 232])  # over colour flow; the date across the outline
+def test_white_text_straight_over_colour_flow_is_destroyed(top):
+    """Thin white text (Pillow's own font) drawn straight over an ultrasound image, across its
+    colour Doppler and, lower down, across the sector's straight outline."""
+    ds = _native(_file("US1_UNCR.dcm"), None)
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = "HALVORSEN^INGRID", "7734916", "19710312"
+    pixels = decode_pixels(ds)
+    image = Image.fromarray(pixels.array[0].copy())
+    draw = ImageDraw.Draw(image)
+    for k, text in enumerate(("HALVORSEN, Ingrid", "7734916", "12/03/1971")):
+        draw.text((140, top + 26 * k), text, fill=(255, 255, 255), font=ImageFont.load_default(16))
+    glyphs = np.any(np.asarray(image) != pixels.array[0], axis=-1)
+    pixels.array[0] = np.asarray(image)
+    store_pixels(ds, pixels, "native")
+    before = decode_pixels(ds).array
+    Redactor(RedactionConfig(on_risk="ocr")).redact_text(ds, _identifiers(ds))
+    after = decode_pixels(ds).array
+    for k in range(3):
+        line = np.zeros_like(glyphs)
+        line[top + 26 * k - 2:top + 26 * k + 20] = True
+        assert _changed(before, after, 0, glyphs & line) == 1.0, f"line {k} not destroyed"
+
+
+def test_one_ocr_engine_per_thread():
+    import threading
+
+    from gateway.deid import ocr_engine
+
+    mine = ocr_engine._api()
+    assert ocr_engine._api() is mine
+    theirs = []
+    thread = threading.Thread(target=lambda: theirs.append(ocr_engine._api()))
+    thread.start()
+    thread.join()
+    assert theirs and theirs[0] is not mine
+
+
 def test_redact_all_blanks_clinical_text_too():
     sample = corpus()[0]
     ds = copy.deepcopy(sample.ds)
