@@ -174,11 +174,16 @@ def ingest(db: sqlite3.Connection, source: Path, workers: int | None = None,
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such file or folder")
     root = str(source if source.is_dir() else source.parent)
-    todo, unchanged, gone = plan(db, source)
-    summary = IngestSummary(unchanged=unchanged, missing=len(gone))
-    if not todo and not gone and get_meta(db, "duplicates") != "unsettled":
-        summary.duplicates, summary.conflicts = count_duplicates(db)
-        return summary
+    db.execute("BEGIN")  # one read transaction: what the index holds, as of one moment
+    try:
+        todo, unchanged, gone = plan(db, source)
+        summary = IngestSummary(unchanged=unchanged, missing=len(gone))
+        settled = get_meta(db, "duplicates") != "unsettled"
+        if not todo and not gone and settled:
+            summary.duplicates, summary.conflicts = count_duplicates(db)
+            return summary
+    finally:
+        db.execute("COMMIT")
     # Imported before the workers fork, so that each has them already.
     from gateway.session.headers import EMPTY_ROW, read_index_row
     from gateway.session.parallel import run_parallel
