@@ -97,8 +97,9 @@ def pixels_redacted(ds: pydicom.Dataset) -> bool:
 
 def changed_boxes(before: np.ndarray, after: np.ndarray) -> tuple[Box, ...] | None:
     """The rectangles around the pixels that differ between two decodings of one frame (spots
-    closer than GLYPH_GAP merged: the letters of a word); None when the two are not comparable
-    (other sizes, or over MAX_CHANGED of the pixels differ: re-encoded, not blanked)."""
+    closer than GLYPH_GAP merged: the letters of a word), all blanked to one value; None when
+    the two are not comparable (other sizes, over MAX_CHANGED of the pixels differ, or they
+    changed to more than one value: re-encoded, not blanked)."""
     from scipy import ndimage
 
     if before.shape != after.shape:
@@ -107,6 +108,8 @@ def changed_boxes(before: np.ndarray, after: np.ndarray) -> tuple[Box, ...] | No
     if changed.mean() > MAX_CHANGED:
         return None
     labels, _ = ndimage.label(ndimage.binary_dilation(changed, iterations=GLYPH_GAP // 2))
+    if np.unique(after[changed]).size > 1:
+        return None
     spots = ndimage.find_objects(np.where(changed, labels, 0))
     return tuple((s[0].start, s[0].stop, s[1].start, s[1].stop) for s in spots if s is not None)
 

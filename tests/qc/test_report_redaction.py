@@ -122,3 +122,20 @@ def test_boxes_only_where_pixels_were_redacted(tmp_path, monkeypatch, site_key):
     # Shared (output only): no original to compare with; the report says so
     assert "after, pixels redacted by OCR, boxes not shown" in shared
     assert shared.count("after, 1 redaction box") == 1
+
+
+def test_changed_boxes_are_blanked_rectangles_or_nothing():
+    """Where a frame was blanked, the boxes are exactly the blanked rectangles; a frame changed
+    otherwise (noise, as a lossy re-encoding would) is not comparable: None, nothing drawn."""
+    before = modality_values(pydicom.dcmread(get_testdata_file("CT_small.dcm")))
+    after = before.copy()
+    after[5:17, 20:60] = -2000.0
+    after[40:44, 10:12] = -2000.0
+    assert changed_boxes(before, after) == ((5, 17, 20, 60), (40, 44, 10, 12))
+    assert changed_boxes(before, before.copy()) == ()
+    noisy = before + np.random.default_rng(0).integers(-2, 3, before.shape)
+    assert changed_boxes(before, noisy) is None
+    noisy = before.copy()
+    noisy[::40, ::40] += 1  # few pixels, each changed to a value of its own
+    assert changed_boxes(before, noisy) is None
+    assert changed_boxes(before, before[:32]) is None
