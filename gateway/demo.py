@@ -175,6 +175,32 @@ def demo_config(root: Path, pacs_port: int) -> Any:
     return parse_config(data, str(root / "gantry.yaml"))
 
 
+# What each kind of refusal means in the demo, for a newcomer reading the summary.
+NOTES = (
+    ("verify refused: an original identifier",
+     "verify refused: the gatekeeper found a word of the sample's patient name or ID still in an "
+     "element the profile keeps (these test files name their patients OB, Perfusion, Enter "
+     "text ...), so the object is held back rather than sent. For such an element, "
+     "`action: clean` under profile.phi_tags scrubs the word out instead."),
+    ("burned-in text risk, no redaction rule",
+     "burned-in text risk, no redaction rule: cine loops of more than 10 frames, held back by "
+     "the demo's long-cine route (OCR reads every frame); a rule for their machine lets them "
+     "through."),
+    ("unreadable",
+     "unreadable: the sample itself is damaged (some of pydicom's test files are, on purpose); "
+     "the original is kept in quarantine as it arrived."),
+    ("the pixels cannot be read",
+     "the pixels cannot be read: a codec this installation has no decoder for, so the burned-in "
+     "text cannot be checked; the object is not sent unchecked."),
+)
+
+
+def quarantine_notes(reasons: Counter) -> list[str]:
+    """A line of explanation per kind of quarantine reason present (none when nothing is)."""
+    found = [note for start, note in NOTES if any(start in why for why in reasons)]
+    return ["Why:", *[f"  - {note}" for note in found]] if found else []
+
+
 def demo_report(root: Path, delivered: list[Path], reasons: Counter,
                 forwarded: int | None = None) -> str:
     """The visual report of what reached the research PACS (de-identified only, fit to share),
@@ -269,6 +295,8 @@ def run_demo(directory: str | None = None, limit: int | None = None,
     out(f"Quarantined: {counts.get('quarantined', 0)}")
     for why, n in reasons.most_common():
         out(f"  {n:4}  {why}")
+    for line in quarantine_notes(reasons):
+        out(line)
     if pending:
         out(f"Still pending: {pending}")
     out(f"\nDe-identified output: {pacs.folder}")
