@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
+from html import unescape
 from pathlib import Path
 
 import pydicom
@@ -79,3 +81,22 @@ def test_report_tables_fit_a_1280_px_window(tmp_path):
     shot = tmp_path / "r.png"
     assert chromium(page, shot, tmp_path / "p2", size="1280,1600") == []
     Image.open(shot).load()
+
+
+def test_demo_report_counts_what_the_demo_says(tmp_path):
+    """The demo prints how many objects the gateway forwarded, more than the distinct SOP
+    instances its research PACS keeps: the report counts the instances and the quarantined
+    objects, says so, and relates them to the number forwarded."""
+    from gateway.demo import demo_report
+
+    pacs = copy(["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm"], tmp_path / "pacs")
+    reasons = Counter({"unreadable: missing (0008,0016) SOP Class UID": 2,
+                       "verify refused: an original identifier survives": 1})
+    page = Path(demo_report(tmp_path, sorted(pacs.iterdir()), reasons, forwarded=5))
+    html = unescape(page.read_text())
+    assert ('<p id="total">6 objects: the 3 distinct SOP instances in the research PACS\'s '
+            "folder and the 3 objects quarantined at the gateway.</p>") in html
+    assert "The gateway forwarded 5 objects; some samples are one image in several" in html
+    assert '<tr class="machine"><td>held back at the gateway</td><td>0</td><td>3</td>' in html
+    assert "<th>in the research PACS</th><th>quarantined</th>" in html
+    assert html.count('alt="after"') == 3
