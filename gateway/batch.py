@@ -7,6 +7,7 @@ quarantine folder beside the output with a `.reason.txt` file. Work is spread ov
 from __future__ import annotations
 
 import dataclasses
+import gc
 import itertools
 import os
 import secrets
@@ -70,9 +71,15 @@ def run_batch(source: Path, output: Path, config: Config, key: bytes, workers: i
                 record(i, work(src))
         else:
             # Even one worker is a child process: a crash on one file costs that file, not the run.
-            fan_out(files, work, workers, record,
-                    lambda i, how: record(i, Quarantined(
-                        f"worker died: the process de-identifying this file was {how}")))
+            # What exists now (the imports, the compiled pipeline) is frozen out of the workers'
+            # garbage collections: each of them would walk it again for nothing.
+            gc.freeze()
+            try:
+                fan_out(files, work, workers, record,
+                        lambda i, how: record(i, Quarantined(
+                            f"worker died: the process de-identifying this file was {how}")))
+            finally:
+                gc.unfreeze()
     except BaseException:  # interrupted: no staged copy is left in OUTPUT
         for group in by_sop.values():
             for _, path in group:

@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -174,19 +175,59 @@ def demo_config(root: Path, pacs_port: int) -> Any:
     return parse_config(data, str(root / "gantry.yaml"))
 
 
-def demo_report(root: Path, delivered: list[Path], reasons: Counter) -> str:
+# What each kind of refusal means in the demo, for a newcomer reading the summary.
+NOTES = (
+    ("verify refused: an original identifier",
+     "verify refused: the gatekeeper found a word of the sample's patient name or ID still in an "
+     "element the profile keeps (these test files name their patients OB, Perfusion, Enter "
+     "text ...), so the object is held back rather than sent. For such an element, "
+     "`action: clean` under profile.phi_tags scrubs the word out instead."),
+    ("burned-in text risk, no redaction rule",
+     "burned-in text risk, no redaction rule: cine loops of more than 10 frames, held back by "
+     "the demo's long-cine route (OCR reads every frame); a rule for their machine lets them "
+     "through."),
+    ("unreadable",
+     "unreadable: the sample itself is damaged (some of pydicom's test files are, on purpose); "
+     "the original is kept in quarantine as it arrived."),
+    ("the pixels cannot be read",
+     "the pixels cannot be read: a codec this installation has no decoder for, so the burned-in "
+     "text cannot be checked; the object is not sent unchecked."),
+)
+
+
+def quarantine_notes(reasons: Counter) -> list[str]:
+    """A line of explanation per kind of quarantine reason present (none when nothing is)."""
+    found = [note for start, note in NOTES if any(start in why for why in reasons)]
+    return ["Why:", *[f"  - {note}" for note in found]] if found else []
+
+
+def demo_report(root: Path, delivered: list[Path], reasons: Counter,
+                forwarded: int | None = None) -> str:
     """The visual report of what reached the research PACS (de-identified only, fit to share),
-    with the quarantine reasons; where it is, or why there is none."""
+    with the quarantine reasons; where it is, or why there is none. `forwarded` is how many
+    objects the gateway forwarded (the PACS keeps one copy of each SOP instance): the report
+    says how its counts, of distinct instances, relate to it."""
     try:
         from gateway.qc import fleet_qc
         from gateway.qc.report import ReportObject, output_objects, write_report
     except ImportError:
         return "none (the report needs pip install 'gantry[qc]')"
-    objects = output_objects(delivered, "forwarded")
+    objects = output_objects(delivered, "in the research PACS")
+    # The demo's configuration has no redaction rule: whatever pixels were redacted, OCR did
+    objects = [replace(o, by_ocr=True) for o in objects]
+    held = sum(reasons.values())
     objects += [ReportObject("held back at the gateway", "?", "quarantined", why)
                 for why, n in reasons.items() for _ in range(n)]
+    counted = (f"the {len(objects) - held} distinct SOP instances in the research PACS's folder "
+               f"and the {held} objects quarantined at the gateway")
+    notes = []
+    if forwarded is not None and forwarded != len(objects) - held:
+        notes.append(f"The gateway forwarded {forwarded} objects; some samples are one image in "
+                     "several transfer syntaxes, de-identified to one SOP instance, which the "
+                     f"research PACS keeps once: {len(objects) - held} distinct instances.")
     path = write_report(root / "report.html", objects, qc=fleet_qc(delivered, slices=2),
-                        output_only=True, title="Gantry demo report")
+                        output_only=True, title="Gantry demo report", notes=notes,
+                        counted=counted)
     return str(path)
 
 
@@ -254,6 +295,8 @@ def run_demo(directory: str | None = None, limit: int | None = None,
     out(f"Quarantined: {counts.get('quarantined', 0)}")
     for why, n in reasons.most_common():
         out(f"  {n:4}  {why}")
+    for line in quarantine_notes(reasons):
+        out(line)
     if pending:
         out(f"Still pending: {pending}")
     out(f"\nDe-identified output: {pacs.folder}")
@@ -262,6 +305,6 @@ def run_demo(directory: str | None = None, limit: int | None = None,
     out(f"Inspect: gantry status --config {root / 'gantry.yaml'}; "
         f"gantry quarantine list --config {root / 'gantry.yaml'}")
     out(f"Logs: {root / 'gantry.log'}")
-    out(f"Report: {demo_report(root, pacs.files(), reasons)}")
+    out(f"Report: {demo_report(root, pacs.files(), reasons, counts.get('delivered', 0))}")
     out(f"Done in {elapsed:.1f} s")
     return 0 if not pending else 1

@@ -269,14 +269,16 @@ def run_durable(root: Path, files: list[Path], logcfg: Path, k: int, per_object:
                              str(folder)])
     wait_port(port)
     try:
+        cpu0 = process_tree_cpu(proc.pid)["node"]
         elapsed, lat = send(port, files, logcfg, "DURABLE", k, per_object)
+        cpu = process_tree_cpu(proc.pid)["node"] - cpu0
     finally:
         proc.terminate()
         proc.wait(10)
     if sum(1 for _ in folder.iterdir()) != len(files):
         raise RuntimeError("the durable floor did not write every object")
     shutil.rmtree(folder)
-    return dict(send=elapsed, total=None, lat=lat)
+    return dict(send=elapsed, total=None, lat=lat, cpu={"floor": cpu})
 
 
 # ---------------------------------------------------------------------------- gantry
@@ -405,6 +407,7 @@ def run_gantry(root: Path, files: list[Path], logcfg: Path, k: int, per_object: 
         t0 = time.perf_counter()
         elapsed, lat = send(port, files, logcfg, "GANTRY", k, per_object,
                             dcmtk_tls(pki, "modality"))
+        sent = process_tree_cpu(gw.pid)
         total = wait_count(scp, len(files), t0)
         cpu1 = process_tree_cpu(gw.pid)
     finally:
@@ -413,7 +416,9 @@ def run_gantry(root: Path, files: list[Path], logcfg: Path, k: int, per_object: 
         gw.terminate()
         gw.wait(60)
         scp.stop()
-    return dict(send=elapsed, total=total, lat=lat), dict(cpu0=cpu0, cpu1=cpu1, samples=samples)
+    cpu = {name: sent[name] - cpu0.get(name, 0.0) for name in sent}
+    return (dict(send=elapsed, total=total, lat=lat, cpu=cpu),
+            dict(cpu0=cpu0, cpu1=cpu1, samples=samples))
 
 
 def main() -> int:
@@ -549,6 +554,10 @@ def run(args: argparse.Namespace, root: Path) -> int:
     print(f"gantry / durable floor (Success): {n / g['send'] / durable:.2f}x   (target with one "
           f"sender: 0.8x; the floor writes and fsyncs each object before answering, nothing "
           f"else; gantry r={counts[0]})")
+    print("CPU per object while the senders ran (ms): durable floor "
+          f"{results['durable floor']['cpu']['floor'] * 1000 / n:.1f}; gantry " + ", ".join(
+              f"{name} {sec * 1000 / n:.1f}" for name, sec in sorted(g["cpu"].items())
+              if sec * 1000 / n >= 0.05))
     if len(counts) > 1:
         rates = {c: n / results[f"gantry r={c}"]["send"] for c in counts}
         print("gantry receivers (Success obj/s, median of "

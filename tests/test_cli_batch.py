@@ -305,7 +305,7 @@ def test_deidentify_with_a_config_and_a_key_file(batch_folder: BatchFolder, gant
 
 def test_workers_are_forked_from_a_process_without_threads(
         batch_folder: BatchFolder, gantry_env: dict[str, str], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """With its progress bar on a terminal, the command still forks no process that has
     threads (a lock another thread held at the fork stays held in the child for ever)."""
     import os
@@ -324,12 +324,14 @@ def test_workers_are_forked_from_a_process_without_threads(
         return fork()
 
     monkeypatch.setattr(fanout.os, "fork", counting_fork)
-    monkeypatch.setattr(Console, "is_terminal", property(lambda self: True))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # the bar is drawn ...
+    monkeypatch.setattr(Console, "is_terminal", property(lambda self: True))  # ... as on one
     monkeypatch.setenv("GANTRY_SITE_KEY", gantry_env["GANTRY_SITE_KEY"])
     before = threading.active_count()
     status = main(["deidentify", str(batch_folder.root), str(tmp_path / "OUT"), "--workers", "2"])
     assert status == 1  # the batch folder holds malformed files
     assert threads_at_fork and set(threads_at_fork) == {before}
+    assert "de-identifying" in capsys.readouterr().err  # the progress bar was drawn
 
 
 def test_sigterm_stops_the_workers_with_the_command(gantry_env: dict[str, str],

@@ -53,7 +53,7 @@ def print_result(result) -> None:  # noqa: ANN001 - gateway.qc.QCResult
     if not result.outliers:
         print("no outliers")
     for o in result.outliers:
-        print(f"OUTLIER {o.label}: {o.reason} (robust z {o.z})")
+        print(f"OUTLIER {o.label}: {o.reason} ({o.evidence})")
     for line in result.unreadable:
         print(f"skipped {line}")
 

@@ -52,8 +52,7 @@ class QCResult:
             row: dict = {"model": group[0].model,
                          "modalities": sorted({s.modality for s in group}),
                          "series": len(group), "files": sum(s.files for s in group),
-                         "outliers": sorted({o.reason for o in self.outliers
-                                             if o.machine == machine})}
+                         "outliers": [o.reason for o in self.outliers if o.machine == machine]}
             for key in SUMMARY:
                 xs = [getattr(s, key) for s in group if getattr(s, key) is not None]
                 row[key] = round(float(np.median(xs)), 2) if xs else None

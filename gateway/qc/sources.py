@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pydicom
 
 from gateway.qc.fleet import files_under
-from gateway.qc.report import ReportObject
+from gateway.qc.report import Box, ReportObject
 from gateway.qc.stats import machine_of
 
 if TYPE_CHECKING:
@@ -64,6 +64,20 @@ def folder_source(paths: Iterable[str | os.PathLike], *, output_only: bool) -> S
     return Source(objects, [p for p in shown if p is not None], notes)
 
 
+def planned_redaction(redactor: Redactor, header: pydicom.Dataset) -> tuple[tuple[Box, ...], bool]:
+    """What the pipeline does to the pixels of the object of `header` under `redactor`: the
+    boxes of the rule that covers it (clipped to the image), and whether it is at risk with no
+    rule (so that any redaction of it is OCR's). ((), False) when the header cannot tell."""
+    from gateway.deid.redact import clip_regions
+
+    try:
+        decision = redactor.decide(header)
+        boxes = tuple(clip_regions(decision.regions, int(header.Rows), int(header.Columns)))
+    except (ValueError, AttributeError, TypeError):
+        return (), False
+    return boxes, decision.refused
+
+
 @dataclass(frozen=True)
 class NodeJob:
     """One job of a gateway node as its store records it (no identifier in any field)."""
@@ -88,16 +102,12 @@ def node_source(jobs: Iterable[NodeJob], state: StateDir, redactor: Redactor, *,
                 output_only: bool, key: bytes | None) -> Source:
     """What a gateway node still holds of each job in its `state` directory: the original while
     it waits to be forwarded or sits in quarantine ('before'), the de-identified copy while it
-    waits in the outbox ('after'), the boxes the `redactor` blanks on it. With `output_only` no
-    original is shown, and the QC, of the outbox copies, names scanners by their keyed serial
-    number (`key`)."""
-    from gateway.deid.redact import clip_regions
-    from gateway.qc.report import PER_MACHINE
-
+    waits in the outbox ('after'), the redaction the `redactor` planned for that copy. With
+    `output_only` no original is shown, and the QC, of the outbox copies, names scanners by
+    their keyed serial number (`key`)."""
     objects: list[ReportObject] = []
     qc_files: list[Path] = []
     machines: dict[str, str] = {}
-    pictured: dict[str, int] = {}
     delivered = originals = outputs = 0
     for job in jobs:
         original = state.original(job.job_id)
@@ -107,24 +117,18 @@ def node_source(jobs: Iterable[NodeJob], state: StateDir, redactor: Redactor, *,
         delivered += job.state == "delivered"
         originals += original is not None
         outputs += output is not None
-        source_header = _header(original) if original is not None else _header(output)
-        boxes: tuple = ()
-        if (original or output) and pictured.get(job.machine, 0) < PER_MACHINE and \
-                source_header is not None:
-            pictured[job.machine] = pictured.get(job.machine, 0) + 1
-            try:
-                regions = redactor.decide(source_header).regions
-                boxes = tuple(clip_regions(regions, int(source_header.Rows),
-                                           int(source_header.Columns)))
-            except (ValueError, AttributeError, TypeError):
-                boxes = ()
+        header = _header(original) if original is not None else None
+        source_header = header if header is not None else _header(output)
+        boxes, by_ocr = ((), False)
+        if output is not None and source_header is not None:  # else nothing was redacted
+            boxes, by_ocr = planned_redaction(redactor, source_header)
         objects.append(ReportObject(
             job.machine, job.modality, job.state,
             job.reason if job.state == "quarantined" else None,
-            original=None if output_only else original, output=output, boxes=boxes))
+            original=None if output_only else original, output=output, boxes=boxes,
+            by_ocr=by_ocr))
         if output_only and output is not None:
             qc_files.append(output)
-            header = _header(original) if original is not None else None
             named = machine_of(header, key)[0] if header is not None else None
             if named:
                 machines[str(output)] = named

@@ -30,6 +30,7 @@ TISSUE_HU = (-200.0, 300.0)
 BLOCK = 8
 DEFAULT_SLICES = 5
 UNIT_DIGITS = 8
+UNKNOWN_MODEL = "unknown model"  # no Manufacturer and no Model Name
 
 
 @dataclass
@@ -92,7 +93,7 @@ def machine_of(ds: Dataset, key: bytes | None = None) -> tuple[str, str]:
     site `key` that value is replaced by its keyed hash (UNIT_DIGITS hex digits): the scanner is
     still told apart, by a name that does not reveal it (for reports made to be shared)."""
     model = " ".join(x for x in (_text(ds, "Manufacturer"),
-                                 _text(ds, "ManufacturerModelName")) if x) or "unknown model"
+                                 _text(ds, "ManufacturerModelName")) if x) or UNKNOWN_MODEL
     unit = next((u for u in (_text(ds, "DeviceSerialNumber"), _text(ds, "StationName"))
                  if u and u != DUMMY_TEXT), "")  # a de-identifier's dummy names no scanner
     if unit and key is not None:

@@ -417,6 +417,7 @@ def test_demo_runs_end_to_end(tmp_path):
                           "--limit", "25"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Forwarded to the research PACS:" in run.stdout
+    assert ("Quarantined: 0\n" in run.stdout) != ("\nWhy:\n" in run.stdout)  # reasons explained
     assert list((tmp_path / "research-pacs").rglob("*.dcm"))
     assert str(tmp_path / "research-pacs") in run.stdout
     assert f"Report: {tmp_path / 'report.html'}" in run.stdout
