@@ -167,5 +167,7 @@ def _sweep(output: Path, kept: set[Path]) -> None:
     for folder, _, names in os.walk(output):
         for name in names:
             path = Path(folder) / name
-            if name.startswith(".") and name.endswith(STAGED) and path not in kept:
+            staged = name.endswith(STAGED) and path not in kept
+            writing = name.endswith(".tmp") and f"{STAGED}." in name  # killed mid-write
+            if name.startswith(".") and (staged or writing):
                 path.unlink(missing_ok=True)

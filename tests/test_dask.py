@@ -182,3 +182,23 @@ def test_each_form_of_deidentify_imports_only_what_it_runs(
     assert run.returncode == 1 and "distributed" in client, run.stderr
     assert not client & (never | {"pydicom", "gateway.pipeline"}), client
     assert tree(tmp_path / "b") == tree(tmp_path / "a")
+
+
+def test_the_sweep_removes_what_a_worker_killed_mid_write_left(tmp_path: Path) -> None:
+    """A worker killed while writing leaves the writer's temp file of its staged copy; the
+    client's sweep removes it with the lost staged copies, and keeps every output."""
+    from gateway.dask_batch import _sweep
+    from gateway.dicomio import temp_name
+
+    folder = tmp_path / "out" / "study" / "series"
+    folder.mkdir(parents=True)
+    final = folder / "1.2.3.dcm"
+    final.write_bytes(b"kept")
+    kept_staged = folder / ".1.2.4.dcm.77-ab.1.staged"
+    kept_staged.write_bytes(b"a conflict kept beside its name")
+    lost = folder / ".1.2.5.dcm.88-cd.2.staged"
+    lost.write_bytes(b"lost")
+    writing = folder / temp_name(".1.2.6.dcm.99-ef.3.staged", 99)
+    writing.write_bytes(b"half")
+    _sweep(tmp_path / "out", {final, kept_staged})
+    assert sorted(p.name for p in folder.iterdir()) == sorted([final.name, kept_staged.name])
