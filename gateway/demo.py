@@ -305,6 +305,8 @@ def run_demo(directory: str | None = None, limit: int | None = None,
     out(f"Inspect: gantry status --config {root / 'gantry.yaml'}; "
         f"gantry quarantine list --config {root / 'gantry.yaml'}")
     out(f"Logs: {root / 'gantry.log'}")
+    out("Writing the visual report (thumbnails and fleet QC of what arrived) …")
     out(f"Report: {demo_report(root, pacs.files(), reasons, counts.get('delivered', 0))}")
-    out(f"Done in {elapsed:.1f} s")
+    total = time.monotonic() - t0
+    out(f"Done in {total:.1f} s (the gateway {elapsed:.1f} s, the report {total - elapsed:.1f} s)")
     return 0 if not pending else 1
