@@ -52,7 +52,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gateway.config import NetworkConfig, default_receivers  # noqa: E402
+from gateway.config_network import NetworkConfig, default_receivers  # noqa: E402
 from gateway.sitekey import create_key_file  # noqa: E402
 
 # Gantry runs with its shipped default; the relay and the no-op SCP receive with the same

@@ -9,7 +9,8 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-from gateway.config import ClientTLSConfig, Config, ConfigError, ServerTLSConfig
+from gateway.config import Config, ConfigError
+from gateway.config_network import ClientTLSConfig, ServerTLSConfig
 
 
 def tls_failure(exc: BaseException) -> str:

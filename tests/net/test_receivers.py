@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from gateway.config import ConfigError, default_receivers, parse_config
+from gateway.config import ConfigError, parse_config
+from gateway.config_network import default_receivers
 from gateway.store import DELIVERED
 
 
