@@ -190,8 +190,9 @@ NOTES = (
      "unreadable: the sample itself is damaged (some of pydicom's test files are, on purpose); "
      "the original is kept in quarantine as it arrived."),
     ("the pixels cannot be read",
-     "the pixels cannot be read: a codec this installation has no decoder for, so the burned-in "
-     "text cannot be checked; the object is not sent unchecked."),
+     "the pixels cannot be read: the compressed pixel data is damaged (these samples are) or in "
+     "a codec with no decoder here, so burned-in text cannot be checked; the object is not sent "
+     "unchecked."),
 )
 
 
