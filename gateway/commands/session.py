@@ -59,6 +59,8 @@ def _open(args: argparse.Namespace):  # noqa: ANN202 - gateway.session.Session
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from gateway.session.db import instance_count  # not navigation's classes: start-up
+
     if not args.path.exists():
         print(f"gantry: {args.path}: no such file or folder", file=sys.stderr)
         return 2
@@ -69,7 +71,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         finally:
             signal.signal(signal.SIGTERM, previous)
         print(summary)
-        print(f"{args.db}: {len(session.instances)} instances")
+        print(f"{args.db}: {instance_count(session.db)} instances")
     return 0
 
 

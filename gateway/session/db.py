@@ -72,6 +72,10 @@ class SessionDbError(ValueError):
     """A file that is not a Gantry session database."""
 
 
+# The files that are instances: read, and not a copy of another (navigation and counts agree).
+INSTANCES = "state = 'ok' AND duplicate_of IS NULL"
+
+
 def is_session_db(path: str | os.PathLike) -> bool:
     """Whether `path` is an SQLite file (the caller then opens it as a session)."""
     try:
@@ -122,3 +126,8 @@ def set_meta(db: sqlite3.Connection, **values: str | None) -> None:
             else:
                 db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                            [key, value])
+
+
+def instance_count(db: sqlite3.Connection) -> int:
+    """How many instances the session indexes."""
+    return db.execute(f"SELECT count(*) FROM files WHERE {INSTANCES}").fetchone()[0]

@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from gateway.session.db import INSTANCES
+
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
 T = TypeVar("T")
-INSTANCES = "state = 'ok' AND duplicate_of IS NULL"
 INSTANCE_COLUMNS = (
     "id, path, size, sop_instance_uid, sop_class_uid, transfer_syntax, modality, "
     "instance_number, rows, columns, frames, signature, burned_in, conflict, patient_id, "
