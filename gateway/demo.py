@@ -179,9 +179,9 @@ def demo_config(root: Path, pacs_port: int) -> Any:
 NOTES = (
     ("verify refused: an original identifier",
      "verify refused: the gatekeeper found a word of the sample's patient name or ID still in an "
-     "element the profile keeps (these test files name their patients OB, Perfusion, Enter "
-     "text ...), so the object is held back rather than sent. For such an element, "
-     "`action: clean` under profile.phi_tags scrubs the word out instead."),
+     "element the profile keeps (some test files name their patients with words their images "
+     "also use, such as the exam's type), so the object is held back rather than sent. For such "
+     "an element, `action: clean` under profile.phi_tags scrubs the word out instead."),
     ("burned-in text risk, no redaction rule",
      "burned-in text risk, no redaction rule: cine loops of more than 10 frames, held back by "
      "the demo's long-cine route (OCR reads every frame); a rule for their machine lets them "

@@ -217,27 +217,16 @@ ae.start_server(("127.0.0.1", port), evt_handlers=[(evt.EVT_C_STORE, on_store),
 '''
 
 
+# The floors: a pynetdicom SCP that answers Success and does nothing else (argv: port, PDU,
+# AE title) or, given a folder, writes each object there and fsyncs it before answering.
 FLOOR = r'''
-import socket, sys
-from pynetdicom import AE, evt
-from pynetdicom.presentation import AllStoragePresentationContexts
-def on_open(event):
-    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-ae = AE("FLOOR")
-ae.maximum_pdu_size = int(sys.argv[2])     # the same as Gantry's
-for cx in AllStoragePresentationContexts:
-    ae.add_supported_context(cx.abstract_syntax)
-ae.start_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=[
-    (evt.EVT_C_STORE, lambda event: 0x0000), (evt.EVT_CONN_OPEN, on_open)])
-'''
-
-
-DURABLE = r'''
 import os, socket, sys
 from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
-folder = sys.argv[3]
+folder = sys.argv[4] if len(sys.argv) > 4 else None
 def on_store(event):
+    if folder is None:
+        return 0x0000
     data = memoryview(event.encoded_dataset())   # file meta + the dataset as received
     fd = os.open(os.path.join(folder, event.request.AffectedSOPInstanceUID),
                  os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -250,7 +239,7 @@ def on_store(event):
     return 0x0000
 def on_open(event):
     event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-ae = AE("DURABLE")
+ae = AE(sys.argv[3])
 ae.maximum_pdu_size = int(sys.argv[2])     # the same as Gantry's
 for cx in AllStoragePresentationContexts:
     ae.add_supported_context(cx.abstract_syntax)
@@ -265,7 +254,7 @@ def run_durable(root: Path, files: list[Path], logcfg: Path, k: int, per_object:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", DURABLE, str(port), str(MAX_PDU),
+    proc = subprocess.Popen([sys.executable, "-c", FLOOR, str(port), str(MAX_PDU), "DURABLE",
                              str(folder)])
     wait_port(port)
     try:
@@ -491,7 +480,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
 
     # 3. the pynetdicom floor
     port = free_port()
-    floor = subprocess.Popen([sys.executable, "-c", FLOOR, str(port), str(MAX_PDU)])
+    floor = subprocess.Popen([sys.executable, "-c", FLOOR, str(port), str(MAX_PDU), "FLOOR"])
     wait_port(port)
     try:
         elapsed, lat = send(port, files, logcfg, "FLOOR", k, per_object)
