@@ -15,7 +15,6 @@ import os
 import sqlite3
 from collections import Counter
 from operator import attrgetter
-from pathlib import Path
 
 from gateway.session.db import get_meta, set_meta
 
@@ -64,14 +63,15 @@ class IngestSummary:
         return Counter(reason.split(":")[0] for _, reason in self.unreadable)
 
 
-def walk(root: Path) -> list[tuple[str, int, int]]:
+def walk(root: str | os.PathLike) -> list[tuple[str, int, int]]:
     """Path, size and mtime (ns) of the files `gantry deidentify` would read, in its order
     (batch.iter_inputs: sorted, hidden names skipped, linked folders not entered)."""
-    if root.is_file():
-        st = root.stat()
-        return [(str(root), st.st_size, st.st_mtime_ns)]
+    root = os.fspath(root)
+    if os.path.isfile(root):
+        st = os.stat(root)
+        return [(root, st.st_size, st.st_mtime_ns)]
     found: list[tuple[str, int, int]] = []
-    _walk(str(root), found)
+    _walk(root, found)
     return found
 
 
@@ -106,11 +106,11 @@ def _walk(folder: str, found: list[tuple[str, int, int]]) -> None:
         _walk(sub, found)
 
 
-def plan(db: sqlite3.Connection, source: Path) -> tuple[list[tuple[str, int, int, bool]],
-                                                          int, list[str]]:
+def plan(db: sqlite3.Connection, source: str) -> tuple[list[tuple[str, int, int, bool]],
+                                                         int, list[str]]:
     """Files to read (path, size, mtime, indexed before?), how many are unchanged, and the
-    paths of indexed files under `source` that are gone."""
-    root = str(source)
+    paths of indexed files under `source` (absolute) that are gone."""
+    root = source
     folder = root.rstrip("/")  # paths under it sort from folder + "/" to before folder + "0"
     # (size, mtime) of what the index holds under `source`; None for a file marked missing
     known = {path: None if missing else (size, mtime) for path, size, mtime, missing in
@@ -182,13 +182,13 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def ingest(db: sqlite3.Connection, source: Path, workers: int | None = None,
+def ingest(db: sqlite3.Connection, source: str | os.PathLike, workers: int | None = None,
            progress: bool = True) -> IngestSummary:
     """Index `source` (a file or a folder tree) into the session; see the module notes."""
-    source = Path(source).resolve()
-    if not source.exists():
+    source = os.path.realpath(source)
+    if not os.path.exists(source):
         raise FileNotFoundError(f"{source}: no such file or folder")
-    root = str(source if source.is_dir() else source.parent)
+    root = source if os.path.isdir(source) else os.path.dirname(source)
     db.execute("BEGIN")  # one read transaction: what the index holds, as of one moment
     try:
         todo, unchanged, gone = plan(db, source)
