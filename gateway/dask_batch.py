@@ -50,6 +50,22 @@ def _pipeline(config: Config, token: str) -> Any:
     return pipeline
 
 
+def dask_setup(server: Any) -> None:
+    """`dask worker --preload gateway.dask_batch`: at the worker's start, import the engine
+    (not in its first task), freeze what exists out of the garbage collector's walks (as the
+    local workers do), and stop Dask's statistical profiler, which samples the running task's
+    stack every 10 ms under the GIL the task needs (the dashboard's profile page stays empty)."""
+    import gc
+
+    import gateway.batch  # noqa: F401 - the engine: pydicom, the pipeline, the codecs
+
+    for name in ("profile", "profile-cycle"):
+        callback = getattr(server, "periodic_callbacks", {}).pop(name, None)
+        if callback is not None:
+            callback.stop()
+    gc.freeze()
+
+
 def _prepare(config: Config, token: str) -> None:
     """Compile the pipeline on a worker: a missing key or certificate fails once, by name."""
     _pipeline(config, token)
@@ -91,8 +107,18 @@ def _deidentify_chunk(paths: list[str], output: str, config: Config, token: str,
 
 
 def _chunks(n: int, workers: int, most: int) -> list[range]:
-    size = max(1, min(most, n // max(1, workers * 4)))
-    return [range(i, min(i + size, n)) for i in range(0, n, size)]
+    """Consecutive tasks covering range(n), each of half what remains per worker (at most
+    `most` files, at least `most // 8`): tasks shrink towards the end (the cluster starts them
+    in this order), so the workers finish together instead of one idling through the other's
+    last full task."""
+    least = max(1, most // 8)
+    parts: list[range] = []
+    start = 0
+    while start < n:
+        size = max(least, min(most, (n - start) // max(1, workers * 2)))
+        parts.append(range(start, min(start + size, n)))
+        start += size
+    return parts
 
 
 def run_batch_dask(source: Path | list[Path], output: Path, config: Config, scheduler: str,
@@ -132,12 +158,15 @@ def run_batch_dask(source: Path | list[Path], output: Path, config: Config, sche
     with Client(scheduler, set_as_default=False) as client:
         # The configuration goes to every worker once, not in every task.
         shared = client.scatter(config, broadcast=True, hash=False)
-        client.submit(_prepare, shared, token, pure=False).result()
+        prepared = client.submit(_prepare, shared, token, pure=False)
         workers = sum(client.nthreads().values()) or 1
         parts = _chunks(len(files), workers, chunk)
         futures = client.map(_deidentify_chunk, [[str(files[i]) for i in p] for p in parts],
                              output=str(output), config=shared, token=token, profile=profile,
                              pure=False)
+        # A worker without the key or a certificate fails the run here, by name; the tasks
+        # submitted meanwhile fail the same way before writing anything.
+        prepared.result()
         tasks = dict(zip(futures, parts, strict=True))
         pending = as_completed(futures, loop=client.loop)
         for future in pending:

@@ -12,7 +12,7 @@ Prints objects/s and ratios, and the 1 -> 2 worker scaling round by round beside
 With --commands, whole processes timed as a user types them instead (medians of interleaved
 rounds, process start included): `gantry deidentify --workers 1`, a one-process loop over
 dcmanon's API (it ships no command), and `gantry deidentify --scheduler` against a standing
-cluster (`dask scheduler` + 2 `dask worker --nthreads 1 --preload gateway.batch`, started
+cluster (`dask scheduler` + 2 `dask worker --nthreads 1 --preload gateway.dask_batch`, started
 before the rounds, as a user's cluster is).
 Usage: python scripts/bench_deid.py [--count 2000] [--rounds 3] [--no-redaction] [--commands]
 """
@@ -164,7 +164,7 @@ def _free_port() -> int:
 
 class StandingCluster:
     """What a user of `--scheduler ADDRESS` has: `dask scheduler` and two `dask worker`
-    processes of one thread each, the engine preloaded (`--preload gateway.batch`), started
+    processes of one thread each, the engine preloaded (`--preload gateway.dask_batch`), started
     once before the timed rounds and reused by every round."""
 
     def __init__(self, env: dict[str, str]) -> None:
@@ -176,7 +176,7 @@ class StandingCluster:
                                         str(port), "--no-dashboard"], **quiet)]
         self.procs += [subprocess.Popen([dask, "worker", self.address, "--nthreads", "1",
                                          "--nworkers", "1", "--host", "127.0.0.1",
-                                         "--no-dashboard", "--preload", "gateway.batch"],
+                                         "--no-dashboard", "--preload", "gateway.dask_batch"],
                                         **quiet) for _ in range(2)]
         from distributed import Client
 
@@ -233,7 +233,7 @@ def bench_commands(src: Path, work: Path, rounds: int) -> None:
     print(f"\n{n} CT objects, whole processes as typed (median of {rounds} rounds). Timed: "
           "from the command's start to its exit, output written (page cache, not fsync'd). "
           "The Dask command runs against a standing cluster (dask scheduler + 2 dask worker "
-          "processes, 1 thread each, --preload gateway.batch, started before the rounds and "
+          "processes, 1 thread each, --preload gateway.dask_batch, started before the rounds and "
           "given one job of one file), so neither the cluster's start nor the workers' imports "
           f"are timed; the client's start and connection are. Load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.\n")

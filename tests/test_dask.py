@@ -96,6 +96,22 @@ def many_files(tmp_path: Path) -> Path:
     return folder
 
 
+def test_tasks_cover_the_files_in_order_and_shrink_towards_the_end() -> None:
+    """Tasks of at most `most` files, in order, none left out or repeated; the last ones small,
+    so that no worker idles through another's last full task."""
+    from gateway.dask_batch import _chunks
+
+    for n, workers, most in [(2000, 2, 64), (10_000, 8, 64), (100, 2, 64), (80, 2, 2), (7, 2, 64),
+                             (1, 4, 64), (0, 2, 64)]:
+        parts = _chunks(n, workers, most)
+        assert [i for part in parts for i in part] == list(range(n))
+        sizes = [len(part) for part in parts]
+        assert all(0 < size <= most for size in sizes)
+        assert sizes == sorted(sizes, reverse=True), sizes
+        if n >= 64 * workers * 2:
+            assert sizes[0] == most and sizes[-1] <= most // 8, sizes
+
+
 def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
         many_files: Path, site_key: bytes, tmp_path: Path) -> None:
     """`dask scheduler` and two `dask worker` processes on loopback; one is SIGKILLed while it
@@ -117,10 +133,21 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
             for _ in range(2):
                 procs.append(subprocess.Popen(
                     [str(DASK), "worker", address, "--nthreads", "1", "--no-nanny",
-                     "--host", "127.0.0.1", "--no-dashboard"],
+                     "--host", "127.0.0.1", "--no-dashboard", "--preload", "gateway.dask_batch"],
                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             watcher.wait_for_workers(2, timeout=180)
             pids = watcher.run(os.getpid)
+            # The preload readied each worker: the engine imported, what exists frozen out of
+            # the garbage collections, Dask's statistical profiler stopped.
+            def _preloaded(dask_worker: Any) -> dict[str, bool]:  # sent by value (nested)
+                import gc
+
+                return {"engine": "gateway.pipeline" in sys.modules,
+                        "frozen": gc.get_freeze_count() > 0,
+                        "profiler": "profile" in dask_worker.periodic_callbacks}
+
+            for ready in watcher.run(_preloaded).values():
+                assert ready == {"engine": True, "frozen": True, "profiler": False}
             killed: dict[str, Any] = {}
 
             def kill_one(_src: Path, _outcome: Outcome) -> None:
