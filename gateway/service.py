@@ -1,12 +1,13 @@
 """The gateway node: receiver (this process), worker processes, one forwarder process per
 destination, all sharing the state directory (SQLite + files).
 
-Start: every claim left by a previous run is requeued and stray files are swept, then the
-children start, then the receiver listens. SIGTERM/SIGINT: stop accepting associations, let
-receives in flight finish, ask the children to stop after their current object, leave the rest
-queued for the next start. SIGHUP: re-read and check the configuration file; a valid one
-replaces the running one (workers and forwarders restart with it after their current object,
-the receiver keeps listening), a bad one is refused loudly and the running one kept.
+Start: every claim left by a previous run is requeued, every whole spool file without a job
+gets one again (statedir.recover) and stray files are swept, then the children start, then the
+receiver listens. SIGTERM/SIGINT: stop accepting associations, let receives in flight finish,
+ask the children to stop after their current object, leave the rest queued for the next start.
+SIGHUP: re-read and check the configuration file; a valid one replaces the running one
+(workers and forwarders restart with it after their current object, the receiver keeps
+listening), a bad one is refused loudly and the running one kept.
 """
 
 from __future__ import annotations
@@ -166,9 +167,10 @@ class Service:
     def start(self) -> None:
         """Recover, start the children, then listen."""
         requeued = self.store.reclaim(everything=True)
+        remade = self.state.recover(self.store, self.key)
         swept = self.state.sweep(self.store)
-        self.log.info("service.recovered", requeued=requeued, files_swept=swept,
-                      pending=self.store.pending_jobs())
+        self.log.info("service.recovered", requeued=requeued, jobs_from_spool=remade,
+                      files_swept=swept, pending=self.store.pending_jobs())
         for dest in self.store.destination_status():
             if dest["backlog"] and dest["destination"] not in self.config.destinations:
                 # No outbox serves it: its deliveries wait until it is configured again.

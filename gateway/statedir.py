@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import TextIO
 
+from gateway import spoolfile
 from gateway.dicomio import temp_name
 from gateway.store import DELIVERED, FORWARDING, PURGED, Store
 
@@ -125,9 +126,29 @@ class StateDir:
         except FileNotFoundError:
             pass
 
+    def recover(self, store: Store, key: bytes) -> int:
+        """At start, before `sweep`: give back its job to every whole spool file that has none
+        (its row was lost to a power cut: the receiver does not wait for its commit to reach
+        the disk, the file is the durable record; or the node died between the file and the
+        commit, and then the sender, never answered, may send it again: a harmless duplicate).
+        A quarantined original whose row was lost likewise goes round again. Files cut short
+        are left to `sweep`. Returns how many jobs were made again."""
+        found = []
+        for path in sorted(self.spool.glob("*.dcm")) + sorted(self.quarantine.glob("*.dcm")):
+            job_id = path.name.split(".")[0]
+            if store.job(job_id) is not None:
+                continue
+            fields = spoolfile.job_fields(path, key)
+            if fields is not None:
+                found.append((job_id, {**fields, "received_at": path.stat().st_mtime}))
+        if found:
+            store.add_jobs(found, detail="recovered from its spool file")
+        return len(found)
+
     def sweep(self, store: Store) -> int:
-        """At start: remove spool files that never got a job (crash before the commit) and
-        outbox files of jobs that are not waiting to be forwarded. Returns files removed."""
+        """At start, after `recover`: remove spool files that still have no job (cut short by
+        a crash before the answer, or not the receiver's) and outbox files of jobs that are not
+        waiting to be forwarded. Returns files removed."""
         removed = 0
         for path in list(self.spool.glob("*.dcm")) + list(self.out.glob("*")):
             row = store.job(path.name.split(".")[0])

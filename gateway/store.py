@@ -27,7 +27,7 @@ STATES = (RECEIVED, PROCESSING, PROCESSED, FORWARDING, DELIVERED, QUARANTINED, P
 
 # (from, to) → why the move is allowed. Anything unlisted is refused.
 TRANSITIONS: dict[tuple[str | None, str], str] = {
-    (None, RECEIVED): "spooled and committed by the receiver",
+    (None, RECEIVED): "spooled and committed by the receiver (or recovered from the spool)",
     (RECEIVED, PROCESSING): "claimed by a worker",
     (PROCESSING, RECEIVED): "stale claim reclaimed",
     (PROCESSING, PROCESSED): "de-identified",
@@ -93,9 +93,12 @@ class Claim:
 
 
 class Store:
-    """The gateway's SQLite database (one connection per process or thread)."""
+    """The gateway's SQLite database (one connection per process or thread). `checkpoints`:
+    whether this connection's commits copy the write-ahead log into the database now and then
+    (default: all but the durable ones)."""
 
-    def __init__(self, path: str | Path, *, durable: bool = True) -> None:
+    def __init__(self, path: str | Path, *, durable: bool = True,
+                 checkpoints: bool | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(
@@ -104,10 +107,12 @@ class Store:
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA busy_timeout = 60000")
         self.conn.execute("PRAGMA journal_mode = WAL")
-        # The receiver's commits must survive power loss (FULL); later moves are re-done on
-        # restart if lost, so workers and forwarders may use NORMAL.
+        # `durable`: each commit survives power loss (FULL). The others (NORMAL) may be lost
+        # to a power cut: the receiver's, whose fsync'd spool file makes the job again at the
+        # next start; the workers' and forwarders' moves, which a restart does again.
         self.conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-        if durable:  # the receiver's commits never pay for a checkpoint (see `checkpoint`)
+        if not (checkpoints if checkpoints is not None else not durable):
+            # commits that never pay for a checkpoint (the node runs `checkpoint` instead)
             self.conn.execute("PRAGMA wal_autocheckpoint = 0")
         self.log = get_logger("gateway.store")
         self._create()
@@ -181,9 +186,12 @@ class Store:
         """Record a spooled object as `received` (the commit is the receiver's promise)."""
         self.add_jobs([(job_id, fields)])
 
-    def add_jobs(self, jobs: list[tuple[str, dict[str, Any]]]) -> None:
+    def add_jobs(self, jobs: list[tuple[str, dict[str, Any]]], detail: str | None = None
+                 ) -> None:
         """Several received jobs in one transaction (the receiver's group commit). Fields:
-        calling_ae, called_ae, peer, sop_hash, sop_class_uid, transfer_syntax, size."""
+        calling_ae, called_ae, peer, sop_hash, sop_class_uid, transfer_syntax, size, and
+        optionally received_at (default now). The event's detail: the calling AE title, or
+        `detail`."""
         now = time.time()
         with self.tx() as tx:
             for job_id, f in jobs:
@@ -191,10 +199,11 @@ class Store:
                     "INSERT INTO jobs (id, state, received_at, updated_at, calling_ae, "
                     "called_ae, peer, sop_hash, sop_class_uid, transfer_syntax, size, attempts) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
-                    (job_id, RECEIVED, now, now, f["calling_ae"], f["called_ae"], f["peer"],
-                     f["sop_hash"], f["sop_class_uid"], f["transfer_syntax"], f["size"]),
+                    (job_id, RECEIVED, f.get("received_at", now), now, f["calling_ae"],
+                     f["called_ae"], f["peer"], f["sop_hash"], f["sop_class_uid"],
+                     f["transfer_syntax"], f["size"]),
                 )
-                self._move_from(tx, job_id, None, RECEIVED, f["calling_ae"])
+                self._move_from(tx, job_id, None, RECEIVED, detail or f["calling_ae"])
 
     # ------------------------------------------------------------------ workers
 

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import asdict
 from typing import Any
 
-from gateway import logs
+from gateway import logs, spoolfile
 from gateway.children import child_setup, orphaned_check
 from gateway.config import Config
 from gateway.dicomio import DicomReadError, is_transient, parse_problem, read_for_deid
@@ -132,6 +132,11 @@ class Worker:
         src = self.state.original(job_id)
         if src is None:
             return self._quarantine(job_id, "original missing from the spool")
+        short = spoolfile.cut_short(src)
+        if short is not None:  # never read: a file cut short can still parse
+            return self._quarantine(job_id, f"spool file cut short ({short}): the node stopped "
+                                            "before it was on disk, and before the sender was "
+                                            "answered")
         if src.parent != self.state.spool:
             self.state.move_to_spool(job_id)
             src = self.state.spooled(job_id)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from gateway.risk import RiskReport
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction, command: str | None = None) -> None:
     p = sub.add_parser("deidentify", help="de-identify a file or folder tree into OUTPUT")
     p.add_argument("input", type=Path, help="a DICOM file, or a folder tree of them")
     p.add_argument("output", type=Path,

@@ -12,7 +12,7 @@ import yaml
 from gateway.config import Config, load_config
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction, command: str | None = None) -> None:
     p = sub.add_parser("config", help="the configuration in force")
     config = p.add_subparsers(dest="config_command", metavar="COMMAND", required=True)
     q = config.add_parser("show", help="print the effective configuration as YAML: the file's "

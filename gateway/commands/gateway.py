@@ -16,7 +16,7 @@ from gateway import logs, running
 from gateway.config import Config, ConfigError, load_config
 
 
-def register(sub: Any) -> None:
+def register(sub: Any, command: str | None = None) -> None:
     p = sub.add_parser("serve", help="run the DICOM gateway node (C-STORE in, de-identify, "
                                      "forward) until SIGTERM")
     p.add_argument("--config", required=True, metavar="FILE", help="YAML configuration")

@@ -51,7 +51,7 @@ def _new_recipient(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction, command: str | None = None) -> None:
     keys = subparsers.add_parser("keys", help="create the site key or an honest-broker recipient")
     actions = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
 

@@ -18,7 +18,7 @@ from gateway.examine import (
 from gateway.scaffold import scaffold_index, scaffold_yaml
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction, command: str | None = None) -> None:
     p = sub.add_parser("examine", help="machine signatures in a folder or a session (or, "
                                        "without PATH, in what the gateway has received), and "
                                        "which rules cover them")

@@ -12,7 +12,7 @@ from pathlib import Path
 from gateway.commands.batch import _positive
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction, command: str | None = None) -> None:
     p = sub.add_parser("qc", help="fleet QC: per-machine image statistics and outliers")
     p.add_argument("path", type=Path, help="a DICOM file or folder tree, or a session database")
     p.add_argument("--json", action="store_true", help="machine-readable output")

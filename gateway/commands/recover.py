@@ -142,7 +142,7 @@ def _handler(args: argparse.Namespace) -> int:
         return 1
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction, command: str | None = None) -> None:
     parser = subparsers.add_parser(
         "recover", help="restore original values from the encrypted backup (honest broker)",
         description=__doc__)

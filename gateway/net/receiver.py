@@ -1,9 +1,12 @@
 """The C-STORE / C-ECHO SCP: spool each object durably, commit its job, then answer Success.
 
 The handler never decodes the dataset and never waits for de-identification: it writes the
-bytes as received (File Meta + raw data set) to `spool/<job id>.dcm`, fsyncs, commits a
-`received` job in SQLite and returns 0x0000. A disk or database failure answers 0xA700 (Out of
-Resources), bytes that are not a data set 0xC210 (Cannot understand) — never a false Success.
+bytes as received (File Meta + raw data set) to `spool/<job id>.dcm` (gateway/spoolfile.py),
+fsyncs it, commits a `received` job in SQLite and returns 0x0000. The fsync'd spool file is
+the durable record: the commit does not wait for the disk (a row lost to a power cut is made
+again from the file at the next start), so each answer waits for one flush, not two. A disk or
+database failure answers 0xA700 (Out of Resources), bytes that are not a data set 0xC210
+(Cannot understand) — never a false Success.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -37,14 +39,15 @@ from pynetdicom.pdu_primitives import SOPClassCommonExtendedNegotiation
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.sop_class import Verification, uid_to_service_class
 
+from gateway import spoolfile
 from gateway.config import Config, NetworkConfig
-from gateway.deid.keyed import DICOM_ROOT, keyed_hash
-from gateway.dicomio import encode_file_meta
+from gateway.deid.keyed import DICOM_ROOT
 from gateway.logs import get_logger
 from gateway.net import set_nodelay
 from gateway.net.reactor_pause import idle_checkpoint, wake
 from gateway.net.server import REQUEST_TIMEOUT, ConnectionServer, SharedPortServer
 from gateway.net.tls import server_context
+from gateway.spoolfile import IMPLEMENTATION_VERSION, sop_hash
 from gateway.store import Store
 
 TRANSFER_SYNTAXES = [
@@ -93,13 +96,6 @@ def _proposed_classes(assoc: Any) -> list[str]:
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC210
-IMPLEMENTATION_VERSION = "GANTRY_01"
-
-
-def sop_hash(key: bytes, sop_instance_uid: str) -> str:
-    """The keyed hash of an original SOP Instance UID kept in the audit (never the UID);
-    the same value as the pipeline's `Forwarded.original_sop_hash` and the batch audit."""
-    return keyed_hash(key, sop_instance_uid, 32)
 
 
 def _looks_like_dataset(data: bytes, transfer_syntax: str) -> bool:
@@ -179,7 +175,9 @@ class Receiver:
 
     def start(self) -> None:
         """Listen (non-blocking: pynetdicom serves each association in its own thread)."""
-        self._store = Store(self.store_path, durable=True)
+        # The spool file is the durable record (see the module's docstring): the job's commit
+        # need not reach the disk before the answer, nor pay for a checkpoint.
+        self._store = Store(self.store_path, durable=False, checkpoints=False)
         handlers = [
             (evt.EVT_CONN_OPEN, self._on_open),
             (evt.EVT_C_STORE, self._on_store),
@@ -373,15 +371,16 @@ class Receiver:
             return CANNOT_UNDERSTAND
         path = self.spool_dir / f"{job_id}.dcm"
         try:
-            fd = self._write(path, data, sop_class, sop_uid, ts, calling)
+            head = spoolfile.header(len(data), sop_class, sop_uid, ts, calling, called, peer)
+            fd = spoolfile.write(path, head, data)
         except OSError as exc:
             self._discard(path)
             self.log.error("store.failed", job=job_id, status=OUT_OF_RESOURCES,
                            reason=f"spool write failed: {exc.strerror or type(exc).__name__}")
             return OUT_OF_RESOURCES
-        # The file's fsync and the job's commit (the WAL's fsync) run at the same time: the
-        # answer waits for both. (A job seen before its file is on disk is harmless: workers
-        # read the page cache; a crash before the answer means the sender sends it again.)
+        # The file's fsync and the job's commit run at the same time: the answer waits for both.
+        # (A job seen before its file is on disk is harmless: workers read the page cache; a
+        # crash before the answer means the sender sends it again.)
         try:
             synced = self._fsyncer.submit(os.fsync, fd)
         except RuntimeError:  # closed under a handler still running
@@ -421,28 +420,3 @@ class Receiver:
             path.unlink()
         except OSError:
             pass
-
-    @staticmethod
-    def _write(path: Path, data: bytes, sop_class: str, sop_uid: str, ts: str,
-               calling: str) -> int:
-        """Write File Meta + the data set as received; returns the open descriptor (not yet
-        fsync'd; fsync of a new file on ext4/xfs also persists its directory entry)."""
-        meta: dict[int, tuple[str, str | bytes]] = {
-            0x00020002: ("UI", sop_class), 0x00020003: ("UI", sop_uid), 0x00020010: ("UI", ts),
-            0x00020012: ("UI", PYDICOM_IMPLEMENTATION_UID),
-            0x00020013: ("SH", IMPLEMENTATION_VERSION),
-        }
-        if calling:
-            meta[0x00020016] = ("AE", calling)
-        head = encode_file_meta(meta)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, head)
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd

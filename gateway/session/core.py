@@ -8,15 +8,16 @@ or the shell, stopped and resumed at will: everything lives in the session datab
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from gateway.session import ingest as _ingest
 from gateway.session.db import get_meta, open_db, set_meta
 
-# Not `typing.TYPE_CHECKING`: importing typing, like navigation's dataclasses, costs a re-ingest
-# of an unchanged tree a tenth of its time. The engine is imported by the steps that use it.
+# Not `typing.TYPE_CHECKING`: importing typing, like navigation's dataclasses or pathlib, costs a
+# re-ingest of an unchanged tree a tenth of its time. The engine is imported by the steps that
+# use it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
     from gateway.config import Config
@@ -33,9 +34,16 @@ class Session:
 
     def __init__(self, path: str | os.PathLike, *, workers: int | None = None,
                  progress: bool = True) -> None:
-        self.path = Path(path).resolve()
+        self._path = os.path.realpath(path)
         self.workers, self.progress = workers, progress
-        self.db = open_db(self.path)
+        self.db = open_db(self._path)
+
+    @property
+    def path(self) -> Path:
+        """The session database's absolute path."""
+        from pathlib import Path
+
+        return Path(self._path)
 
     def close(self) -> None:
         self.db.close()
@@ -80,6 +88,7 @@ class Session:
         """Check the YAML file at `path` (errors name the file, key and problem) and make it
         the configuration in force; its text and a hash of it are kept in the session."""
         import hashlib
+        from pathlib import Path
 
         from gateway.config import load_config
 
@@ -94,6 +103,7 @@ class Session:
         """Seal the original values in every object from now on (Encrypted Attributes
         Sequence), for these recipients' certificates (checked now)."""
         import json
+        from pathlib import Path
 
         from gateway.recipients import load_certificates
 
@@ -107,7 +117,7 @@ class Session:
 
     def ingest(self, path: str | os.PathLike) -> _ingest.IngestSummary:
         """Index a file or folder tree (headers only); see gateway.session.ingest."""
-        return _ingest.ingest(self.db, Path(path), self.workers, self.progress)
+        return _ingest.ingest(self.db, path, self.workers, self.progress)
 
     @property
     def patients(self) -> navigate.Listing[navigate.Patient]:
@@ -149,6 +159,8 @@ class Session:
         """Write a complete commented configuration for these instances to `path` (a new file):
         the research defaults, the backup section, a redaction entry per machine prefilled
         from CTP's library (gateway.scaffold). `load_config` accepts it unchanged."""
+        from pathlib import Path
+
         from gateway.dicomio import DicomReadError, read_header
         from gateway.scaffold import scaffold_index, scaffold_yaml
 
@@ -198,6 +210,7 @@ class Session:
                         machines={str(o.output): o.machine for o in objects if o.output})
 
     def _report_objects(self, keyed: bool = False) -> list:
+
         from gateway.session.report import report_objects
         from gateway.sitekey import load_site_key
 
@@ -252,6 +265,8 @@ class Session:
         if not safe:
             raise ValueError("export always runs the gatekeeper (verify) and refuses what it "
                              "refuses; there is no safe=False")
+        from pathlib import Path
+
         from gateway.session import export as _export
         from gateway.sitekey import load_site_key
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from pathlib import Path
 
 SCHEMA_VERSION = "1"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -87,12 +86,12 @@ def is_session_db(path: str | os.PathLike) -> bool:
 
 def open_db(path: str | os.PathLike) -> sqlite3.Connection:
     """Open or create the session database at `path` (created 0600; WAL; busy timeout)."""
-    target = Path(path)
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
+    target = os.fspath(path)  # not pathlib: see gateway.commands.session
+    if not os.path.exists(target):
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
         os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o600))
         os.chmod(target, 0o600)  # whatever the umask: the index holds identifiers
-    elif target.stat().st_size and not is_session_db(target):
+    elif os.path.getsize(target) and not is_session_db(target):
         raise SessionDbError(f"{target}: not a session database (not an SQLite file)")
     db = conn = sqlite3.connect(target, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")

@@ -1,9 +1,10 @@
 """Indexing a file or folder tree into the session: headers only, in forked workers.
 
 A file already indexed with the same size and modification time is skipped without being
-opened: a re-ingest of an unchanged tree is one walk of the folders (os.scandir, one stat per
-file), one SELECT of what the index holds, and no worker, no pydicom, no write (unless a killed
-run left its duplicates unsettled: then they are settled). Unreadable files are indexed too,
+opened: a re-ingest of an unchanged tree is one walk of the folders (one stat per file), one
+SELECT of what the index holds in path order, compared with the walk as a whole, and no worker,
+no pydicom, no write (unless a killed run left its duplicates unsettled: then they are
+settled). Unreadable files are indexed too,
 with the reader's reason, so that export quarantines them as `gantry deidentify` does. Files
 sharing a SOP Instance UID are compared byte for byte: identical copies keep one instance,
 different contents are a conflict and none is exported.
@@ -14,8 +15,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections import Counter
-from operator import attrgetter
-from pathlib import Path
+from stat import S_ISDIR
 
 from gateway.session.db import get_meta, set_meta
 
@@ -23,7 +23,6 @@ TYPE_CHECKING = False  # not typing's: a re-ingest of an unchanged tree is mostl
 if TYPE_CHECKING:
     from typing import Any
 
-_NAME = attrgetter("name")
 FIELDS = ("new", "unchanged", "changed", "missing", "unreadable", "duplicates", "conflicts")
 
 
@@ -64,40 +63,41 @@ class IngestSummary:
         return Counter(reason.split(":")[0] for _, reason in self.unreadable)
 
 
-def walk(root: Path) -> list[tuple[str, int, int]]:
+def walk(root: str | os.PathLike) -> list[tuple[str, int, int]]:
     """Path, size and mtime (ns) of the files `gantry deidentify` would read, in its order
     (batch.iter_inputs: sorted, hidden names skipped, linked folders not entered)."""
-    if root.is_file():
-        st = root.stat()
-        return [(str(root), st.st_size, st.st_mtime_ns)]
+    root = os.fspath(root)
+    if os.path.isfile(root):
+        st = os.stat(root)
+        return [(root, st.st_size, st.st_mtime_ns)]
     found: list[tuple[str, int, int]] = []
-    _walk(str(root), found)
+    _walk(root, found)
     return found
 
 
 def _walk(folder: str, found: list[tuple[str, int, int]]) -> None:
-    """One scandir of `folder` by descriptor: each stat is relative to it, not a full path."""
+    """One listing of `folder`, one stat per name relative to its descriptor (plain names
+    sorted and stat results: no DirEntry objects, the cheapest walk found in Python)."""
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return  # unreadable folder: os.walk skips it too
     folders = []
     prefix = folder.rstrip("/") + "/"
+    append, stat_at = found.append, os.stat
     try:
-        with os.scandir(fd) as listing:
-            entries = sorted(listing, key=_NAME)
-        for entry in entries:
-            if entry.name[0] == ".":
-                continue
-            if entry.is_dir():  # follows a link, as os.walk does; a linked folder is not entered
-                if not entry.is_symlink():
-                    folders.append(prefix + entry.name)
+        for name in sorted(os.listdir(fd)):
+            if name[0] == ".":
                 continue
             try:
-                st = entry.stat()
+                st = stat_at(name, dir_fd=fd)  # follows a link, as os.walk does
             except OSError:
                 continue  # gone between listing and stat, or a dangling link
-            found.append((prefix + entry.name, st.st_size, st.st_mtime_ns))
+            if S_ISDIR(st.st_mode):  # a linked folder is not entered
+                if not os.path.islink(prefix + name):
+                    folders.append(prefix + name)
+                continue
+            append((prefix + name, st.st_size, st.st_mtime_ns))
     except OSError:
         pass  # the folder went away while it was read
     finally:
@@ -106,27 +106,31 @@ def _walk(folder: str, found: list[tuple[str, int, int]]) -> None:
         _walk(sub, found)
 
 
-def plan(db: sqlite3.Connection, source: Path) -> tuple[list[tuple[str, int, int, bool]],
-                                                          int, list[str]]:
+def plan(db: sqlite3.Connection, source: str) -> tuple[list[tuple[str, int, int, bool]],
+                                                         int, list[str]]:
     """Files to read (path, size, mtime, indexed before?), how many are unchanged, and the
-    paths of indexed files under `source` that are gone."""
-    root = str(source)
-    folder = root.rstrip("/")  # paths under it sort from folder + "/" to before folder + "0"
-    # (size, mtime) of what the index holds under `source`; None for a file marked missing
-    known = {path: None if missing else (size, mtime) for path, size, mtime, missing in
-             db.execute("SELECT path, size, mtime_ns, state = 'missing' FROM files "
-                        "WHERE path = ? OR (path >= ? AND path < ?)",
-                        [root, folder + "/", folder + "0"])}
+    paths of indexed files under `source` (absolute) that are gone."""
+    folder = source.rstrip("/")  # paths under it sort from folder + "/" to before folder + "0"
+    where = ("path = :root", "path >= :below AND path < :after")  # the root sorts first
+    names = {"root": source, "below": folder + "/", "after": folder + "0"}
+    # what the index holds under `source`, in path order, but the files marked missing
+    held = [row for test in where for row in db.execute(
+        f"SELECT path, size, mtime_ns FROM files WHERE {test} AND state != 'missing' "
+        "ORDER BY path", names)]
+    found = walk(source)
+    if held == sorted(found):  # the usual re-ingest: one comparison in C
+        return [], len(found), []
+    known = {path: (size, mtime) for path, size, mtime in held}
+    missing = {path for test in where for (path,) in db.execute(
+        f"SELECT path FROM files WHERE {test} AND state = 'missing'", names)}
     todo, unchanged = [], 0
-    for path, size, mtime in walk(source):
-        if path not in known:
-            todo.append((path, size, mtime, False))
-        elif known.pop(path) == (size, mtime):
+    for path, size, mtime in found:
+        before = known.pop(path, None)
+        if before == (size, mtime):
             unchanged += 1
-        else:
-            todo.append((path, size, mtime, True))
-    gone = [path for path, before in known.items() if before is not None]
-    return todo, unchanged, gone
+        else:  # indexed before (changed, or back after it went missing), or new
+            todo.append((path, size, mtime, before is not None or path in missing))
+    return todo, unchanged, list(known)
 
 
 def resolve_duplicates(db: sqlite3.Connection) -> tuple[int, int]:
@@ -182,13 +186,13 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def ingest(db: sqlite3.Connection, source: Path, workers: int | None = None,
+def ingest(db: sqlite3.Connection, source: str | os.PathLike, workers: int | None = None,
            progress: bool = True) -> IngestSummary:
     """Index `source` (a file or a folder tree) into the session; see the module notes."""
-    source = Path(source).resolve()
-    if not source.exists():
+    source = os.path.realpath(source)
+    if not os.path.exists(source):
         raise FileNotFoundError(f"{source}: no such file or folder")
-    root = str(source if source.is_dir() else source.parent)
+    root = source if os.path.isdir(source) else os.path.dirname(source)
     db.execute("BEGIN")  # one read transaction: what the index holds, as of one moment
     try:
         todo, unchanged, gone = plan(db, source)

@@ -130,6 +130,12 @@ def test_storescu_to_storescp_every_transfer_syntax(tmp_path, storescp, gateway)
     node_nice = os.getpriority(os.PRIO_PROCESS, gw.proc.pid)
     assert all(os.getpriority(os.PRIO_PROCESS, int(k)) > node_nice for k in kids
                if Path(f"/proc/{k}/comm").read_text().startswith("gantry-"))
+    # and their disk I/O (every thread's) waits for the node's: the idle I/O class.
+    tasks = [t for k in kids if Path(f"/proc/{k}/comm").read_text().startswith("gantry-")
+             for t in os.listdir(f"/proc/{k}/task")]
+    shown = [subprocess.run([need("ionice"), "-p", t], capture_output=True, text=True).stdout
+             for t in tasks]  # (a thread that ended meanwhile shows nothing)
+    assert {out.split(":")[0].strip() for out in shown if out} == {"idle"}
 
 
 def test_a_vendor_private_storage_class_is_de_identified_and_forwarded(tmp_path, storescp,

@@ -143,9 +143,21 @@ def test_reingest_skips_by_size_and_mtime_and_sees_changes(batch_folder: Any,
         changed = session.ingest(root)
         assert (changed.changed, changed.unchanged) == (1, total - 1)
         assert [p for p, _ in changed.unreadable] == [str(ct)]
+        mr = (root / "mr.dcm").read_bytes()
         (root / "mr.dcm").unlink()
         assert session.ingest(root).missing == 1
         assert len(session.instances) == len(batch_folder.good) - 2
+        assert session.ingest(root).missing == 0  # missing once, not again
+        (root / "mr.dcm").write_bytes(mr)  # back: read again, as the file it was indexed as
+        back = session.ingest(root)
+        assert (back.new, back.changed, back.unchanged, back.missing) == (0, 1, total - 1, 0)
+        assert len(session.instances) == len(batch_folder.good) - 1
+        (root / "sub").mkdir()
+        (root / "sub" / "mr-copy.dcm").write_bytes(mr)  # a new file in a new folder
+        new = session.ingest(root)
+        assert (new.new, new.changed, new.unchanged, new.duplicates) == (1, 0, total, 1)
+        alone = session.ingest(root / "sub" / "mr-copy.dcm")  # a file as the source
+        assert (alone.new, alone.changed, alone.unchanged) == (0, 0, 1)
 
 
 def test_duplicates_and_conflicts(batch_folder: Any, tmp_path: Path, site_key_env: bytes) -> None:

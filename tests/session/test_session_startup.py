@@ -22,7 +22,10 @@ from gateway.session.ingest import walk
 # What a re-ingest that reads no file must not load (the engine, the network, the workers).
 HEAVY = ("pydicom", "numpy", "pynetdicom", "structlog", "yaml", "cryptography", "rich",
          "gateway.pipeline", "gateway.config", "gateway.fanout", "gateway.session.parallel",
-         "gateway.session.headers")
+         "gateway.session.headers",
+         # and what start-up alone would cost a tenth of the command: argparse's formatter asks
+         # shutil for the terminal's width; pathlib pulls in urllib and ipaddress
+         "shutil", "pathlib")
 
 
 def test_walk_lists_what_deidentify_reads_in_its_order(tmp_path: Path) -> None:
@@ -121,3 +124,18 @@ def test_each_command_is_registered_by_the_module_the_table_names() -> None:
     for name in COMMANDS:
         alone = _commands(build_parser(name))
         assert name in alone and len(alone) < len(everything)
+    # the session's commands build the parser of the one given, not their module's seven
+    assert _commands(build_parser("ingest")) == {"ingest"}
+
+
+@pytest.mark.parametrize("columns", ["60", "140"])
+def test_help_fits_the_width_shutil_would_report(columns: str) -> None:
+    env = {**os.environ, "COLUMNS": columns}
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "ingest", "--help"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert max(map(len, lines)) <= int(columns) - 2
+    # the db argument's help is on one line at 140 columns and wrapped at 60
+    whole = any("session database (created 0600 if new)" in line for line in lines)
+    assert whole == (columns == "140")
