@@ -13,9 +13,11 @@ temp file it left is swept at the end.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import pickle
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,8 +57,6 @@ def dask_setup(server: Any) -> None:
     (not in its first task), freeze what exists out of the garbage collector's walks (as the
     local workers do), and stop Dask's statistical profiler, which samples the running task's
     stack every 10 ms under the GIL the task needs (the dashboard's profile page stays empty)."""
-    import gc
-
     import gateway.batch  # noqa: F401 - the engine: pydicom, the pipeline, the codecs
 
     for name in ("profile", "profile-cycle"):
@@ -127,11 +127,17 @@ def run_batch_dask(source: Path | list[Path], output: Path, config: Config, sche
     """De-identify `source` (a file, a folder tree, or a list of files) into `output` on the
     Dask cluster at `scheduler`; the same outputs, quarantine and summary as `run_batch`. The
     inputs and `output` must be at the same paths on the workers (a shared filesystem)."""
+    first = "distributed" not in sys.modules
     try:
         from distributed import Client, as_completed
     except ImportError:
         raise RuntimeError("running on a Dask cluster needs the dask extra: "
                            "pip install 'gantry[dask]'") from None
+    if first:
+        # What the import made lives as long as the process: frozen out of the garbage
+        # collector's walks, it is not walked again by this run's collections nor by the
+        # interpreter's exit (~85 ms of a `gantry deidentify --scheduler` here).
+        gc.freeze()
 
     output = Path(output).absolute()
     if profile != "default" and profile not in config.profiles:
@@ -195,8 +201,10 @@ def _sweep(output: Path, kept: set[Path]) -> None:
     """Remove temp files a lost worker left in `output` (a run's own were resolved above)."""
     for folder, _, names in os.walk(output):
         for name in names:
+            if not name.startswith("."):  # an output: most of them
+                continue
             path = Path(folder) / name
             staged = name.endswith(STAGED) and path not in kept
             writing = name.endswith(".tmp") and f"{STAGED}." in name  # killed mid-write
-            if name.startswith(".") and (staged or writing):
+            if staged or writing:
                 path.unlink(missing_ok=True)

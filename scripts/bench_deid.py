@@ -13,8 +13,10 @@ With --commands, whole processes timed as a user types them instead (medians of 
 rounds, process start included): `gantry deidentify --workers 1`, a one-process loop over
 dcmanon's API (it ships no command), and `gantry deidentify --scheduler` against a standing
 cluster (`dask scheduler` + 2 `dask worker --nthreads 1 --preload gateway.dask_batch`, started
-before the rounds, as a user's cluster is).
-Usage: python scripts/bench_deid.py [--count 2000] [--rounds 3] [--no-redaction] [--commands]
+before the rounds, as a user's cluster is). --commands-count N adds a row of the two gantry
+commands at N files (the first --count of them the same), where the fixed costs weigh less.
+Usage: python scripts/bench_deid.py [--count 2000] [--rounds 3] [--no-redaction] [--commands
+[--commands-count N]]
 """
 
 from __future__ import annotations
@@ -92,14 +94,15 @@ def make_ct(i: int, study: str, series: str, pixels: bytes) -> Dataset:
     return ds
 
 
-def generate(folder: Path, count: int) -> None:
+def generate(folder: Path, count: int, first: int = 0) -> None:
+    """`count` CTs named from ct{first}.dcm on, 50 to a series, each its own object."""
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 4096, (512, 512), dtype=np.uint16).tobytes()
     studies = [(generate_uid(), generate_uid()) for _ in range(max(1, count // 50))]
     for i in range(count):
         study, series = studies[i // 50 % len(studies)]
-        pydicom.dcmwrite(folder / f"ct{i:05d}.dcm", make_ct(i, study, series, pixels),
-                         enforce_file_format=True)
+        pydicom.dcmwrite(folder / f"ct{first + i:05d}.dcm",
+                         make_ct(first + i, study, series, pixels), enforce_file_format=True)
 
 
 def timed(fn) -> float:
@@ -189,8 +192,40 @@ class StandingCluster:
             proc.wait(30)
 
 
-def bench_commands(src: Path, work: Path, rounds: int) -> None:
-    """Whole processes, as typed: medians of interleaved rounds."""
+def _time_rounds(commands: dict[str, list[str]], src: Path, work: Path, env: dict[str, str],
+                 rounds: int, tag: str) -> dict[str, list[float]]:
+    """Each command's whole process over `src`, in interleaved rounds: seconds per round."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for r in range(rounds):
+        for i, (name, command) in enumerate(commands.items()):
+            out = work / f"{tag}{r}-{i}"
+            if name.startswith("dcmanon"):
+                out.mkdir()
+            os.sync()
+            start = time.perf_counter()
+            subprocess.run([*command, str(src), str(out)], env=env, check=True,
+                           stdout=subprocess.DEVNULL, cwd=ROOT)
+            times[name].append(time.perf_counter() - start)
+        for old in work.glob(f"{tag}{r}-*"):
+            shutil.rmtree(old)
+        os.sync()
+        time.sleep(SETTLE_SECONDS)
+    return times
+
+
+def _more_files(src: Path, folder: Path, count: int) -> Path:
+    """`folder` with `count` CTs: links to those of `src`, and new ones for the rest."""
+    folder.mkdir()
+    have = sorted(src.iterdir())[:count]
+    for f in have:
+        os.link(f, folder / f.name)
+    generate(folder, count - len(have), first=len(have))
+    return folder
+
+
+def bench_commands(src: Path, work: Path, rounds: int, large: int = 0) -> None:
+    """Whole processes, as typed: medians of interleaved rounds; with `large`, an extra row of
+    the two gantry commands at that many files."""
     gantry = [sys.executable, "-m", "gateway.cli", "deidentify"]
     env = dict(os.environ, GANTRY_SITE_KEY=os.urandom(32).hex())
     cluster = StandingCluster(env)  # its workers read the key from their environment
@@ -210,21 +245,13 @@ def bench_commands(src: Path, work: Path, rounds: int) -> None:
             (work / f"warm{i}").mkdir()
             subprocess.run([*command, str(one), str(work / f"warm{i}")], env=env, check=True,
                            stdout=subprocess.DEVNULL, cwd=ROOT)
-        times: dict[str, list[float]] = {name: [] for name in commands}
-        for r in range(rounds):
-            for i, (name, command) in enumerate(commands.items()):
-                out = work / f"cmd{r}-{i}"
-                if name.startswith("dcmanon"):
-                    out.mkdir()
-                os.sync()
-                start = time.perf_counter()
-                subprocess.run([*command, str(src), str(out)], env=env, check=True,
-                               stdout=subprocess.DEVNULL, cwd=ROOT)
-                times[name].append(time.perf_counter() - start)
-            for old in work.glob(f"cmd{r}-*"):
-                shutil.rmtree(old)
-            os.sync()
-            time.sleep(SETTLE_SECONDS)
+        times = _time_rounds(commands, src, work, env, rounds, "cmd")
+        load = os.getloadavg()[0]
+        if large:
+            big = _more_files(src, work / "big", large)
+            gantry_only = {k: v for k, v in commands.items() if k.startswith("gantry")}
+            big_times = _time_rounds(gantry_only, big, work, env, rounds, "big")
+            big_load = os.getloadavg()[0]
     finally:
         cluster.close()
     n = sum(1 for _ in src.iterdir())
@@ -236,7 +263,7 @@ def bench_commands(src: Path, work: Path, rounds: int) -> None:
           "processes, 1 thread each, --preload gateway.dask_batch, started before the rounds and "
           "given one job of one file), so neither the cluster's start nor the workers' imports "
           f"are timed; the client's start and connection are. Load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.\n")
+          f"{load:.1f} on {os.cpu_count()} CPUs.\n")
     print(f"{'command':32s} {'objects/s':>10s} {'vs dcmanon':>11s}")
     for name, seconds in times.items():
         print(f"{name:32s} {n / median(seconds):10.0f} {base / median(seconds):10.2f}x")
@@ -244,6 +271,15 @@ def bench_commands(src: Path, work: Path, rounds: int) -> None:
     print(f"\none worker vs dcmanon: {base / one_worker:.2f}x (target 1.5x); Dask 2x1 vs one "
           f"local worker: {one_worker / dask:.2f}x (target 1.7x); rounds (s): "
           + "; ".join(f"{k}: {' '.join(f'{x:.2f}' for x in v)}" for k, v in times.items()))
+    if large:
+        one_big = median(big_times["gantry deidentify --workers 1"])
+        dask_big = median(big_times["gantry --scheduler (2x1 Dask)"])
+        print(f"\nExtra row, not the issue's 2,000-file target: {large} of the same CTs, where "
+              f"the commands' fixed costs weigh less (median of {rounds} rounds, load average "
+              f"{big_load:.1f}): one worker {one_big:.2f} s, Dask 2x1 {dask_big:.2f} s, Dask vs "
+              f"one worker {one_big / dask_big:.2f}x; rounds (s): "
+              + "; ".join(f"{k}: {' '.join(f'{x:.2f}' for x in v)}"
+                          for k, v in big_times.items()))
 
 
 def main() -> int:
@@ -257,6 +293,10 @@ def main() -> int:
                         help="skip the pixel redaction section")
     parser.add_argument("--commands", action="store_true",
                         help="time whole commands as a user types them (needs gantry[dask])")
+    parser.add_argument("--commands-count", type=int, default=0, metavar="N",
+                        help="with --commands: also time the two gantry commands at N files "
+                             "(e.g. 10000), an extra row where the fixed costs weigh less; the "
+                             "--count row is unchanged")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gantry-bench-"))
     try:
@@ -264,7 +304,7 @@ def main() -> int:
         src.mkdir()
         generate(src, args.count)
         if args.commands:
-            bench_commands(src, work, args.rounds)
+            bench_commands(src, work, args.rounds, args.commands_count)
             return 0
         files = sorted(src.iterdir())
         key = os.urandom(32)
