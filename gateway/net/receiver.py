@@ -93,6 +93,7 @@ def _proposed_classes(assoc: Any) -> list[str]:
     return list(dict.fromkeys(str(cx.abstract_syntax) for cx in proposed))
 
 
+LOCK_POLL = 0.0002  # seconds between the receiver's attempts at SQLite's write lock
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC210
@@ -177,7 +178,12 @@ class Receiver:
         """Listen (non-blocking: pynetdicom serves each association in its own thread)."""
         # The spool file is the durable record (see the module's docstring): the job's commit
         # need not reach the disk before the answer, nor pay for a checkpoint.
-        self._store = Store(self.store_path, durable=False, checkpoints=False)
+        # A worker's or forwarder's transaction holds the write lock for a fraction of a
+        # millisecond (longer when the niced process is preempted): look again every 0.2 ms
+        # rather than sleep SQLite's 1, 2, 5 ms (measured: p90 of the commit 1.4 ms, 10 % of
+        # the time a sender waited).
+        self._store = Store(self.store_path, durable=False, checkpoints=False,
+                            lock_poll=LOCK_POLL)
         handlers = [
             (evt.EVT_CONN_OPEN, self._on_open),
             (evt.EVT_C_STORE, self._on_store),

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from nethelpers import DCMTK_ENV, data_store_files, need, storescu
+from nethelpers import DCMTK_ENV, data_store_files, need, storescu, wait_for
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.filereader import read_file_meta_info
@@ -17,6 +18,7 @@ from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE
 from pynetdicom.sop_class import PatientRootQueryRetrieveInformationModelFind, Verification
 
+from gateway import store as store_module
 from gateway.config import parse_config
 from gateway.net.receiver import Receiver
 from gateway.statedir import StateDir
@@ -207,6 +209,42 @@ def test_database_failure_answers_out_of_resources_and_leaves_no_file(receiver):
         conn.execute("DROP TABLE jobs")
     assert send_raw(rx.port, Path(get_testdata_file("CT_small.dcm"))) == 0xA700
     assert list(state.spool.iterdir()) == []
+
+
+def test_a_write_lock_held_by_a_worker_delays_the_commit_and_does_not_fail_it(receiver):
+    """The receiver takes SQLite's write lock by its own short polls (not SQLite's 1, 2, 5 ms
+    sleeps); while a worker's transaction holds the lock it waits, then commits and answers
+    Success."""
+    rx, state = receiver()
+    worker = Store(state.db, durable=False)
+    worker.conn.execute("BEGIN IMMEDIATE")  # a worker mid-transaction
+    answered: list[int] = []
+    sender = threading.Thread(target=lambda: answered.append(
+        send_raw(rx.port, Path(get_testdata_file("CT_small.dcm")))))
+    sender.start()
+    assert wait_for(lambda: list(state.spool.iterdir()), 30)  # spooled, now committing
+    time.sleep(0.3)
+    assert answered == []  # no answer before its job is committed
+    worker.conn.execute("COMMIT")
+    sender.join(60)
+    assert answered == [0x0000]
+    assert Store(state.db).counts() == {RECEIVED: 1}
+    worker.close()
+
+
+def test_a_write_lock_held_past_the_busy_timeout_answers_out_of_resources(receiver,
+                                                                       monkeypatch):
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT", 0.5)
+    rx, state = receiver()
+    worker = Store(state.db, durable=False)
+    worker.conn.execute("BEGIN IMMEDIATE")  # never let go
+    try:
+        assert send_raw(rx.port, Path(get_testdata_file("CT_small.dcm"))) == 0xA700
+    finally:
+        worker.conn.execute("ROLLBACK")
+        worker.close()
+    assert list(state.spool.iterdir()) == []
+    assert Store(state.db).counts() == {}
 
 
 def test_bytes_that_are_not_a_data_set_are_refused(receiver, tmp_path):
