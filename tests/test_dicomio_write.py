@@ -86,3 +86,20 @@ def test_outputs_land_in_folders_made_on_demand(tmp_path: Path, anonymous: bool)
     deep = tmp_path / "study" / "series"
     assert write_new(_changed(src), [deep / "a.dcm"]) == deep / "a.dcm"
     assert write(_changed(src), tmp_path / "other" / "b.dcm").is_file()
+
+
+def test_pixel_bytes_cross_file_systems(tmp_path: Path) -> None:
+    """Into another file system (here /dev/shm, tmpfs), where the kernel may refuse to copy
+    between the two (EXDEV), the pixel bytes are read and written instead: the same bytes."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second file system at /dev/shm")
+    src = tmp_path / "ct.dcm"
+    shutil.copy(get_testdata_file("CT_small.dcm"), src)
+    here = write(_changed(src), tmp_path / "out.dcm")
+    folder = shm / f"gantry-test-{tmp_path.name}"
+    try:
+        there = write_new(_changed(src), [folder / "out.dcm"])
+        assert there.read_bytes() == here.read_bytes()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
