@@ -6,7 +6,6 @@ quarantine folder beside the output with a `.reason.txt` file. Work is spread ov
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import itertools
 import os
@@ -24,8 +23,9 @@ from gateway.batch_results import (  # noqa: F401 - re-exported: the batch's pub
     quarantine_dir,
 )
 from gateway.config import Config
+from gateway.dicomio import write_new
 from gateway.fanout import fan_out
-from gateway.pipeline import Forwarded, Outcome, Pipeline, Quarantined, layout_path
+from gateway.pipeline import Outcome, Pipeline, Quarantined, layout_path
 from gateway.safetext import safe_message
 
 if TYPE_CHECKING:
@@ -92,28 +92,22 @@ def run_batch(source: Path, output: Path, config: Config, key: bytes, workers: i
 
 def _write_once(pipeline: Pipeline, src: Path, place: Callable[[Dataset], Path],
                 profile: str) -> Outcome:
-    """Process `src` and put its output in place only if no other input's output is there: the
-    first to arrive is linked to its name; a later one of the same name stays staged beside it
-    (a hidden file) for `run_batch` to resolve. A worker never replaces a file in OUTPUT."""
-    targets: list[Path] = []
+    """Process `src` and put its output in place only if no other input's output is there: it
+    takes its name if that is free, else it stays staged beside it (a hidden file) for
+    `run_batch` to resolve. A worker never replaces a file in OUTPUT, nor leaves a partial one."""
+    parsed = pipeline.read(src)
+    if isinstance(parsed, Quarantined):
+        return parsed
+    staged = pipeline.stage(parsed, profile=profile)
+    if isinstance(staged, Quarantined):
+        return staged
 
-    def staged(ds: Dataset) -> Path:
-        target = place(ds)
-        targets.append(target)
-        return target.with_name(f".{target.name}.{_token()}.{next(_SERIAL)}{STAGED}")
+    def first_free() -> Path:
+        target = place(parsed.ds)
+        aside = target.with_name(f".{target.name}.{_token()}.{next(_SERIAL)}{STAGED}")
+        return write_new(parsed, [target, aside])
 
-    outcome = pipeline.process(src, staged, profile=profile)
-    if not isinstance(outcome, Forwarded):
-        return outcome
-    try:
-        os.link(outcome.path, targets[-1])
-    except FileExistsError:
-        return outcome  # same name as another input's output: resolved by the parent
-    except BaseException:
-        outcome.path.unlink(missing_ok=True)
-        raise
-    outcome.path.unlink()
-    return dataclasses.replace(outcome, path=targets[-1])
+    return pipeline.deliver(staged, first_free)
 
 
 _SERIAL = itertools.count()

@@ -99,13 +99,20 @@ class Pipeline:
     def profile(self, name: str) -> Profile:
         return self._profiles[name]
 
+    def read(self, src: Path) -> Parsed | Quarantined:
+        """The file `src` read for the stages, or why it cannot be. An OS error that says the
+        machine is short of something (`dicomio.is_transient`: no memory) is raised."""
+        try:
+            return read_for_deid(src)
+        except DicomReadError as exc:
+            return Quarantined(f"{exc.kind}: {exc.problem}")
+
     def process(self, src: Path, dst: Destination, **options: Any) -> Outcome:
         """Read the file `src` and `run` every stage on it. An OS error that says the machine
         is short of something (`dicomio.is_transient`: a full disk) is raised, not an outcome."""
-        try:
-            parsed = read_for_deid(src)
-        except DicomReadError as exc:
-            return Quarantined(f"{exc.kind}: {exc.problem}")
+        parsed = self.read(src)
+        if isinstance(parsed, Quarantined):
+            return parsed
         return self.run(parsed, dst, **options)
 
     def stage(self, parsed: Parsed, *, profile: str = "default",
@@ -175,16 +182,25 @@ class Pipeline:
                             decision=decision)
         if isinstance(staged, Quarantined):
             return staged
-        ds = parsed.ds
+
+        def to_dst() -> Path:
+            return write(parsed, dst(parsed.ds) if callable(dst) else Path(dst), fsync=fsync)
+
+        return self.deliver(staged, to_dst)
+
+    def deliver(self, staged: Staged, write_out: Callable[[], Path]) -> Outcome:
+        """Write a staged object with `write_out` (which returns where the file went): Forwarded,
+        or Quarantined when it cannot be written (a full disk is raised: the caller tries again
+        later)."""
         try:
-            target = dst(ds) if callable(dst) else Path(dst)
-            write(parsed, target, fsync=fsync)
+            path = write_out()
         except Exception as exc:
             if is_transient(exc):
-                raise  # a full disk: the caller tries again later
+                raise
             return Quarantined(f"cannot write the de-identified object: {safe_message(exc)}")
+        ds = staged.parsed.ds
         return Forwarded(
-            path=target,
+            path=path,
             study_uid=stored_text(ds, STUDY_INSTANCE_UID),
             series_uid=stored_text(ds, SERIES_INSTANCE_UID),
             sop_uid=stored_text(ds, SOP_INSTANCE_UID),

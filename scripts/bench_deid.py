@@ -223,6 +223,13 @@ def _more_files(src: Path, folder: Path, count: int) -> Path:
     return folder
 
 
+def _paired(times: dict[str, list[float]]) -> str:
+    """Dask vs one worker within each round (a neighbour's load drifts less within a round)."""
+    return " ".join(f"{one / dask:.2f}x" for one, dask in zip(
+        times["gantry deidentify --workers 1"], times["gantry --scheduler (2x1 Dask)"],
+        strict=True))
+
+
 def bench_commands(src: Path, work: Path, rounds: int, large: int = 0) -> None:
     """Whole processes, as typed: medians of interleaved rounds; with `large`, an extra row of
     the two gantry commands at that many files."""
@@ -269,7 +276,8 @@ def bench_commands(src: Path, work: Path, rounds: int, large: int = 0) -> None:
         print(f"{name:32s} {n / median(seconds):10.0f} {base / median(seconds):10.2f}x")
     dask = median(times["gantry --scheduler (2x1 Dask)"])
     print(f"\none worker vs dcmanon: {base / one_worker:.2f}x (target 1.5x); Dask 2x1 vs one "
-          f"local worker: {one_worker / dask:.2f}x (target 1.7x); rounds (s): "
+          f"local worker: {one_worker / dask:.2f}x (target 1.7x, round by round: "
+          f"{_paired(times)}); rounds (s): "
           + "; ".join(f"{k}: {' '.join(f'{x:.2f}' for x in v)}" for k, v in times.items()))
     if large:
         one_big = median(big_times["gantry deidentify --workers 1"])
@@ -277,7 +285,8 @@ def bench_commands(src: Path, work: Path, rounds: int, large: int = 0) -> None:
         print(f"\nExtra row, not the issue's 2,000-file target: {large} of the same CTs, where "
               f"the commands' fixed costs weigh less (median of {rounds} rounds, load average "
               f"{big_load:.1f}): one worker {one_big:.2f} s, Dask 2x1 {dask_big:.2f} s, Dask vs "
-              f"one worker {one_big / dask_big:.2f}x; rounds (s): "
+              f"one worker {one_big / dask_big:.2f}x (round by round: {_paired(big_times)}); "
+              "rounds (s): "
               + "; ".join(f"{k}: {' '.join(f'{x:.2f}' for x in v)}"
                           for k, v in big_times.items()))
 

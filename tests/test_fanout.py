@@ -146,14 +146,14 @@ def test_batch_quarantines_the_file_a_worker_died_on(batch_folder, tmp_path: Pat
                                                      site_key: bytes, workers: int,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     victim = batch_folder.good[0]
-    process = Pipeline.process
+    read = Pipeline.read
 
-    def crashing(self: Pipeline, src: Path, dst, **options: object):
+    def crashing(self: Pipeline, src: Path):
         if src == victim:
             segfault()
-        return process(self, src, dst, **options)
+        return read(self, src)
 
-    monkeypatch.setattr(Pipeline, "process", crashing)
+    monkeypatch.setattr(Pipeline, "read", crashing)
     out = tmp_path / "OUT"
     summary = run_batch(batch_folder.root, out, load_config(None), site_key, workers)
     assert summary.written == len(batch_folder.good) - 1

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
+from functools import lru_cache
 
 from pydicom.datadict import DicomDictionary
 from pydicom.uid import UID_dictionary
@@ -20,8 +20,9 @@ CLASS_UID_TAGS = frozenset(
     if vr == "UI" and ("SOPClass" in keyword or "TransferSyntax" in keyword))
 
 
+@lru_cache(maxsize=4096)  # a study's UIDs, its patient's pseudonym and offset recur per object
 def _mac(key: bytes, domain: str, value: str) -> bytes:
-    return hmac.new(key, f"{domain}\x00{value}".encode(), hashlib.sha256).digest()
+    return hmac.digest(key, f"{domain}\x00{value}".encode(), "sha256")
 
 
 def is_well_known_uid(uid: str) -> bool:
