@@ -20,7 +20,6 @@ from pydicom.valuerep import IS, DSfloat, PersonName
 from gateway.deid.vr import BINARY_VRS, LONG_LENGTH_VRS, STRING_VRS
 
 PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
-_LONG_VRS = {vr.encode() for vr in LONG_LENGTH_VRS}
 
 _NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
 _PACK_IMPLICIT = struct.Struct("<HHI").pack
@@ -87,9 +86,8 @@ def _encode_element(tag: int, vr: str, data: bytes, implicit: bool) -> bytes:
     group, element = tag >> 16, tag & 0xFFFF
     if implicit:
         return _PACK_IMPLICIT(group, element, len(data)) + data
-    if vr.encode() in _LONG_VRS:
-        return _PACK_LONG(group, element, vr.encode(), len(data)) + data
-    return _PACK_SHORT(group, element, vr.encode(), len(data)) + data
+    pack = _PACK_LONG if vr in LONG_LENGTH_VRS else _PACK_SHORT
+    return pack(group, element, vr.encode(), len(data)) + data
 
 
 def encode_file_meta(elements: dict[int, tuple[str, str | bytes]]) -> bytes:
@@ -110,7 +108,7 @@ def _encode_meta(meta: Dataset) -> bytes:
     """Preamble and file meta information of a dataset's `file_meta`."""
     elements: dict[int, tuple[str, str | bytes]] = {}
     for tag, elem in meta._dict.items():
-        data = _plain_bytes(elem, False) if tag not in (0x00020000, 0x00020001) else b""
+        data = _plain_bytes(elem, False) if int(tag) not in (0x00020000, 0x00020001) else b""
         if data is None:  # a value only pydicom's writer knows how to encode
             meta.FileMetaInformationVersion = b"\x00\x01"
             out = DicomBytesIO()
@@ -128,18 +126,17 @@ def encode_header(ds: Dataset, tags: list[BaseTag], meta: bool = True) -> bytes:
     """Preamble, file meta (if `meta`) and the elements `tags` of the dataset, little endian
     only. Raw and plain text elements are encoded here; the others go through pydicom's element
     writer."""
-    ts = ds.file_meta.TransferSyntaxUID
-    implicit = ts == ImplicitVRLittleEndian
-    out = DicomBytesIO()
-    if meta:
-        out.write(_encode_meta(ds.file_meta))
-    out.is_little_endian, out.is_implicit_VR = True, implicit
-    encodings = ds._character_set
+    implicit = ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    parts = [_encode_meta(ds.file_meta)] if meta else []
+    store = ds._dict
     for tag in tags:  # keys of the element store: no value is decoded
-        elem = ds._dict[tag]
+        elem = store[tag]
         data = _plain_bytes(elem, implicit)
         if data is None:
-            write_data_element(out, ds[tag], encodings)
+            out = DicomBytesIO()
+            out.is_little_endian, out.is_implicit_VR = True, implicit
+            write_data_element(out, ds[tag], ds._character_set)
+            parts.append(out.getvalue())
             continue
-        out.write(_encode_element(tag, elem.VR, data, implicit))
-    return out.getvalue()
+        parts.append(_encode_element(tag, elem.VR, data, implicit))
+    return b"".join(parts)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 
 from pydicom.dataset import Dataset
@@ -156,13 +156,9 @@ class IdentifierSet:
         an element the profile keeps as it is (K, an override `keep`, or an unlisted non-PN
         element) is no identifier: its value may be exported by choice. Nor is a place named in
         the device's maker or model name (test sites name their institution after the maker)."""
-        people, places, values = _collect(ds, profile)
-        device = [tokens(v) for tag in DEVICE_TAGS if tag in ds._dict
-                  for v in text_values(ds, tag)]
-        places = {f: t for f, t in places.items() if not any(_occurs(f, d) for d in device)}
-        kept = {v for v, place in values.items() if not place}  # places match only whole
-        origins = {**places, **people}
-        return _built(frozenset(origins), frozenset(kept), frozenset(origins.items()))
+        device = tuple(v for tag in DEVICE_TAGS if tag in ds._dict
+                       for v in text_values(ds, tag))
+        return _built(_collect(ds, profile), device)
 
     def origin(self, text: str) -> int | None:
         """The tag of the original element the first identifier found in `text` came from (for
@@ -225,10 +221,29 @@ class IdentifierSet:
                     break
 
 
-@lru_cache(maxsize=64)  # the objects of one study share their identifiers
-def _built(forms: frozenset[Form], values: frozenset[str],
-           origins: frozenset[tuple[Form, int]]) -> IdentifierSet:
-    return IdentifierSet(forms, values, origins)
+Entry = tuple[int, Callable[[str], frozenset[Form]], str]  # tag, kind of forms, value
+
+
+@lru_cache(maxsize=64)  # the objects of one study share their identifying values
+def _built(entries: tuple[Entry, ...], device: tuple[str, ...]) -> IdentifierSet:
+    """The set of the identifying values `entries` (in the order they were read), places
+    named in the device's maker or model name (`device`) left out."""
+    people: dict[Form, int] = {}
+    places: dict[Form, int] = {}
+    values: dict[str, bool] = {}
+    for tag, kind, value in entries:
+        if kind is not date_forms and value:
+            values[value] = values.get(value, False) or kind is place_forms
+        ranged = kind is date_forms and "-" in value  # a range A-B, or 2024-03-12
+        found = places if kind is place_forms else people
+        for part in (value, *value.split("-")) if ranged else (value,):
+            for form in kind(part):
+                found.setdefault(form, tag)
+    words = [tokens(v) for v in device]
+    places = {f: t for f, t in places.items() if not any(_occurs(f, d) for d in words)}
+    kept = {v for v, place in values.items() if not place}  # places match only whole
+    origins = {**places, **people}
+    return IdentifierSet(frozenset(origins), frozenset(kept), frozenset(origins.items()))
 
 
 def _kept_by(profile: Profile, tag: int, vr: str, sop_class: str) -> bool:
@@ -248,14 +263,10 @@ def _occurs(form: Form, words: list[str]) -> bool:
                           for i in range(len(words)) for j in range(i + 2, len(words) + 1))
 
 
-def _collect(ds: Dataset, profile: Profile | None
-             ) -> tuple[dict[Form, int], dict[Form, int], dict[str, bool]]:
-    """The forms of the people's names, IDs and dates of `ds`, those of its places (each → the
-    tag it was first read from), and the values (dates aside) they came from (→ whether a
-    place)."""
-    people: dict[Form, int] = {}
-    places: dict[Form, int] = {}
-    values: dict[str, bool] = {}
+def _collect(ds: Dataset, profile: Profile | None) -> tuple[Entry, ...]:
+    """The identifying values of `ds` at every depth, each with its tag and the kind of forms
+    it identifies by (names, IDs, places, dates), in the order they are read."""
+    entries: list[Entry] = []
     sop_class = " ".join(text_values(ds, 0x00080016)) if 0x00080016 in ds._dict else ""
 
     def walk(item: Dataset) -> None:
@@ -283,14 +294,7 @@ def _collect(ds: Dataset, profile: Profile | None
                 continue
             if profile is not None and _kept_by(profile, tag, vr, sop_class):
                 continue
-            for value in text_values(item, key):
-                if kind is not date_forms and value:
-                    values[value] = values.get(value, False) or kind is place_forms
-                ranged = kind is date_forms and "-" in value  # a range A-B, or 2024-03-12
-                found = places if kind is place_forms else people
-                for part in (value, *value.split("-")) if ranged else (value,):
-                    for form in kind(part):
-                        found.setdefault(form, tag)
+            entries.extend((tag, kind, value) for value in text_values(item, key))
 
     walk(ds)
-    return people, places, values
+    return tuple(entries)

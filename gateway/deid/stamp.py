@@ -6,11 +6,13 @@ meaning, at most 64 characters each), never one long text cut at 64."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
+from pydicom.uid import ImplicitVRLittleEndian
 
 from gateway.deid.profile import METHOD_CODES, Profile
 
@@ -23,24 +25,36 @@ CODE_VALUE, CODING_SCHEME, CODE_MEANING = BaseTag(0x00080100), BaseTag(0x0008010
     BaseTag(0x00080104)
 
 
-def _put(ds: Dataset, tag: BaseTag, vr: str, value: object) -> None:
-    """Set an element straight in the element store: these values are valid by construction,
-    and pydicom's keyword lookup and validation were half of this step's time."""
-    ds._dict[tag] = DataElement(tag, vr, value)
+@lru_cache(maxsize=64)  # one per profile, options applied and encoding
+def _encoded(codes: tuple[tuple[str, str], ...], implicit: bool
+             ) -> tuple[RawDataElement, RawDataElement, tuple[tuple[RawDataElement, ...], ...]]:
+    """(0012,0062), (0012,0063) and each method code item's elements, as the bytes the writer
+    copies (raw elements are immutable: every object shares them; pydicom decodes them when
+    they are read, as those of a file). Building pydicom elements was most of this step."""
+
+    def raw(tag: BaseTag, vr: str, values: list[str]) -> RawDataElement:
+        data = "\\".join(values).encode("ascii")
+        data += b" " * (len(data) % 2)
+        return RawDataElement(tag, vr, len(data), data, 0, implicit, True)
+
+    items = tuple((raw(CODE_VALUE, "SH", [value]), raw(CODING_SCHEME, "SH", ["DCM"]),
+                   raw(CODE_MEANING, "LO", [meaning])) for value, meaning in codes)
+    return (raw(PATIENT_IDENTITY_REMOVED, "CS", ["YES"]),
+            raw(DEIDENTIFICATION_METHOD, "LO", [meaning for _, meaning in codes]), items)
 
 
 def stamp(ds: Dataset, profile: Profile, extra_codes: Iterable[str] = ()) -> None:
     """Set (0012,0062) YES, (0012,0063) one value per profile and option and (0012,0064) the
     method codes."""
     codes = profile.method_codes() + [(c, _MEANING[c]) for c in extra_codes]
-    seen: dict[str, str] = dict(codes)
-    items = []
-    for value, meaning in seen.items():
+    meta = getattr(ds, "file_meta", None)
+    implicit = meta is not None and meta.get("TransferSyntaxUID") == ImplicitVRLittleEndian
+    removed, method, items = _encoded(tuple(dict(codes).items()), implicit)
+    sequence = []
+    for elements in items:
         item = Dataset()
-        _put(item, CODE_VALUE, "SH", value)
-        _put(item, CODING_SCHEME, "SH", "DCM")
-        _put(item, CODE_MEANING, "LO", meaning)
-        items.append(item)
-    _put(ds, PATIENT_IDENTITY_REMOVED, "CS", "YES")
-    _put(ds, DEIDENTIFICATION_METHOD, "LO", list(seen.values()))
-    _put(ds, METHOD_CODE_SEQUENCE, "SQ", Sequence(items))
+        item._dict.update((e.tag, e) for e in elements)
+        sequence.append(item)
+    ds._dict[PATIENT_IDENTITY_REMOVED] = removed
+    ds._dict[DEIDENTIFICATION_METHOD] = method
+    ds._dict[METHOD_CODE_SEQUENCE] = DataElement(METHOD_CODE_SEQUENCE, "SQ", Sequence(sequence))
