@@ -1,5 +1,6 @@
 """What every child process of a gateway node shares: dying with the node, a name in `ps`, a
-low priority, logging, and the stop flag the node sets."""
+low priority (and the CPUs they keep off while the node receives), logging, and the stop flag
+the node sets."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import faulthandler
 import os
 import platform
 import signal
+import threading
 import time
 from typing import Any
 
@@ -73,6 +75,35 @@ def child_setup(config: Config, role: str, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the parent decides when we stop
     logs.configure(config.log_level, role=role, pid=os.getpid())
+
+
+class SpareCores:
+    """While the node receives, its children (workers, forwarders) keep off `reserve` of the
+    CPUs the node may use, so that the receiver, whose every answer a sender waits for, always
+    finds one free at once instead of waiting for a niced child to be preempted; while it is
+    idle they may use them all. At least one CPU is always left to the children. (One sender,
+    2 cores: 0.73x -> 0.96x the durable floor's Success rate with the children kept off one.)"""
+
+    def __init__(self, reserve: int) -> None:
+        cpus = sorted(os.sched_getaffinity(0))
+        self.every = set(cpus)
+        self.spare = set(cpus[min(reserve, len(cpus) - 1):])
+        self._lock = threading.Lock()
+
+    def apply(self, pids: list[int], receiving: bool) -> None:
+        """Give every thread of `pids` the CPUs it may use now."""
+        cpus = self.spare if receiving else self.every
+        with self._lock:
+            for pid in pids:
+                try:
+                    tasks = os.listdir(f"/proc/{pid}/task")
+                except OSError:  # gone
+                    continue
+                for task in tasks:
+                    try:
+                        os.sched_setaffinity(int(task), cpus)
+                    except OSError:  # a thread that ended meanwhile
+                        pass
 
 
 class StopFlag:

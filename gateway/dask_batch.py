@@ -134,9 +134,10 @@ def run_batch_dask(source: Path | list[Path], output: Path, config: Config, sche
         raise RuntimeError("running on a Dask cluster needs the dask extra: "
                            "pip install 'gantry[dask]'") from None
     if first:
-        # What the import made lives as long as the process: frozen out of the garbage
-        # collector's walks, it is not walked again by this run's collections nor by the
-        # interpreter's exit (~85 ms of a `gantry deidentify --scheduler` here).
+        # What exists now (mostly what the import made) lives as long as the process in a
+        # command: frozen out of the garbage collector's walks, it is not walked again by this
+        # run's collections nor by the interpreter's exit (~85 ms of a `gantry deidentify
+        # --scheduler` here). Done once: a process that imported Dask before is left alone.
         gc.freeze()
 
     output = Path(output).absolute()
@@ -171,7 +172,7 @@ def run_batch_dask(source: Path | list[Path], output: Path, config: Config, sche
                              output=str(output), config=shared, token=token, profile=profile,
                              pure=False)
         # A worker without the key or a certificate fails the run here, by name; the tasks
-        # submitted meanwhile fail the same way before writing anything.
+        # submitted meanwhile fail the same way on such a worker, before writing anything.
         prepared.result()
         tasks = dict(zip(futures, parts, strict=True))
         pending = as_completed(futures, loop=client.loop)

@@ -23,10 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from pynetdicom import evt
+
 from gateway import logs, running
-from gateway.children import StopFlag, child_setup, orphaned_check
+from gateway.children import SpareCores, StopFlag, child_setup, orphaned_check
 from gateway.config import Config, ConfigError, load_config
-from gateway.metrics import StageRecorder, StageTimes, node_metrics, success_times
+from gateway.metrics import (
+    SUCCESS,
+    StageRecorder,
+    StageTimes,
+    node_metrics,
+    success_times,
+)
 from gateway.receiver_pool import ReceiverPool
 from gateway.statedir import StateDir
 from gateway.store import Store
@@ -130,9 +138,13 @@ class Service:
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self.reloads = 0
-        self.receiver = Receiver(config, site_key, self.state.db, self.state.spool)
         self.stage_times = StageTimes(self.ctx, STAGE_ROWS)
         successes = success_times(self.ctx, config.network.receivers)
+        self.receiver = Receiver(config, site_key, self.state.db, self.state.spool,
+                                 on_success=successes.recorder(0).success)
+        self.successes, self._answered = successes, 0.0
+        self.cores = SpareCores(config.network.receivers)
+        self._opened = threading.Event()  # an association was established since the last look
         self.metrics, self.metrics_server = node_metrics(config, self.state.db, self.state.root,
                                                          self.stage_times, self.receiver,
                                                          successes)
@@ -181,6 +193,7 @@ class Service:
         if self.audit is not None:
             self.audit.started(self.store)
         self.receiver.start()
+        self.receiver.bind(evt.EVT_ESTABLISHED, self._on_established)
         self.receivers.start(self.receiver.port)
         if self.metrics_server is not None:
             self.metrics_server.start()
@@ -216,6 +229,7 @@ class Service:
                     self.audit.poll(self.store)
                 except (sqlite3.Error, OSError) as exc:  # the next round tries again
                     self.log.warning("audit.poll_failed", error=type(exc).__name__)
+            self._share_cores()
             try:
                 self.store.checkpoint()
             except sqlite3.Error as exc:  # the next round tries again; never stop supervising
@@ -232,6 +246,23 @@ class Service:
                     last_reclaim = time.monotonic()
                 except sqlite3.Error as exc:
                     self.log.warning("store.reclaim_failed", error=type(exc).__name__)
+
+    def _child_pids(self) -> list[int]:
+        return [c.process.pid for c in self.children if c.process is not None]
+
+    def _on_established(self, _event: Any) -> None:
+        self._opened.set()
+        self.cores.apply(self._child_pids(), receiving=True)  # at once, not at the next look
+
+    def _share_cores(self) -> None:
+        """Keep the children off the receivers' CPUs while the node receives (a Success answered
+        by any receiver, or an association established here, since the last look); give them
+        back once it is idle (an association held open with nothing to send is idle)."""
+        answered = self.successes.merged(SUCCESS)[1]
+        receiving = answered != self._answered or self._opened.is_set()
+        self._answered = answered
+        self._opened.clear()
+        self.cores.apply(self._child_pids(), receiving)
 
     def _bury(self, child: _Child) -> None:
         """A child died: requeue its claims (its death counts against the job it was working

@@ -553,9 +553,10 @@ def run(args: argparse.Namespace, root: Path) -> int:
               f"{args.rounds} interleaved rounds): "
               + ", ".join(f"{c}: {rate:.1f}" for c, rate in rates.items())
               + f"; {counts[-1]} vs {counts[0]}: {rates[counts[-1]] / rates[counts[0]]:.2f}x")
+    if args.rounds > 1 or len(counts) > 1:
         for name, runs in rounds.items():
-            print(f"  {name} rounds, Success seconds: "
-                  + " ".join(f"{r['send']:.2f}" for r in runs))
+            print(f"  {name} rounds, Success obj/s: "
+                  + " ".join(f"{n / r['send']:.1f}" for r in runs))
     if "gantry TLS" in results:
         t, d = results["gantry TLS"], results["dcmtk direct TLS"]
         print(f"gantry TLS / gantry (Success): {g['send'] / t['send']:.2f}x   (end to end: "
