@@ -39,6 +39,8 @@ _LENGTH = struct.Struct("<I").unpack_from
 _TAG = struct.Struct("<HH").unpack_from
 _SHORT = struct.Struct("<H").unpack_from
 _VR_NAMES = {vr: vr.decode() for vr in _VRS}
+# RawDataElement(...) without its generated __new__: the same tuple, one call less per element
+_raw = tuple.__new__
 
 
 class Unusual(Exception):
@@ -156,7 +158,7 @@ def _elements(buf: _Bytes, pos: int, implicit: bool, group2: bool
             data = buf.need(end)
         value = data[start:end] if length else empty_value_for_VR(vr, raw=True)
         key = BaseTag(tag)
-        found[key] = RawDataElement(key, vr, length, value, start, implicit, True)
+        found[key] = _raw(RawDataElement, (key, vr, length, value, start, implicit, True))
     return found, pos
 
 
