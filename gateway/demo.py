@@ -12,6 +12,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -232,14 +234,34 @@ def demo_report(root: Path, delivered: list[Path], reasons: Counter,
     return str(path)
 
 
+@contextmanager
+def running_node(config: Any) -> Iterator[Any]:
+    """The node (gateway.service.Service) as `gantry serve` runs it, its supervisor included
+    (respawning children, requeueing claims, and giving the children every CPU back once the
+    node stops receiving: without it they stayed off the receiver's CPU for the whole demo and
+    OCR took twice as long); stopped on exit."""
+    from gateway.service import Service
+    from gateway.sitekey import load_site_key
+
+    service = Service(config, load_site_key(config))
+    service.start()
+    supervisor = threading.Thread(target=service.supervise, name="gantry-supervise",
+                                  daemon=True)
+    supervisor.start()
+    try:
+        yield service
+    finally:
+        service.stopping.set()
+        supervisor.join()  # before stop() closes what the supervisor uses
+        service.stop(grace=10)
+
+
 def run_demo(directory: str | None = None, limit: int | None = None,
              out: Any = print) -> int:
     """Run the whole demo; returns 0 when every Success object is delivered or quarantined."""
     import os
 
     from gateway import logs
-    from gateway.service import Service
-    from gateway.sitekey import load_site_key
     from gateway.store import Store
 
     root = Path(directory or tempfile.mkdtemp(prefix="gantry-demo-")).resolve()
@@ -248,43 +270,41 @@ def run_demo(directory: str | None = None, limit: int | None = None,
     pacs = StandInPacs(root / "research-pacs").start()
     config = demo_config(root, pacs.port)
     logs.configure(config.log_level, role="node")
-    service = Service(config, load_site_key(config))
     t0 = time.monotonic()
-    service.start()
     try:
-        files = sample_files()[:limit]
-        out(f"Gantry listening on 127.0.0.1:{service.port} as {config.network.ae_title}; "
-            f"stand-in research PACS on 127.0.0.1:{pacs.port}")
-        missing = ocr_missing()
-        if missing:
-            out(f"OCR is off ({missing}): at-risk images (ultrasound, secondary capture …) "
-                "are quarantined instead of read")
-        out(f"Sending {len(files)} sample files by C-STORE …")
-        statuses = send_files(files, service.port, config.network.ae_title)
-        accepted = sum(1 for s in statuses.values() if s == 0)
-        refused = Counter(f"0x{s:04X}" if isinstance(s, int) else s
-                          for s in statuses.values() if s != 0)
-        store = Store(service.state.db, durable=False)
-        # OCR of long multi-frame objects takes a while: wait as long as jobs keep finishing
-        last, idle_since = store.pending_jobs(), time.monotonic()
-        if last:
-            out(f"Answered; {last} objects still being de-identified (OCR reads burned-in text "
-                "at about a third of a second per ultrasound frame) …")
-        shown = time.monotonic()
-        while last and time.monotonic() - idle_since < 120:
-            time.sleep(0.2)
+        with running_node(config) as service:
+            files = sample_files()[:limit]
+            out(f"Gantry listening on 127.0.0.1:{service.port} as {config.network.ae_title}; "
+                f"stand-in research PACS on 127.0.0.1:{pacs.port}")
+            missing = ocr_missing()
+            if missing:
+                out(f"OCR is off ({missing}): at-risk images (ultrasound, secondary capture …) "
+                    "are quarantined instead of read")
+            out(f"Sending {len(files)} sample files by C-STORE …")
+            statuses = send_files(files, service.port, config.network.ae_title)
+            accepted = sum(1 for s in statuses.values() if s == 0)
+            refused = Counter(f"0x{s:04X}" if isinstance(s, int) else s
+                              for s in statuses.values() if s != 0)
+            store = Store(service.state.db, durable=False)
+            # OCR of long multi-frame objects takes a while: wait as long as jobs keep finishing
+            last, idle_since = store.pending_jobs(), time.monotonic()
+            if last:
+                out(f"Answered; {last} objects still being de-identified (OCR reads burned-in text "
+                    "at about a third of a second per ultrasound frame) …")
+            shown = time.monotonic()
+            while last and time.monotonic() - idle_since < 120:
+                time.sleep(0.2)
+                pending = store.pending_jobs()
+                if pending != last:
+                    last, idle_since = pending, time.monotonic()
+                if last and time.monotonic() - shown >= 5:
+                    out(f"  {last} still in progress …")
+                    shown = time.monotonic()
+            counts = store.counts()
+            reasons = Counter(r["reason"] for r in store.quarantined())
             pending = store.pending_jobs()
-            if pending != last:
-                last, idle_since = pending, time.monotonic()
-            if last and time.monotonic() - shown >= 5:
-                out(f"  {last} still in progress …")
-                shown = time.monotonic()
-        counts = store.counts()
-        reasons = Counter(r["reason"] for r in store.quarantined())
-        pending = store.pending_jobs()
-        store.close()
+            store.close()
     finally:
-        service.stop(grace=10)
         pacs.stop()
     elapsed = time.monotonic() - t0
     out(f"\nReceived (answered Success): {accepted} of {len(files)} files")

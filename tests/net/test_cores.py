@@ -55,3 +55,27 @@ def test_the_children_keep_off_a_cpu_while_the_node_receives(tmp_path, gateway):
         assert assoc.send_c_echo().Status == 0x0000  # (still open)
     finally:
         assoc.release()
+
+
+def test_the_demo_node_gives_the_cpus_back_once_idle(tmp_path):
+    """`gantry demo` runs the node in its own process (gateway.demo.running_node): its
+    supervisor must run there too, or the children stay off the receiver's CPU after the first
+    association (the demo's OCR then took twice as long)."""
+    from gateway.config import load_config
+    from gateway.demo import running_node
+
+    every = frozenset(os.sched_getaffinity(0))
+    if len(every) < 2:
+        pytest.skip("one CPU: none to keep for the receiver")
+    config = load_config(str(write_config(tmp_path, {"pacs": ("PACS", free_port())})))
+    with running_node(config) as node:
+        kids = [c.process.pid for c in node.children]
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", node.port, ae_title="GANTRY")
+        assert assoc.is_established
+        try:
+            assert wait_for(lambda: every not in allowed(kids), step=0.02)  # receiving
+            assert wait_for(lambda: allowed(kids) == {every})  # idle again: every CPU
+        finally:
+            assoc.release()
