@@ -131,7 +131,7 @@ class Service:
         self.digest = running.file_digest(config.source)
         self.loaded_at = time.time()
         self.state, self._lock = _take_state_dir(config)
-        self.store = Store(self.state.db)
+        self.store = Store(self.state.db, checkpoints=False)  # it runs `checkpoint`
         self.log = logs.get_logger("gateway.service")
         self.ctx = mp.get_context("spawn")
         self.stop_children = StopFlag(self.ctx)

@@ -97,12 +97,13 @@ class Claim:
 class Store:
     """The gateway's SQLite database (one connection per process or thread). `checkpoints`:
     whether this connection's commits copy the write-ahead log into the database now and then
-    (default: all but the durable ones). `lock_poll`: seconds between attempts at the write
-    lock while another connection holds it (None: SQLite's own wait, which sleeps 1 ms, then 2,
-    5, 10…: a writer that held it for 0.1 ms costs the waiter 1 ms)."""
+    (the node's own connections do not: it runs `checkpoint` itself). `lock_poll`: seconds
+    between attempts at the write lock while another connection holds it (None: SQLite's own
+    wait, which sleeps 1 ms, then 2, 5, 10…: a writer that held it for 0.1 ms costs the waiter
+    1 ms)."""
 
     def __init__(self, path: str | Path, *, durable: bool = True,
-                 checkpoints: bool | None = None, lock_poll: float | None = None) -> None:
+                 checkpoints: bool = True, lock_poll: float | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(
@@ -115,8 +116,7 @@ class Store:
         # to a power cut: the receiver's, whose fsync'd spool file makes the job again at the
         # next start; the workers' and forwarders' moves, which a restart does again.
         self.conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-        if not (checkpoints if checkpoints is not None else not durable):
-            # commits that never pay for a checkpoint (the node runs `checkpoint` instead)
+        if not checkpoints:
             self.conn.execute("PRAGMA wal_autocheckpoint = 0")
         self.log = get_logger("gateway.store")
         self.lock_poll = None

@@ -232,14 +232,18 @@ def test_state_dir_sweep_removes_orphans(tmp_path, store):
 
 
 
-def test_only_the_receivers_connection_skips_checkpoints(tmp_path):
-    receiver = Store(tmp_path / "gantry.db")  # durable: the receiver's connection
+def test_only_the_connections_asked_to_skip_checkpoints_do(tmp_path):
+    # as the receiver opens its connection (gateway/net/receiver.py)
+    receiver = Store(tmp_path / "gantry.db", durable=False, checkpoints=False, lock_poll=0.0002)
     worker = Store(tmp_path / "gantry.db", durable=False)
     assert receiver.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
     assert worker.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] > 0
+    assert Store(tmp_path / "gantry.db").conn.execute(  # durable says nothing of checkpoints
+        "PRAGMA wal_autocheckpoint").fetchone()[0] > 0
     for i in range(300):
         add(receiver, f"job{i}")
-    node = Store(tmp_path / "gantry.db")
+    node = Store(tmp_path / "gantry.db", checkpoints=False)  # the node runs them itself
+    assert node.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
     node.checkpoint()  # runs beside the receiver's connection (the WAL itself is SQLite's)
     assert node.counts() == {RECEIVED: 300}
     for s in (node, worker, receiver):
