@@ -177,7 +177,10 @@ class Service:
         return self.receiver.port
 
     def start(self) -> None:
-        """Recover, start the children, then listen."""
+        """Recover, start the children, then listen. `serve` then runs `supervise`; a caller
+        that embeds the node runs it too (in a thread, as the demo does): without it dead
+        children stay dead, claims are never requeued, and the children keep off the receiver's
+        CPU after the first association."""
         requeued = self.store.reclaim(everything=True)
         remade = self.state.recover(self.store, self.key)
         swept = self.state.sweep(self.store)

@@ -9,6 +9,14 @@ import sqlite_utils
 
 SCHEMA_VERSION = 1
 
+# The values of jobs.state.
+RECEIVED, PROCESSING, PROCESSED = "received", "processing", "processed"
+FORWARDING, DELIVERED, QUARANTINED, PURGED = "forwarding", "delivered", "quarantined", "purged"
+STATES = (RECEIVED, PROCESSING, PROCESSED, FORWARDING, DELIVERED, QUARANTINED, PURGED)
+
+# Delivery states (one row per job and destination).
+PENDING, SENDING, SENT, FAILED = "pending", "sending", "delivered", "failed"
+
 
 def create_schema(conn: sqlite3.Connection) -> None:
     """Create what is missing (inside the caller's transaction)."""

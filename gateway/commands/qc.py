@@ -1,6 +1,6 @@
-"""`gantry qc PATH|DB [--json]`: fleet QC (per-machine statistics, outliers with reasons);
-`gantry report PATH|DB|--config FILE -o FILE [--output-only]`: the visual report of a folder of
-DICOM files, a curation session or a gateway node."""
+"""`gantry qc PATH|DB [--json] [--output-only]`: fleet QC (per-machine statistics, outliers
+with reasons); `gantry report PATH|DB|--config FILE -o FILE [--output-only]`: the visual report
+of a folder of DICOM files, a curation session or a gateway node."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction, command: str | None = None) -> Non
                    help="slices read per series for pixel statistics (default 5)")
     p.add_argument("--plots", type=Path, metavar="FOLDER",
                    help="also write the QC plots there as PNG files")
+    p.add_argument("--output-only", action="store_true",
+                   help="of a session database: QC of what its latest export wrote (scanners "
+                        "named by a keyed hash of their serial number), not of the originals")
     p.set_defaults(func=cmd_qc)
 
     p = sub.add_parser("report", help="one self-contained HTML page: counts, risk, quarantine "
@@ -73,7 +76,10 @@ def cmd_qc(args: argparse.Namespace) -> int:
 
     if args.path.is_file() and is_session_db(args.path):
         with _session(args.path) as session:
-            result = session.qc(slices=args.slices)
+            result = session.qc(output=args.output_only, slices=args.slices)
+    elif args.output_only:
+        raise ValueError(f"{args.path}: --output-only is for a session database; for a folder, "
+                         "give the folder the de-identified objects were written to")
     else:
         result = fleet_qc([args.path], slices=args.slices)
     if args.plots:

@@ -43,21 +43,26 @@ class QCResult:
     unreadable: list[str] = field(default_factory=list)
 
     def machines(self) -> dict[str, dict]:
-        """Per machine: model, modalities, series and file counts, medians of the measures."""
-        groups: dict[str, list[SeriesStats]] = defaultdict(list)
+        """Per machine: model, modalities, series and file counts, medians of the measures. A
+        machine whose series are of several modalities (most often "unknown model": files that
+        name no manufacturer) gets a row per modality, "machine (MR)", so that no median mixes
+        a CT's Hounsfield units with another modality's values."""
+        groups: dict[tuple[str, str], list[SeriesStats]] = defaultdict(list)
         for s in self.series:
-            groups[s.machine].append(s)
+            groups[(s.machine, s.modality)].append(s)
+        several = Counter(machine for machine, _ in groups)
+        modality_of = {s.label: s.modality for s in self.series}
         out = {}
-        for machine, group in sorted(groups.items()):
-            row: dict = {"model": group[0].model,
-                         "modalities": sorted({s.modality for s in group}),
+        for (machine, modality), group in sorted(groups.items()):
+            row: dict = {"model": group[0].model, "modalities": [modality],
                          "series": len(group), "files": sum(s.files for s in group),
-                         "outliers": [o.reason for o in self.outliers if o.machine == machine]}
+                         "outliers": [o.reason for o in self.outliers if o.machine == machine
+                                      and modality_of.get(o.label) == modality]}
             for key in SUMMARY:
                 xs = [getattr(s, key) for s in group if getattr(s, key) is not None]
                 row[key] = round(float(np.median(xs)), 2) if xs else None
             row["slice_clusters"] = slice_clustering(group)
-            out[machine] = row
+            out[f"{machine} ({modality})" if several[machine] > 1 else machine] = row
         return out
 
     def flagged_machines(self) -> list[str]:

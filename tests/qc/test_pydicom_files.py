@@ -100,3 +100,26 @@ def test_demo_report_counts_what_the_demo_says(tmp_path):
     assert '<tr class="machine"><td>held back at the gateway</td><td>0</td><td>3</td>' in html
     assert "<th>in the research PACS</th><th>quarantined</th>" in html
     assert html.count('alt="after"') == 3
+
+
+def test_a_machine_of_several_modalities_gets_a_row_per_modality(tmp_path):
+    """CT and MR files that name no manufacturer are both "unknown model": the per-machine
+    summary gives each modality its own row, so no median mixes Hounsfield units with MR
+    values (one row of both had a p50 between the two)."""
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        ds = pydicom.dcmread(get_testdata_file(name))
+        for keyword in ("Manufacturer", "ManufacturerModelName", "DeviceSerialNumber",
+                        "StationName"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.save_as(folder / name)
+    result = fleet_qc([folder], slices=1, clusters=False)
+    rows = result.machines()
+    assert set(rows) == {"unknown model (CT)", "unknown model (MR)"}
+    by_modality = {s.modality: s for s in result.series}
+    for modality in ("CT", "MR"):
+        row = rows[f"unknown model ({modality})"]
+        assert row["modalities"] == [modality] and row["series"] == 1
+        assert row["p50"] == round(by_modality[modality].p50, 2)

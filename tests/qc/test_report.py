@@ -137,6 +137,23 @@ def test_qc_of_a_session_database(exported, monkeypatch, capsys, site_key):
     assert "missing: no such file or folder" in capsys.readouterr().err
 
 
+def test_qc_of_a_session_export_names_scanners_by_keyed_serial(exported, monkeypatch, capsys,
+                                                                site_key):
+    db, dump = exported
+    monkeypatch.setenv("GANTRY_SITE_KEY", site_key.hex())
+    assert main(["qc", str(db), "--output-only"]) == 0
+    text = capsys.readouterr().out
+    keyed = {f"{maker} {model} #{keyed_hash(site_key, serial, 8)}"
+             for maker, model, serial, *_ in FLEET}
+    assert {line.split("  ")[0].strip() for line in text.splitlines()[1:1 + len(FLEET)]} == keyed
+    drift = FLEET[[f"{m} {n} #{s}" for m, n, s, *_ in FLEET].index(DRIFT)]
+    assert f"OUTLIER Acme Scan 64 #{keyed_hash(site_key, drift[2], 8)} series 1" in text
+    for value in originals(dump) | {serial for _, _, serial, *_ in FLEET}:
+        assert value not in text, "an original identifier is in the QC of the export"
+    assert main(["qc", str(dump), "--output-only"]) == 2
+    assert "--output-only is for a session database" in capsys.readouterr().err
+
+
 def test_report_of_a_folder_of_originals(exported, tmp_path, capsys):
     """`gantry report FOLDER`: no session, no configuration; the files shown as they are, with
     their QC, and a banner saying they hold patient data."""
