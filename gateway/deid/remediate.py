@@ -42,7 +42,7 @@ GANTRY_IMPLEMENTATION_VERSION = "GANTRY_0_1"
 class Remediation:
     """What remediation did: originals for the backup, counts for the audit, maps for verify."""
 
-    originals: Dataset = field(default_factory=Dataset)
+    originals: Dataset | None = None  # when asked for: the elements as they were
     counts: Counter = field(default_factory=Counter)
     uid_map: dict[str, str] = field(default_factory=dict)
     # Original UIDs, and the identifying values (dates aside) the matcher came from.
@@ -90,7 +90,8 @@ class _Remediator:
         self.profile = profile
         self.key = key
         self.keep_originals = keep_originals
-        self.result = Remediation(matcher=IdentifierSet.from_dataset(ds, profile))
+        self.result = Remediation(Dataset() if keep_originals else None,
+                                  matcher=IdentifierSet.from_dataset(ds, profile))
         patient = stored_text(ds, PATIENT_ID).strip()
         seed = patient or stored_text(ds, PATIENT_NAME) + "|" + stored_text(ds, 0x00100030)
         if seed == "|":
