@@ -6,6 +6,7 @@ pydicom's element writer. Little endian only; no I/O.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
@@ -31,15 +32,15 @@ def _plain_bytes(elem: RawDataElement | DataElement, implicit: bool) -> bytes | 
     """The encoded value when it can be written without pydicom's general writer, else None:
     raw (never decoded, so unchanged) values as they are, ASCII text, numbers, and sequences of
     such items (with defined lengths)."""
-    if isinstance(elem, RawDataElement):
-        if (elem.is_implicit_VR == implicit and elem.is_little_endian and elem.VR != "SQ"
+    if isinstance(elem, RawDataElement):  # a sequence's value: its items, as they were read
+        if (elem.is_implicit_VR == implicit and elem.is_little_endian
                 and elem.length != 0xFFFFFFFF and elem.value is not None
                 and not len(elem.value) % 2):
             return elem.value
         return None
     vr, value = elem.VR, elem.value
     if vr == "SQ":
-        return _encode_items(value, implicit) if isinstance(value, Sequence) else None
+        return encode_items(value, implicit) if isinstance(value, Sequence) else None
     if value is None or value == "":
         return b"" if vr in STRING_VRS or vr in _NUMBER_FORMATS else None
     if isinstance(value, bytes):  # pixel data may be encapsulated: pydicom's writer knows
@@ -66,7 +67,7 @@ def _plain_bytes(elem: RawDataElement | DataElement, implicit: bool) -> bytes | 
     return data
 
 
-def _encode_items(items: Sequence, implicit: bool) -> bytes | None:
+def encode_items(items: Iterable[Dataset], implicit: bool) -> bytes | None:
     """A sequence's items, each with its length, or None when an element needs pydicom."""
     out = []
     for item in items:

@@ -40,6 +40,7 @@ _TAG = struct.Struct("<HH").unpack_from
 _SHORT = struct.Struct("<H").unpack_from
 _VR_NAMES = {vr: vr.decode() for vr in _VRS}
 # RawDataElement(...) without its generated __new__: the same tuple, one call less per element
+# (all nine fields: pydicom reads is_raw and is_buffered, and _replace()s raw elements)
 _raw = tuple.__new__
 
 
@@ -158,7 +159,8 @@ def _elements(buf: _Bytes, pos: int, implicit: bool, group2: bool
             data = buf.need(end)
         value = data[start:end] if length else empty_value_for_VR(vr, raw=True)
         key = BaseTag(tag)
-        found[key] = _raw(RawDataElement, (key, vr, length, value, start, implicit, True))
+        found[key] = _raw(RawDataElement,
+                          (key, vr, length, value, start, implicit, True, True, False))
     return found, pos
 
 

@@ -145,10 +145,11 @@ class Pipeline:
                                               self._certificates[backup.recipients],
                                               cfg.backup_max_value_bytes)
             extra: tuple[str, ...] = ()
-            # the matcher verify uses, and its OCR-tolerant cousin (a misread letter, words run
-            # together)
+            # for OCR: the matcher verify uses, and its OCR-tolerant cousin (a misread letter,
+            # words run together)
             identifiers = [remediation.matcher.spans,
-                           IdentifierTokens(remediation.identifiers).spans]
+                           IdentifierTokens(remediation.identifiers).spans] if (
+                decision.regions or by_ocr) else []
             if decision.regions:
                 self.redactor.redact(ds, decision)
                 extra = (CLEAN_PIXEL_DATA,)

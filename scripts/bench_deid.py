@@ -13,8 +13,11 @@ With --commands, whole processes timed as a user types them instead (medians of 
 rounds, process start included): `gantry deidentify --workers 1`, a one-process loop over
 dcmanon's API (it ships no command), and `gantry deidentify --scheduler` against a standing
 cluster (`dask scheduler` + 2 `dask worker --nthreads 1 --preload gateway.dask_batch`, started
-before the rounds, as a user's cluster is). --commands-count N adds a row of the two gantry
-commands at N files (the first --count of them the same), where the fixed costs weigh less.
+before the rounds, as a user's cluster is), and a ceiling row: the same CPU per file as one
+local worker spends (measured in the run), burnt by one process and by the Dask command on the
+same cluster and task path. --commands-count N adds a row of the two gantry commands at N files
+(the first --count of them the same), where the fixed costs weigh less. Outputs are kept until
+the run ends (see _time_rounds).
 Usage: python scripts/bench_deid.py [--count 2000] [--rounds 3] [--no-redaction] [--commands
 [--commands-count N]]
 """
@@ -157,6 +160,72 @@ for f in sorted(Path(sys.argv[1]).iterdir()):
 """
 
 
+BURN_ONE = """
+import sys, time
+from pathlib import Path
+per_file = float(sys.argv[1])
+for f in sorted(Path(sys.argv[2]).iterdir()):
+    end = time.thread_time() + per_file
+    while time.thread_time() < end:
+        pass
+"""
+
+# The Dask command as typed (`gantry deidentify --scheduler`, the same client, cluster and task
+# path) with each task's de-identification replaced by a burn of the same CPU per file. Its
+# outcomes are of the real ones' shape (sent back, recorded, counted); it writes nothing.
+BURN_DASK = """
+import sys, time
+from pathlib import Path
+import gateway.dask_batch
+from gateway.cli import main
+per_file, scheduler = float(sys.argv[1]), sys.argv[2]
+def burn(paths, output, config, token, profile):
+    outcomes = []
+    for src in paths:
+        end = time.thread_time() + per_file
+        while time.thread_time() < end:
+            pass
+        uid = "2.25." + str(abs(hash(src))).ljust(56, "7")
+        outcomes.append((f"{output}/{uid[:40]}/{uid[:50]}/{uid}.dcm", uid[:40], uid[:50], uid,
+                         "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1", "0" * 64,
+                         (("X", 14), ("U", 5), ("D", 3), ("Z", 2), ("K", 1)), (), None))
+    return outcomes
+gateway.dask_batch._deidentify_chunk = burn
+sys.exit(main(["deidentify", sys.argv[3], sys.argv[4], "--scheduler", scheduler, "--quiet"]))
+"""
+
+
+BURN_ONE_NAME, BURN_DASK_NAME = "ceiling: burn, one process", "ceiling: burn, 2x1 Dask"
+
+
+def per_file_cpu(src: Path, out: Path, key: bytes, sample: int = 200) -> float:
+    """CPU seconds (user + system) one local worker spends per file, as its forked child does:
+    the pipeline compiled, the heap frozen, `_write_once` over `sample` files in-process (the
+    median of three samples of `sample` files, after a fourth as warm-up)."""
+    import gc
+
+    from gateway.batch import _write_once
+    from gateway.config import load_config
+    from gateway.pipeline import Pipeline, layout_path
+
+    pipeline, files = Pipeline(load_config(None), key), sorted(src.iterdir())
+    os.sync()  # the inputs just generated are not written back while this is timed
+    gc.collect()
+    gc.freeze()
+    samples = []
+    try:
+        for k in range(4):  # the first sample warms up (caches, first folders) and is dropped
+            place = layout_path(out / str(k))
+            chunk = files[k * sample:(k + 1) * sample] or files[:sample]
+            start = time.process_time()
+            for f in chunk:
+                _write_once(pipeline, f, place, "default")
+            samples.append((time.process_time() - start) / len(chunk))
+    finally:
+        gc.unfreeze()
+    return median(samples[1:])  # `out` stays until the run ends (see _time_rounds)
+
+
 def _free_port() -> int:
     import socket
 
@@ -194,7 +263,11 @@ class StandingCluster:
 
 def _time_rounds(commands: dict[str, list[str]], src: Path, work: Path, env: dict[str, str],
                  rounds: int, tag: str) -> dict[str, list[float]]:
-    """Each command's whole process over `src`, in interleaved rounds: seconds per round."""
+    """Each command's whole process over `src`, in interleaved rounds: seconds per round.
+    Outputs are kept until the run ends (a few GB): ext4 without a journal skips the inodes
+    freed in the last 60 s (360 s while their table is dirty) one by one when it allocates
+    one, so deleting a round's thousands of outputs would tax the next rounds' file creations
+    (a quarter of a one-process loop's time in `recently_deleted` under perf here)."""
     times: dict[str, list[float]] = {name: [] for name in commands}
     for r in range(rounds):
         for i, (name, command) in enumerate(commands.items()):
@@ -206,10 +279,6 @@ def _time_rounds(commands: dict[str, list[str]], src: Path, work: Path, env: dic
             subprocess.run([*command, str(src), str(out)], env=env, check=True,
                            stdout=subprocess.DEVNULL, cwd=ROOT)
             times[name].append(time.perf_counter() - start)
-        for old in work.glob(f"{tag}{r}-*"):
-            shutil.rmtree(old)
-        os.sync()
-        time.sleep(SETTLE_SECONDS)
     return times
 
 
@@ -223,18 +292,19 @@ def _more_files(src: Path, folder: Path, count: int) -> Path:
     return folder
 
 
-def _paired(times: dict[str, list[float]]) -> str:
+def _paired(times: dict[str, list[float]], one: str = "gantry deidentify --workers 1",
+            dask: str = "gantry --scheduler (2x1 Dask)") -> str:
     """Dask vs one worker within each round (a neighbour's load drifts less within a round)."""
-    return " ".join(f"{one / dask:.2f}x" for one, dask in zip(
-        times["gantry deidentify --workers 1"], times["gantry --scheduler (2x1 Dask)"],
-        strict=True))
+    return " ".join(f"{a / b:.2f}x" for a, b in zip(times[one], times[dask], strict=True))
 
 
 def bench_commands(src: Path, work: Path, rounds: int, large: int = 0) -> None:
     """Whole processes, as typed: medians of interleaved rounds; with `large`, an extra row of
     the two gantry commands at that many files."""
     gantry = [sys.executable, "-m", "gateway.cli", "deidentify"]
-    env = dict(os.environ, GANTRY_SITE_KEY=os.urandom(32).hex())
+    key = os.urandom(32)
+    env = dict(os.environ, GANTRY_SITE_KEY=key.hex())
+    cpu = per_file_cpu(src, work / "sample", key)
     cluster = StandingCluster(env)  # its workers read the key from their environment
     try:
         commands = {
@@ -242,6 +312,10 @@ def bench_commands(src: Path, work: Path, rounds: int, large: int = 0) -> None:
             "gantry deidentify --workers 1": [*gantry, "--workers", "1", "--quiet"],
             "gantry --scheduler (2x1 Dask)": [*gantry, "--scheduler", cluster.address,
                                               "--quiet"],
+            # The ceiling: the same CPU per file as burns, in one process and on the same
+            # client, cluster and task path (see BURN_DASK).
+            BURN_ONE_NAME: [sys.executable, "-c", BURN_ONE, f"{cpu:.9f}"],
+            BURN_DASK_NAME: [sys.executable, "-c", BURN_DASK, f"{cpu:.9f}", cluster.address],
         }
         # One untimed run of each on one file: a standing cluster has run a job before (its
         # workers have compiled the pipeline), and every command's files are in the page cache.
@@ -273,12 +347,23 @@ def bench_commands(src: Path, work: Path, rounds: int, large: int = 0) -> None:
           f"{load:.1f} on {os.cpu_count()} CPUs.\n")
     print(f"{'command':32s} {'objects/s':>10s} {'vs dcmanon':>11s}")
     for name, seconds in times.items():
-        print(f"{name:32s} {n / median(seconds):10.0f} {base / median(seconds):10.2f}x")
+        if name not in (BURN_ONE_NAME, BURN_DASK_NAME):
+            print(f"{name:32s} {n / median(seconds):10.0f} {base / median(seconds):10.2f}x")
     dask = median(times["gantry --scheduler (2x1 Dask)"])
     print(f"\none worker vs dcmanon: {base / one_worker:.2f}x (target 1.5x); Dask 2x1 vs one "
           f"local worker: {one_worker / dask:.2f}x (target 1.7x, round by round: "
           f"{_paired(times)}); rounds (s): "
           + "; ".join(f"{k}: {' '.join(f'{x:.2f}' for x in v)}" for k, v in times.items()))
+    burn_one, burn_dask = median(times[BURN_ONE_NAME]), median(times[BURN_DASK_NAME])
+    print(f"\nCeiling row (synthetic, not the issue's target): every file burns "
+          f"{cpu * 1e3:.3f} ms of CPU, what one local worker spent per file in this run "
+          f"(in-process, median of three samples of 200). One process burning it all "
+          f"{burn_one:.2f} s; the Dask command (same client, cluster, tasks) burning it "
+          f"{burn_dask:.2f} s: {burn_one / burn_dask:.2f}x (round by round: "
+          f"{_paired(times, BURN_ONE_NAME, BURN_DASK_NAME)}), what any engine of this CPU per "
+          f"file and no start cost gets from Dask 2x1 here. The gantry one-worker command "
+          f"against that Dask burn: {one_worker / burn_dask:.2f}x, the most the Dask command "
+          "could reach against it in this run.")
     if large:
         one_big = median(big_times["gantry deidentify --workers 1"])
         dask_big = median(big_times["gantry --scheduler (2x1 Dask)"])

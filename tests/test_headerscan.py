@@ -9,6 +9,7 @@ from pathlib import Path
 import data_store
 import pydicom
 import pytest
+from pydicom.dataelem import RawDataElement
 
 from gateway.dicomio import DicomReadError, read_for_deid
 from gateway.headerscan import Unusual, scan_header
@@ -26,6 +27,13 @@ def test_scan_agrees_with_pydicom(corpus_file: Path) -> None:
     except Unusual:
         return  # read by pydicom instead: the corpus test covers that path
     slow, slow_pos = _pydicom_header(corpus_file)
+    # undecoded, each element is the tuple pydicom's reader makes, every field of it (pydicom
+    # reads .is_raw and .is_buffered, and _replace()s a raw element to fix its VR or value)
+    for tag in slow.keys():
+        raw = slow._dict[tag]
+        if isinstance(raw, RawDataElement):
+            assert tuple(fast._dict[tag]) == tuple(raw), f"{tag} differs undecoded"
+            assert fast._dict[tag]._replace(VR=raw.VR) == raw
     assert pos == slow_pos
     assert size == corpus_file.stat().st_size
     assert fast.file_meta == slow.file_meta

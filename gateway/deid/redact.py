@@ -51,9 +51,12 @@ from gateway.deid.signatures import (
     rule_from_config,
     rule_from_signature,
 )
+from gateway.deid.values import read_text
 
 BUILTIN_CTP = "builtin"  # `ctp_scripts: [builtin]` loads the CTP library shipped with Gantry
 CLEAN_PIXEL_DATA_CODE = "113101"  # CID 7050 "Clean Pixel Data Option"
+BURNED_IN_ANNOTATION, MODALITY, SOP_CLASS_UID = 0x00280301, 0x00080060, 0x00080016
+MEDIA_STORAGE_SOP_CLASS_UID = 0x00020002
 
 _NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian,
            DeflatedExplicitVRLittleEndian)
@@ -116,12 +119,14 @@ class Redactor:
         return first_match(self.rules, header)
 
     def at_risk(self, header: Dataset) -> bool:
-        burned = str(header.get("BurnedInAnnotation", "") or "").strip().upper() == "YES"
-        modality = str(header.get("Modality", "") or "").strip().upper()
-        sop_class = str(header.get("SOPClassUID", "") or "")
+        """BurnedInAnnotation YES, or a modality or SOP class in the at-risk lists (elements
+        read undecoded where that is the same, `values.read_text`)."""
+        burned = read_text(header, BURNED_IN_ANNOTATION).strip().upper() == "YES"
+        modality = read_text(header, MODALITY).strip().upper()
+        sop_class = read_text(header, SOP_CLASS_UID)
         if not sop_class:
             meta = getattr(header, "file_meta", None)
-            sop_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta else ""
+            sop_class = read_text(meta, MEDIA_STORAGE_SOP_CLASS_UID) if meta else ""
         return burned or modality in self._modalities or sop_class in self._sop_classes
 
     def decide(self, header: Dataset) -> Decision:

@@ -23,7 +23,7 @@ from gateway.deid.dates import DateFormatError, shift_da, shift_dt
 from gateway.deid.dummies import dummy_for
 from gateway.deid.identifiers import IdentifierSet
 from gateway.deid.profile import Profile
-from gateway.deid.values import element_vr, stored_text, str_values, text_values
+from gateway.deid.values import as_stored, element_vr, stored_text, str_values, text_values
 from gateway.deid.vr import BINARY_VRS, FREE_TEXT_VRS, STRING_VRS, TEXT_VRS
 
 PATIENT_NAME = 0x00100010
@@ -42,7 +42,7 @@ GANTRY_IMPLEMENTATION_VERSION = "GANTRY_0_1"
 class Remediation:
     """What remediation did: originals for the backup, counts for the audit, maps for verify."""
 
-    originals: Dataset = field(default_factory=Dataset)
+    originals: Dataset | None = None  # when asked for: the elements as they were
     counts: Counter = field(default_factory=Counter)
     uid_map: dict[str, str] = field(default_factory=dict)
     # Original UIDs, and the identifying values (dates aside) the matcher came from.
@@ -90,7 +90,8 @@ class _Remediator:
         self.profile = profile
         self.key = key
         self.keep_originals = keep_originals
-        self.result = Remediation(matcher=IdentifierSet.from_dataset(ds, profile))
+        self.result = Remediation(Dataset() if keep_originals else None,
+                                  matcher=IdentifierSet.from_dataset(ds, profile))
         patient = stored_text(ds, PATIENT_ID).strip()
         seed = patient or stored_text(ds, PATIENT_NAME) + "|" + stored_text(ds, 0x00100030)
         if seed == "|":
@@ -193,7 +194,7 @@ class _Remediator:
             if vr == "SQ":
                 return self._sequence(ds, ds[key], top, clean)
             if code is None and clean and vr in FREE_TEXT_VRS:
-                return self._clean(ds, ds[key], top)
+                return self._clean(ds, key, top)
             if code is None and vr == "UI" and tag not in keyed.CLASS_UID_TAGS:
                 return self._uid(ds, key, top)
             if code is None and vr in ("DA", "DT") and profile.modified_dates:
@@ -226,7 +227,7 @@ class _Remediator:
             self._count("D")
             return True
         # C: clean
-        return self._clean(ds, ds[key], top)
+        return self._clean(ds, key, top)
 
     def _uid(self, ds: Dataset, key: int, top: bool) -> bool:
         values = text_values(ds, key)
@@ -238,7 +239,16 @@ class _Remediator:
         self._count("U")
         return True
 
-    def _clean(self, ds: Dataset, elem: DataElement, top: bool) -> bool:
+    def _clean(self, ds: Dataset, key: int, top: bool) -> bool:
+        """Clean (C) one element (`key` as in `_public`). Dates and times are read without
+        decoding the element: shifted, or left as they are (a time identifies no one)."""
+        vr = element_vr(ds, key)
+        if vr in ("DA", "DT", "TM") and ds._dict[key].value and as_stored(ds, key):
+            if vr != "TM" and self.profile.modified_dates and self._shift(ds, key, vr, top):
+                self._count("C")
+                return True
+            return False
+        elem = ds[key]
         vr = elem.VR
         if vr == "SQ":
             return self._sequence(ds, elem, top, clean=True)
@@ -280,7 +290,7 @@ class _Remediator:
         if action == "keep":
             return False
         if action == "clean":  # as the table's C: the object's identifiers scrubbed away
-            return self._clean(ds, elem, top)
+            return self._clean(ds, elem.tag, top)
         self._record(ds, elem.tag, top)
         if action == "remove":
             del ds[elem.tag]

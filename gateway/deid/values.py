@@ -45,3 +45,33 @@ def element_vr(ds: Dataset, tag: int) -> str:
         return vr
     entry = DicomDictionary.get(tag)  # implicit VR, or UN standing for a known VR
     return entry[0] if entry else "UN"
+
+
+def as_stored(ds: Dataset, key: int) -> bool:
+    """Whether reading the string element `key` undecoded is the same as decoding it: it is
+    decoded already, or raw under its own VR (not UN) with an ASCII value in the form the
+    encoder writes (values joined by backslashes, no space or NUL around them but the one that
+    pads to even length). Decoding any other element changes how it is written (its VR, its
+    padding): stages that read it decode it, as pydicom's accessors do."""
+    elem = ds._dict[key]
+    if not isinstance(elem, RawDataElement):
+        return True
+    if elem.VR == "UN":
+        return False
+    value = elem.value
+    if not value:
+        return True
+    if not value.isascii():
+        return False
+    text = "\\".join(v.strip(" \x00") for v in value.decode("ascii").split("\\")).encode()
+    if len(text) % 2:
+        text += b"\x00" if element_vr(ds, key) == "UI" else b" "
+    return text == value
+
+
+def read_text(ds: Dataset, tag: int) -> str:
+    """`stored_text`, the element decoded in place first unless it is `as_stored` (so that it
+    is written as pydicom's accessors, which read it before, left it)."""
+    if tag in ds._dict and not as_stored(ds, tag):
+        ds[tag]
+    return stored_text(ds, tag)

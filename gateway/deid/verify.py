@@ -26,9 +26,10 @@ from gateway.deid.remediate import (
 )
 from gateway.deid.tags import tag_str
 from gateway.deid.validity import CHARACTERS, element_problem
-from gateway.deid.values import element_vr, text_values
+from gateway.deid.values import element_vr, read_text, text_values
 from gateway.deid.vr import STRING_VRS
 
+SOP_CLASS_UID = 0x00080016
 LONG_UID = 6  # original UIDs this long are also looked for inside other text
 # Written by remediation and the stamp whatever the input held: the method's own words
 # ("Retain Patient Characteristics Option") are no identifier of a patient named Patient.
@@ -44,7 +45,7 @@ def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]
     long_uids = [v for v in uids if len(v) >= LONG_UID]
     matcher = remediation.matcher
     problems: list[str] = []
-    sop_class = str(ds.get("SOPClassUID", "") or "")
+    sop_class = read_text(ds, SOP_CLASS_UID)
 
     def check(item: Dataset, path: str, top: bool) -> None:
         creators: dict[tuple[int, int], str] = {}

@@ -10,7 +10,9 @@ import csv
 import datetime as dt
 from pathlib import Path
 
+import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -18,11 +20,12 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
 import gateway
-from gateway.config import OPTION_NAMES, ProfileConfig, TagOverride
+from gateway.config import OPTION_NAMES, ProfileConfig, TagOverride, parse_config
 from gateway.deid.profile import Profile
 from gateway.deid.remediate import remediate
 from gateway.deid.stamp import stamp
 from gateway.deid.verify import verify
+from gateway.pipeline import Forwarded, Pipeline
 
 DATA = Path(gateway.__file__).parent / "deid" / "data"
 E11_CSV = DATA / "ps315_table_E.1-1_2026d.csv"
@@ -483,6 +486,24 @@ def test_stamp_adds_clean_pixel_data_code() -> None:
     stamp(ds, profile, ["113101"])
     assert sorted(i.CodeValue for i in ds.DeidentificationMethodCodeSequence) == [
         "113100", "113101"]
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_implicit.dcm",
+                                  "MR_small_bigendian.dcm"])
+def test_the_stamp_reads_back_from_the_written_file(name: str, tmp_path: Path,
+                                                    site_key: bytes) -> None:
+    """Explicit and implicit VR little endian (the method code items copied as encoded once)
+    and big endian (pydicom's writer): the file holds the stamp's codes, item by item."""
+    config = parse_config({"site_key": {"env": "UNUSED"}}, "<test>")
+    src = Path(get_testdata_file(name))
+    assert isinstance(Pipeline(config, site_key).process(src, tmp_path / name), Forwarded)
+    out = pydicom.dcmread(tmp_path / name)
+    assert out.file_meta.TransferSyntaxUID == pydicom.dcmread(src).file_meta.TransferSyntaxUID
+    items = out.DeidentificationMethodCodeSequence
+    expected = Profile.from_config(config.profile_named("default")).method_codes()
+    assert [(i.CodeValue, i.CodeMeaning) for i in items] == expected
+    assert all(i.CodingSchemeDesignator == "DCM" and len(i) == 3 for i in items)
+    assert list(out.DeidentificationMethod) == [meaning for _, meaning in expected]
 
 
 # ------------------------------------------------------------------ per-tag overrides
