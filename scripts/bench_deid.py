@@ -13,8 +13,8 @@ With --commands, whole processes timed as a user types them instead (medians of 
 rounds, process start included): `gantry deidentify --workers 1`, a one-process loop over
 dcmanon's API (it ships no command), and `gantry deidentify --scheduler` against a standing
 cluster (`dask scheduler` + 2 `dask worker --nthreads 1 --preload gateway.dask_batch`, started
-before the rounds, as a user's cluster is), and a ceiling row: the same CPU per file as one
-local worker spends (measured in the run), burnt by one process and by the Dask command on the
+before the rounds, as a user's cluster is), and a ceiling row: the CPU per file of the
+one-worker command (measured in the run), burnt by one process and by the Dask command on the
 same cluster and task path. --commands-count N adds a row of the two gantry commands at N files
 (the first --count of them the same), where the fixed costs weigh less. Outputs are kept until
 the run ends (see _time_rounds).
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -198,32 +199,24 @@ sys.exit(main(["deidentify", sys.argv[3], sys.argv[4], "--scheduler", scheduler,
 BURN_ONE_NAME, BURN_DASK_NAME = "ceiling: burn, one process", "ceiling: burn, 2x1 Dask"
 
 
-def per_file_cpu(src: Path, out: Path, key: bytes, sample: int = 200) -> float:
-    """CPU seconds (user + system) one local worker spends per file, as its forked child does:
-    the pipeline compiled, the heap frozen, `_write_once` over `sample` files in-process (the
-    median of three samples of `sample` files, after a fourth as warm-up)."""
-    import gc
+def _run_cpu(command: list[str], src: Path, out: Path, env: dict[str, str]) -> float:
+    """Run `command SRC OUT`; the CPU seconds (user + system) it and its children spent."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([*command, str(src), str(out)], env=env, check=True,
+                   stdout=subprocess.DEVNULL, cwd=ROOT)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
-    from gateway.batch import _write_once
-    from gateway.config import load_config
-    from gateway.pipeline import Pipeline, layout_path
 
-    pipeline, files = Pipeline(load_config(None), key), sorted(src.iterdir())
-    os.sync()  # the inputs just generated are not written back while this is timed
-    gc.collect()
-    gc.freeze()
-    samples = []
-    try:
-        for k in range(4):  # the first sample warms up (caches, first folders) and is dropped
-            place = layout_path(out / str(k))
-            chunk = files[k * sample:(k + 1) * sample] or files[:sample]
-            start = time.process_time()
-            for f in chunk:
-                _write_once(pipeline, f, place, "default")
-            samples.append((time.process_time() - start) / len(chunk))
-    finally:
-        gc.unfreeze()
-    return median(samples[1:])  # `out` stays until the run ends (see _time_rounds)
+def per_file_cpu(command: list[str], src: Path, one: Path, work: Path,
+                 env: dict[str, str]) -> float:
+    """CPU seconds per file of `command` (`gantry deidentify --workers 1`: the process and its
+    worker, user and system): its CPU over every file of `src` less its CPU over the one file
+    of `one` (its start), over the files less one. Untimed runs, outputs kept."""
+    _run_cpu(command, one, work / "cpu-warm", env)
+    start = _run_cpu(command, one, work / "cpu-one", env)
+    n = sum(1 for _ in src.iterdir())
+    return (_run_cpu(command, src, work / "cpu-all", env) - start) / max(1, n - 1)
 
 
 def _free_port() -> int:
@@ -261,6 +254,9 @@ class StandingCluster:
             proc.wait(30)
 
 
+CPU: dict[str, list[float]] = {}  # "TAG COMMAND": CPU seconds of its own processes per round
+
+
 def _time_rounds(commands: dict[str, list[str]], src: Path, work: Path, env: dict[str, str],
                  rounds: int, tag: str) -> dict[str, list[float]]:
     """Each command's whole process over `src`, in interleaved rounds: seconds per round.
@@ -276,9 +272,9 @@ def _time_rounds(commands: dict[str, list[str]], src: Path, work: Path, env: dic
                 out.mkdir()
             os.sync()
             start = time.perf_counter()
-            subprocess.run([*command, str(src), str(out)], env=env, check=True,
-                           stdout=subprocess.DEVNULL, cwd=ROOT)
+            cpu = _run_cpu(command, src, out, env)
             times[name].append(time.perf_counter() - start)
+            CPU.setdefault(f"{tag} {name}", []).append(cpu)
     return times
 
 
@@ -302,9 +298,11 @@ def bench_commands(src: Path, work: Path, rounds: int, large: int = 0) -> None:
     """Whole processes, as typed: medians of interleaved rounds; with `large`, an extra row of
     the two gantry commands at that many files."""
     gantry = [sys.executable, "-m", "gateway.cli", "deidentify"]
-    key = os.urandom(32)
-    env = dict(os.environ, GANTRY_SITE_KEY=key.hex())
-    cpu = per_file_cpu(src, work / "sample", key)
+    env = dict(os.environ, GANTRY_SITE_KEY=os.urandom(32).hex())
+    one = work / "one"
+    one.mkdir()
+    shutil.copy(next(src.iterdir()), one)
+    cpu = per_file_cpu([*gantry, "--workers", "1", "--quiet"], src, one, work, env)
     cluster = StandingCluster(env)  # its workers read the key from their environment
     try:
         commands = {
@@ -319,9 +317,6 @@ def bench_commands(src: Path, work: Path, rounds: int, large: int = 0) -> None:
         }
         # One untimed run of each on one file: a standing cluster has run a job before (its
         # workers have compiled the pipeline), and every command's files are in the page cache.
-        one = work / "one"
-        one.mkdir()
-        shutil.copy(next(src.iterdir()), one)
         for i, command in enumerate(commands.values()):
             (work / f"warm{i}").mkdir()
             subprocess.run([*command, str(one), str(work / f"warm{i}")], env=env, check=True,
@@ -354,12 +349,15 @@ def bench_commands(src: Path, work: Path, rounds: int, large: int = 0) -> None:
           f"local worker: {one_worker / dask:.2f}x (target 1.7x, round by round: "
           f"{_paired(times)}); rounds (s): "
           + "; ".join(f"{k}: {' '.join(f'{x:.2f}' for x in v)}" for k, v in times.items()))
+    print("CPU of each command's own processes, medians (s; a Dask command's is its "
+          "client's alone): " + "; ".join(f"{k.split(' ', 1)[1]}: {median(v):.2f}"
+                                          for k, v in CPU.items() if k.startswith("cmd ")))
     burn_one, burn_dask = median(times[BURN_ONE_NAME]), median(times[BURN_DASK_NAME])
     print(f"\nCeiling row (synthetic, not the issue's target): every file burns "
-          f"{cpu * 1e3:.3f} ms of CPU, what one local worker spent per file in this run "
-          f"(in-process, median of three samples of 200). One process burning it all "
-          f"{burn_one:.2f} s; the Dask command (same client, cluster, tasks) burning it "
-          f"{burn_dask:.2f} s: {burn_one / burn_dask:.2f}x (round by round: "
+          f"{cpu * 1e3:.3f} ms of CPU, what the one-worker command spent per file in this run "
+          f"(its CPU, user and system, on {n} files less that on one file). One process "
+          f"burning it all {burn_one:.2f} s; the Dask command (same client, cluster, tasks) "
+          f"burning it {burn_dask:.2f} s: {burn_one / burn_dask:.2f}x (round by round: "
           f"{_paired(times, BURN_ONE_NAME, BURN_DASK_NAME)}), what any engine of this CPU per "
           f"file and no start cost gets from Dask 2x1 here. The gantry one-worker command "
           f"against that Dask burn: {one_worker / burn_dask:.2f}x, the most the Dask command "
