@@ -179,17 +179,19 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
     shutil.rmtree(remote)
 
 
-def _loaded(env: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess, set[str], int]:
+def _loaded(env: dict[str, str], *args: str
+            ) -> tuple[subprocess.CompletedProcess, set[str], int, bool]:
     """`gantry ARGS` run in a Python that prints, last, the modules it imported (gateway's by
-    name, the others by top-level package) and how many objects were left frozen out of the
-    garbage collections."""
+    name, the others by top-level package), how many objects were left frozen out of the
+    garbage collections, and whether the collector is on."""
     script = ("import gc, sys\nfrom gateway.cli import main\ncode = main(sys.argv[1:])\n"
               "print((sorted({m if m.startswith('gateway.') else m.split('.')[0] "
-              "for m in sys.modules}), gc.get_freeze_count()))\nsys.exit(code)\n")
+              "for m in sys.modules}), gc.get_freeze_count(), gc.isenabled()))\n"
+              "sys.exit(code)\n")
     run = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
                          env=env, timeout=600)
-    modules, frozen = eval(run.stdout.splitlines()[-1])  # noqa: S307 - our own tuple's repr
-    return run, set(modules), frozen
+    modules, frozen, collecting = eval(run.stdout.splitlines()[-1])  # noqa: S307 - our repr
+    return run, set(modules), frozen, collecting
 
 
 def test_each_form_of_deidentify_imports_only_what_it_runs(
@@ -198,20 +200,22 @@ def test_each_form_of_deidentify_imports_only_what_it_runs(
     """The command's start is part of its time: the Dask client reads no DICOM (the workers
     do), and neither form loads the network stack, metrics, logging, crypto or rich."""
     never = {"pynetdicom", "prometheus_client", "structlog", "cryptography", "rich"}
-    run, local, _ = _loaded(gantry_env, "deidentify", str(batch_folder.root), str(tmp_path / "a"),
-                         "--workers", "1")
+    run, local, _, _ = _loaded(gantry_env, "deidentify", str(batch_folder.root),
+                               str(tmp_path / "a"), "--workers", "1")
     assert run.returncode == 1 and {"pydicom", "gateway.pipeline"} <= local, run.stderr
     assert not local & never, local & never
 
     monkeypatch.setenv("GANTRY_SITE_KEY", site_key.hex())  # the workers' environment
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                   dashboard_address=None, host="127.0.0.1") as cluster:
-        run, client, frozen = _loaded(gantry_env, "deidentify", str(batch_folder.root),
-                              str(tmp_path / "b"), "--scheduler", cluster.scheduler_address)
+        run, client, frozen, collecting = _loaded(
+            gantry_env, "deidentify", str(batch_folder.root), str(tmp_path / "b"),
+            "--scheduler", cluster.scheduler_address)
     assert run.returncode == 1 and "distributed" in client, run.stderr
     assert not client & (never | {"pydicom", "gateway.pipeline"}), client
-    # What `distributed`'s import made is frozen out of the collections (and of the exit's).
-    assert frozen > 10_000, frozen
+    # What `distributed`'s import made is frozen out of the collections (and of the exit's),
+    # and the collector, off while it was imported, is on again.
+    assert frozen > 10_000 and collecting, (frozen, collecting)
     assert tree(tmp_path / "b") == tree(tmp_path / "a")
 
 

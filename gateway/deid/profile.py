@@ -74,7 +74,8 @@ class Profile:
     overlay_data_code: str
     overlay_comments_code: str
     private_code: str
-    safe_private: frozenset[tuple[int, str, int]]  # (group, creator, element offset)
+    # (group, creator, element offset) → the VR Table E.3.10-1 gives it ("" if none)
+    safe_private: dict[tuple[int, str, int], str]
     overrides: dict[int, TagOverride] = field(default_factory=dict)
     date_shift_days: tuple[int, int] = (-365, -1)
     pseudonym_prefix: str = "GANTRY-"
@@ -133,6 +134,12 @@ class Profile:
             return False
         return (group, creator.strip(), element & 0xFF) in self.safe_private
 
+    def safe_private_vr(self, group: int, creator: str, element: int) -> str:
+        """The VR Table E.3.10-1 gives a safe private element ("" if it gives none; the first
+        of two, as in OW/OB)."""
+        vr = self.safe_private.get((group, creator.strip(), element & 0xFF), "")
+        return vr.replace("/", " ").split(" ")[0] if vr else ""
+
     def method_codes(self) -> list[tuple[str, str]]:
         """CID 7050 (code value, meaning) of the profile and every option applied."""
         return [METHOD_CODES["basic"]] + [METHOD_CODES[c] for c in self.columns]
@@ -155,7 +162,7 @@ def _compile(columns: tuple[str, ...], overrides: tuple[tuple[str, TagOverride],
             patterns[row.tag.split(" ")[0]] = code
         else:
             actions[row.tag_int] = code
-    safe = frozenset((r.group, r.creator, r.element_offset) for r in table_e3_10_1())
+    safe = {(r.group, r.creator, r.element_offset): r.vr.strip() for r in table_e3_10_1()}
     return Profile(
         columns=ordered,
         actions=actions,

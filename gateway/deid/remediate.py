@@ -347,6 +347,7 @@ class _Remediator:
             if override is not None and override.action == "keep":
                 kept.append(ds[t])
             elif self.profile.is_safe_private(group, creator, element):
+                _declare_vr(ds, t, self.profile.safe_private_vr(group, creator, element))
                 # A kept UID is still a UID: remapped (and backed up) like any other.
                 if ds[t].VR == "UI" and self._uid(ds, t, top):
                     remapped = True
@@ -374,6 +375,20 @@ class _Remediator:
             new_tag = (group << 16) | (renumber[element >> 8] << 8) | (element & 0xFF)
             ds.add(DataElement(new_tag, elem.VR, elem.value))
         return True
+
+
+def _declare_vr(ds: Dataset, key: BaseTag, vr: str) -> None:
+    """Give a kept private element of unknown VR (implicit VR that pydicom's dictionary does not
+    know, or UN) the VR Table E.3.10-1 gives it, so that its value is read as what it is: a UID
+    is remapped, text and sequence items are verified (as bytes they would pass unread)."""
+    raw = ds._dict[key]
+    if not vr or not isinstance(raw, RawDataElement) or raw.VR not in (None, "UN"):
+        return
+    if not raw.is_little_endian:
+        return  # a big-endian UN's bytes: not ours to reinterpret
+    # A sequence sent as UN is encoded in implicit VR little endian (PS3.5 6.2.2).
+    ds._dict[key] = RawDataElement(raw.tag, vr, raw.length, raw.value, raw.value_tell,
+                                   raw.is_implicit_VR or raw.VR == "UN", True)
 
 
 def remediate_file_meta(ds: Dataset, state: _Remediator) -> None:

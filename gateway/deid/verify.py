@@ -2,11 +2,16 @@
 
 Every string value left, at every depth (file meta, sequences, private elements kept under
 Retain Safe Private), must be valid for its VR and VM, hold no identifier of the original object
-(the remediation's matcher, the one C used) and no original UID.
+(the remediation's matcher, the one C used) and no original UID. So must every value of unknown
+VR (UN: implicit VR without a dictionary entry, as most private elements are) and every kept
+private OB value that reads as text: bytes without the control characters text never holds.
 """
 
 from __future__ import annotations
 
+import re
+
+from pydicom.charset import decode_bytes
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 
@@ -29,6 +34,9 @@ LONG_UID = 6  # original UIDs this long are also looked for inside other text
 # Written by remediation and the stamp whatever the input held: the method's own words
 # ("Retain Patient Characteristics Option") are no identifier of a patient named Patient.
 OURS = frozenset({0x00120062, 0x00120063, 0x00120064, LONGITUDINAL_MODIFIED})
+# Bytes no text holds (text may hold tab, LF, FF, CR and ISO 2022's ESC): a value with one is
+# binary, not text of an unknown VR.
+NOT_TEXT = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
 
 
 def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]:
@@ -65,7 +73,12 @@ def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]
                 for i, sub in enumerate(item[key].value or ()):
                     check(sub, f"{path}{tag_str(tag)}[{i}].", False)
                 continue
-            if vr not in CHARACTERS:  # binary: pydicom's to check
+            if vr not in CHARACTERS:  # binary: pydicom's to check, unless it reads as text
+                if vr == "UN" or (vr == "OB" and group & 1):
+                    values = _as_text(item, key)
+                    if any(v in uids or matcher.found_in(v) or any(u in v for u in long_uids)
+                           for v in values):
+                        problems.append(_survives(item, key, path, values, matcher))
                 continue
             values = text_values(item, key)
             invalid = element_problem(item, key, values, vr)
@@ -87,6 +100,20 @@ def verify(ds: Dataset, remediation: Remediation, profile: Profile) -> list[str]
         check(meta, "file meta ", False)
     check(ds, "", True)
     return problems
+
+
+def _as_text(item: Dataset, key: int) -> list[str]:
+    """The values of a bytes element that reads as text (no byte text never holds; NUL and
+    space padding aside), decoded in the object's character set; none if it is binary."""
+    raw = item._dict[key].value  # pydicom's element store: bytes for UN and OB
+    if not isinstance(raw, bytes):
+        return []
+    raw = raw.rstrip(b"\x00 ")
+    if not raw or NOT_TEXT.search(raw):
+        return []
+    text = raw.decode("ascii") if raw.isascii() else decode_bytes(raw, item._character_set,
+                                                                   set())
+    return [v.strip() for v in text.split("\\")]
 
 
 def _survives(item: Dataset, key: int, path: str, values: list[str],
