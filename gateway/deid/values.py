@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -26,9 +28,15 @@ def text_values(ds: Dataset, key: int) -> list[str]:
         if not elem.value:
             return []
         if elem.value.isascii():
-            return [v.strip(" \x00") for v in elem.value.decode("ascii").split("\\")]
+            return list(_split(elem.value))
         elem = ds[key]  # decoded once, in place
     return [v.strip() for v in str_values(elem.value)]
+
+
+@lru_cache(maxsize=8192)  # an object's values recur in the next objects of its series
+def _split(value: bytes) -> tuple[str, ...]:
+    """ASCII bytes as values: split at backslashes, spaces and NULs stripped."""
+    return tuple(v.strip(" \x00") for v in value.decode("ascii").split("\\"))
 
 
 def stored_text(ds: Dataset, tag: int) -> str:
