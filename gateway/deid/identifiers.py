@@ -24,6 +24,7 @@ from gateway.deid.values import element_vr, text_values
 TOKEN = re.compile(r"\d+|[^\W\d_]+")  # a run of digits, or of letters
 MIN_LENGTH = 2  # a token run this long (joined) or longer identifies; single characters do not
 MIN_DIGITS = 3  # an ID that is a number identifies from this many digits
+FOUND_REMEMBERED = 4096  # found_in answers an IdentifierSet remembers, at most
 PATIENT_BIRTH_DATE = 0x00100030
 # Attributes whose whole value identifies a patient or a visit (besides names and dates).
 ID_TAGS = frozenset({
@@ -149,6 +150,7 @@ class IdentifierSet:
         for form in sorted(self._forms, key=len, reverse=True):
             index.setdefault(form[0], []).append(form)
         self._index = index
+        self._found: dict[str, bool] = {}  # found_in's answers (the set never changes)
 
     @classmethod
     def from_dataset(cls, ds: Dataset, profile: Profile | None = None) -> IdentifierSet:
@@ -180,7 +182,16 @@ class IdentifierSet:
         return found
 
     def found_in(self, text: str) -> bool:
-        """Whether `text` holds any identifier of the object."""
+        """Whether `text` holds any identifier of the object. (Answers are remembered: the
+        objects of a study share their set and most of their values.)"""
+        found = self._found.get(text)
+        if found is None:
+            found = self._search(text)
+            if len(self._found) < FOUND_REMEMBERED:
+                self._found[text] = found
+        return found
+
+    def _search(self, text: str) -> bool:
         index = self._index
         if not index:
             return False
