@@ -4,8 +4,10 @@ An identifier is compared as a run of whole tokens (a token is a run of letters 
 digits; case and punctuation are ignored): `1CT1` is found in `CHEST 1CT1 X`, `chest_1ct1` and
 `1-CT-1` but not in `11CT1`; `JONES` in `JONES2` but `PHILIP` not in `PHILIPS`; `12345` not in
 `9912345`. A date held as 20240312 is also found written 2024-03-12, 12/03/2024, 12.03.24 or
-12 Mar 2024. Clean (C), verify, the audit and the OCR stage all ask the same `IdentifierSet`,
-so they agree on what identifies.
+12 Mar 2024. An identifier in a script written without spaces between words (Chinese, Japanese,
+Korean names with their honorifics, Thai, Lao, Khmer, Burmese, Tibetan) is found anywhere in
+the text: `山田` in `山田太郎様`. Clean (C), verify, the audit and the OCR stage all ask the same
+`IdentifierSet`, so they agree on what identifies.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ from gateway.deid.profile import Profile
 from gateway.deid.values import element_vr, text_values
 
 TOKEN = re.compile(r"\d+|[^\W\d_]+")  # a run of digits, or of letters
+# Scripts whose words are not separated by spaces: Thai, Lao, Tibetan, Myanmar, Hangul Jamo,
+# Khmer, Hiragana, Katakana, Hangul compatibility Jamo, CJK ideographs (and extensions,
+# compatibility), Hangul syllables, halfwidth Katakana.
+UNSPACED = re.compile("[\u0e00-\u0fff\u1000-\u109f\u1100-\u11ff\u1780-\u17ff\u3040-\u30ff"
+                      "\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
+                      "\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f]")
 MIN_LENGTH = 2  # a token run this long (joined) or longer identifies; single characters do not
 MIN_DIGITS = 3  # an ID that is a number identifies from this many digits
 FOUND_REMEMBERED = 4096  # found_in answers an IdentifierSet remembers, at most
@@ -150,6 +158,9 @@ class IdentifierSet:
         for form in sorted(self._forms, key=len, reverse=True):
             index.setdefault(form[0], []).append(form)
         self._index = index
+        # Found as a substring, not as whole tokens: words of these scripts run together.
+        self._unspaced = sorted({"".join(f) for f in self._forms if UNSPACED.search("".join(f))},
+                                key=len, reverse=True)
         self._found: dict[str, bool] = {}  # found_in's answers (the set never changes)
 
     @classmethod
@@ -195,12 +206,13 @@ class IdentifierSet:
         index = self._index
         if not index:
             return False
-        words = TOKEN.findall(text.casefold())
+        folded = text.casefold()
+        words = TOKEN.findall(folded)
         for i, word in enumerate(words):
             for form in index.get(word, ()):
                 if len(form) == 1 or tuple(words[i:i + len(form)]) == form:
                     return True
-        return False
+        return any(u in folded for u in self._unspaced)
 
     def scrub(self, text: str) -> str:
         """`text` with every identifier removed."""
@@ -218,18 +230,26 @@ class IdentifierSet:
         return len(self._forms)
 
     def _matches(self, text: str) -> Iterator[tuple[int, int]]:
-        """Spans of token runs that are a form of an identifier, by start (longest first)."""
+        """Spans of token runs that are a form of an identifier, and of identifiers of an
+        unspaced script anywhere in the text; by start (longest first)."""
         if not self._index:
             return
         runs = list(TOKEN.finditer(text))
         words = [m.group().casefold() for m in runs]
         index = self._index
+        found: list[tuple[int, int]] = []
         for i, word in enumerate(words):
             for form in index.get(word, ()):
                 n = len(form)
                 if n == 1 or tuple(words[i:i + n]) == form:
-                    yield runs[i].start(), runs[i + n - 1].end()
+                    found.append((runs[i].start(), runs[i + n - 1].end()))
                     break
+        for u in self._unspaced:  # these scripts have no case: their offsets are the text's
+            start = text.find(u)
+            while start >= 0:
+                found.append((start, start + len(u)))
+                start = text.find(u, start + 1)
+        yield from sorted(found, key=lambda span: (span[0], -span[1]))
 
 
 Entry = tuple[int, Callable[[str], frozenset[Form]], str]  # tag, kind of forms, value
