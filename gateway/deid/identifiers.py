@@ -35,6 +35,7 @@ UNSPACED = re.compile("[\u0e00-\u0fff\u1000-\u109f\u1100-\u11ff\u1780-\u17ff\u30
                       "\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f]")
 MIN_LENGTH = 2  # a token run this long (joined) or longer identifies; single characters do not
 MIN_DIGITS = 3  # an ID that is a number identifies from this many digits
+FOUND_REMEMBERED = 4096  # found_in answers an IdentifierSet remembers, at most
 PATIENT_BIRTH_DATE = 0x00100030
 # Attributes whose whole value identifies a patient or a visit (besides names and dates).
 ID_TAGS = frozenset({
@@ -210,6 +211,7 @@ class IdentifierSet:
         # Found as a substring, not as whole tokens: words of these scripts run together.
         self._unspaced = sorted({"".join(f) for f in self._forms if UNSPACED.search("".join(f))},
                                 key=len, reverse=True)
+        self._found: dict[str, bool] = {}  # found_in's answers (the set never changes)
 
     @classmethod
     def from_dataset(cls, ds: Dataset, profile: Profile | None = None) -> IdentifierSet:
@@ -241,7 +243,16 @@ class IdentifierSet:
         return found
 
     def found_in(self, text: str) -> bool:
-        """Whether `text` holds any identifier of the object."""
+        """Whether `text` holds any identifier of the object. (Answers are remembered: the
+        objects of a study share their set and most of their values.)"""
+        found = self._found.get(text)
+        if found is None:
+            found = self._search(text)
+            if len(self._found) < FOUND_REMEMBERED:
+                self._found[text] = found
+        return found
+
+    def _search(self, text: str) -> bool:
         index = self._index
         if not index:
             return False

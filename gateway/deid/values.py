@@ -28,13 +28,13 @@ def text_values(ds: Dataset, key: int) -> list[str]:
         if not elem.value:
             return []
         if elem.value.isascii():
-            return list(_split(elem.value))
+            return list(split_ascii(elem.value))
         elem = ds[key]  # decoded once, in place
     return [v.strip() for v in str_values(elem.value)]
 
 
 @lru_cache(maxsize=8192)  # an object's values recur in the next objects of its series
-def _split(value: bytes) -> tuple[str, ...]:
+def split_ascii(value: bytes) -> tuple[str, ...]:
     """ASCII bytes as values: split at backslashes, spaces and NULs stripped."""
     return tuple(v.strip(" \x00") for v in value.decode("ascii").split("\\"))
 
