@@ -35,6 +35,7 @@ UNSPACED = re.compile("[\u0e00-\u0fff\u1000-\u109f\u1100-\u11ff\u1780-\u17ff\u30
                       "\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f]")
 MIN_LENGTH = 2  # a token run this long (joined) or longer identifies; single characters do not
 MIN_DIGITS = 3  # an ID that is a number identifies from this many digits
+UNPADDED = 5  # an ID of leading zeros and this many digits more is found without its zeros too
 FOUND_REMEMBERED = 4096  # found_in answers an IdentifierSet remembers, at most
 PATIENT_BIRTH_DATE = 0x00100030
 # Attributes whose whole value identifies a patient or a visit (besides names and dates).
@@ -180,6 +181,9 @@ def id_forms(value: str) -> frozenset[Form]:
 
 def _id_forms(words: list[str]) -> frozenset[Form]:
     forms = _forms(words)
+    joined = "".join(words)
+    if joined.isdigit() and joined.startswith("0") and len(joined.lstrip("0")) >= UNPADDED:
+        forms.add((joined.lstrip("0"),))  # MRN 00012345 written 12345 by another system
     return frozenset(f for f in forms if len("".join(f)) >= MIN_DIGITS or not "".join(f).isdigit())
 
 

@@ -223,3 +223,13 @@ def test_accents_do_not_make_look_alikes() -> None:
     matcher = IdentifierSet.from_dataset(ds)
     for text in ("GARCIAS", "Muellerstrasse 4", "MULLERS"):
         assert not matcher.found_in(text), text
+
+
+def test_an_id_padded_with_zeros_is_found_without_them() -> None:
+    """Another system's copy of MRN 00012345 reads 12345; a short remainder (accession 0000123
+    → 123) is too common a number to stand for anyone."""
+    matcher = IdentifierSet.from_dataset(ct(PatientID="00012345", AccessionNumber="0000123"))
+    assert matcher.found_in("MRN 12345") and matcher.found_in("MRN 00012345")
+    assert matcher.origin("MRN 12345") == 0x00100020
+    for text in ("123", "acc 123", "9912345", "123456"):
+        assert not matcher.found_in(text), text
