@@ -85,7 +85,7 @@ STROKED = {"ø": "o", "ł": "l", "đ": "d", "ħ": "h", "ŧ": "t", "ı": "i"}
 
 
 @lru_cache(maxsize=4096)
-def _unaccented(c: str) -> str:
+def unaccented(c: str) -> str:
     """A Latin, Greek or Cyrillic letter without its accents (é → e, ł → l); any other as it is
     (a Hangul syllable is no letter with an accent, a Thai vowel sign no accent to drop)."""
     if not ("\u00c0" <= c < "\u0530" or "\u1e00" <= c <= "\u1eff"):
@@ -98,7 +98,7 @@ def _unaccented(c: str) -> str:
 def fold(word: str) -> str:
     """`word` as it is compared: case-folded, accents dropped (GARCÍA → garcia)."""
     word = word.casefold()
-    return word if word.isascii() else "".join(map(_unaccented, word))
+    return word if word.isascii() else "".join(map(unaccented, word))
 
 
 def tokens(text: str) -> list[str]:

@@ -233,3 +233,14 @@ def test_an_id_padded_with_zeros_is_found_without_them() -> None:
     assert matcher.origin("MRN 12345") == 0x00100020
     for text in ("123", "acc 123", "9912345", "123456"):
         assert not matcher.found_in(text), text
+
+
+def test_ocr_finds_a_name_read_with_its_accents() -> None:
+    """Tesseract may read the accents burned into an image: GARCÍA read as GARCÍA is found,
+    its span the word's own."""
+    from gateway.deid.ocr import IdentifierTokens
+
+    matcher = IdentifierSet.from_dataset(ct(SpecificCharacterSet="ISO_IR 192",
+                                            PatientName="GARCÍA^JOSÉ"))
+    text = "PT: GARCÍA, JOSÉ  12/03"
+    assert IdentifierTokens(matcher.values).spans(text) == [(4, 10), (12, 16)]
