@@ -4,7 +4,9 @@ An identifier is compared as a run of whole tokens (a token is a run of letters 
 digits; case and punctuation are ignored): `1CT1` is found in `CHEST 1CT1 X`, `chest_1ct1` and
 `1-CT-1` but not in `11CT1`; `JONES` in `JONES2` but `PHILIP` not in `PHILIPS`; `12345` not in
 `9912345`. A date held as 20240312 is also found written 2024-03-12, 12/03/2024, 12.03.24 or
-12 Mar 2024. An identifier in a script written without spaces between words (Chinese, Japanese,
+12 Mar 2024. Accents do not matter, as systems that write ASCII drop them: GARCÍA is found in
+`Garcia`, MÜLLER in `MULLER` and, spelled out, in `Mueller`. An identifier in a script written
+without spaces between words (Chinese, Japanese,
 Korean names with their honorifics, Thai, Lao, Khmer, Burmese, Tibetan) is found anywhere in
 the text: `山田` in `山田太郎様`. Clean (C), verify, the audit and the OCR stage all ask the same
 `IdentifierSet`, so they agree on what identifies.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 
@@ -32,6 +35,7 @@ UNSPACED = re.compile("[\u0e00-\u0fff\u1000-\u109f\u1100-\u11ff\u1780-\u17ff\u30
                       "\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f]")
 MIN_LENGTH = 2  # a token run this long (joined) or longer identifies; single characters do not
 MIN_DIGITS = 3  # an ID that is a number identifies from this many digits
+UNPADDED = 5  # an ID of leading zeros and this many digits more is found without its zeros too
 FOUND_REMEMBERED = 4096  # found_in answers an IdentifierSet remembers, at most
 PATIENT_BIRTH_DATE = 0x00100030
 # Attributes whose whole value identifies a patient or a visit (besides names and dates).
@@ -71,9 +75,52 @@ MONTHS = ("january", "february", "march", "april", "may", "june", "july", "augus
 Form = tuple[str, ...]  # case-folded tokens
 
 
+# Letters people spell out when they cannot type them (after case folding).
+SPELLED_OUT = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ø": "oe", "å": "aa", "æ": "ae",
+                             "œ": "oe"})
+
+
+# Letters with a stroke, which Unicode does not decompose into a letter and an accent.
+STROKED = {"ø": "o", "ł": "l", "đ": "d", "ħ": "h", "ŧ": "t", "ı": "i"}
+
+
+@lru_cache(maxsize=4096)
+def _unaccented(c: str) -> str:
+    """A Latin, Greek or Cyrillic letter without its accents (é → e, ł → l); any other as it is
+    (a Hangul syllable is no letter with an accent, a Thai vowel sign no accent to drop)."""
+    if not ("\u00c0" <= c < "\u0530" or "\u1e00" <= c <= "\u1eff"):
+        return c
+    if c in STROKED:
+        return STROKED[c]
+    return "".join(x for x in unicodedata.normalize("NFD", c) if not unicodedata.combining(x))
+
+
+def fold(word: str) -> str:
+    """`word` as it is compared: case-folded, accents dropped (GARCÍA → garcia)."""
+    word = word.casefold()
+    return word if word.isascii() else "".join(map(_unaccented, word))
+
+
 def tokens(text: str) -> list[str]:
-    """The tokens of `text`, case-folded."""
-    return [m.group().casefold() for m in TOKEN.finditer(text)]
+    """The tokens of `text`, folded."""
+    return [fold(m.group()) for m in TOKEN.finditer(text)]
+
+
+def spellings(text: str) -> set[str]:
+    """`text` folded, and with ä, ö, ü, ø, å, æ, œ spelled out too (MÜLLER → muller, mueller):
+    how a system that writes ASCII may have written it."""
+    folded = text.casefold()
+    return {fold(folded), fold(folded.translate(SPELLED_OUT))}
+
+
+def _spellings(text: str) -> list[list[str]]:
+    """The tokens of each of `text`'s spellings."""
+    found: list[list[str]] = []
+    for spelled in sorted(spellings(text)):
+        words = tokens(spelled)
+        if words not in found:
+            found.append(words)
+    return found
 
 
 def _forms(words: list[str]) -> set[Form]:
@@ -116,12 +163,12 @@ def name_forms(value: str) -> frozenset[Form]:
     forms: set[Form] = set()
     for group in value.split("="):  # alphabetic, ideographic, phonetic
         for component in group.split("^")[:3]:
-            words = tokens(component)
-            if not any(c.isdigit() for c in component):
-                forms.update((w,) for w in words if w not in PARTICLES)
-            if all(len(w) == 1 for w in words):
-                continue  # initials (`S R`) joined are no word of the name: SR, MR, CT ...
-            forms |= id_forms(component)
+            for words in _spellings(component):
+                if not any(c.isdigit() for c in component):
+                    forms.update((w,) for w in words if w not in PARTICLES)
+                if all(len(w) == 1 for w in words):
+                    continue  # initials (`S R`) joined are no word of the name: SR, MR, CT
+                forms |= _id_forms(words)
     return frozenset(forms)
 
 
@@ -129,7 +176,14 @@ def name_forms(value: str) -> frozenset[Form]:
 def id_forms(value: str) -> frozenset[Form]:
     """An ID or number: its tokens (1CT1 → 1 CT 1), and joined where that is one token. A number
     of fewer than MIN_DIGITS digits (Study ID 17) identifies nothing: it is a version, a count."""
-    forms = _forms(tokens(value))
+    return _id_forms(tokens(value))
+
+
+def _id_forms(words: list[str]) -> frozenset[Form]:
+    forms = _forms(words)
+    joined = "".join(words)
+    if joined.isdigit() and joined.startswith("0") and len(joined.lstrip("0")) >= UNPADDED:
+        forms.add((joined.lstrip("0"),))  # MRN 00012345 written 12345 by another system
     return frozenset(f for f in forms if len("".join(f)) >= MIN_DIGITS or not "".join(f).isdigit())
 
 
@@ -138,7 +192,7 @@ def place_forms(value: str) -> frozenset[Form]:
     """An institution or address: the whole value and each part between commas, carets,
     semicolons or line breaks."""
     parts = re.split(r"[,^;\r\n]", value)
-    return frozenset(f for p in [value, *parts] for f in _forms(tokens(p)))
+    return frozenset(f for p in [value, *parts] for words in _spellings(p) for f in _forms(words))
 
 
 class IdentifierSet:
@@ -207,7 +261,8 @@ class IdentifierSet:
         if not index:
             return False
         folded = text.casefold()
-        words = TOKEN.findall(folded)
+        words = TOKEN.findall(folded) if folded.isascii() else [fold(w) for w in
+                                                                TOKEN.findall(folded)]
         for i, word in enumerate(words):
             for form in index.get(word, ()):
                 if len(form) == 1 or tuple(words[i:i + len(form)]) == form:
@@ -235,7 +290,7 @@ class IdentifierSet:
         if not self._index:
             return
         runs = list(TOKEN.finditer(text))
-        words = [m.group().casefold() for m in runs]
+        words = [fold(m.group()) for m in runs]
         index = self._index
         found: list[tuple[int, int]] = []
         for i, word in enumerate(words):

@@ -186,3 +186,50 @@ def test_a_name_run_into_unspaced_text_is_cleaned_and_verified(tmp_path) -> None
     ds.save_as(tmp_path / "in2.dcm", enforce_file_format=True)
     result = pipeline.process(tmp_path / "in2.dcm", tmp_path / "out2.dcm")
     assert isinstance(result, Quarantined) and "SeriesDescription" in result.reason
+
+
+ASCII_SPELLINGS = [
+    # (patient name, how a system that writes ASCII wrote it)
+    ("GARCÍA^JOSÉ", "Jose Garcia follow-up"),
+    ("GARCÍA^JOSÉ", "GARCIA"),
+    ("MÜLLER^JÖRG", "Dr. Mueller"),
+    ("MÜLLER^JÖRG", "MULLER J"),
+    ("MÜLLER^JÖRG", "joerg"),
+    ("ŁUKASZEWSKA^ŻANETA", "Lukaszewska"),
+    ("SØRENSEN^ÅSE", "Soerensen"),
+    ("SØRENSEN^ÅSE", "sorensen"),
+    ("NGUYỄN^THỊ", "Nguyen Thi"),
+]
+
+
+@pytest.mark.parametrize(("name", "text"), ASCII_SPELLINGS)
+def test_a_name_written_without_its_accents_is_found(name: str, text: str) -> None:
+    """Systems that write ASCII drop accents or spell letters out (Müller → Muller, Mueller):
+    the name is found, scrubbed, and burned in (OCR reads ASCII) found too."""
+    from gateway.deid.ocr import IdentifierTokens
+
+    ds = ct(SpecificCharacterSet="ISO_IR 192", PatientName=name)
+    matcher = IdentifierSet.from_dataset(ds)
+    assert matcher.found_in(text) and matcher.origin(text) == 0x00100010
+    assert not matcher.found_in(matcher.scrub(text))
+    assert IdentifierTokens(matcher.values).spans(text.upper())
+    assert not IdentifierSet.from_dataset(ct()).found_in(text)
+
+
+def test_accents_do_not_make_look_alikes() -> None:
+    """Folding accents keeps whole tokens whole: GARCÍA is not in GARCIAS, MÜLLER not in
+    MUELLERSTRASSE."""
+    ds = ct(SpecificCharacterSet="ISO_IR 192", PatientName="MÜLLER^GARCÍA")
+    matcher = IdentifierSet.from_dataset(ds)
+    for text in ("GARCIAS", "Muellerstrasse 4", "MULLERS"):
+        assert not matcher.found_in(text), text
+
+
+def test_an_id_padded_with_zeros_is_found_without_them() -> None:
+    """Another system's copy of MRN 00012345 reads 12345; a short remainder (accession 0000123
+    → 123) is too common a number to stand for anyone."""
+    matcher = IdentifierSet.from_dataset(ct(PatientID="00012345", AccessionNumber="0000123"))
+    assert matcher.found_in("MRN 12345") and matcher.found_in("MRN 00012345")
+    assert matcher.origin("MRN 12345") == 0x00100020
+    for text in ("123", "acc 123", "9912345", "123456"):
+        assert not matcher.found_in(text), text
