@@ -10,6 +10,8 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from gateway.deid.tags import INTERNED
+
 
 def str_values(value: object) -> list[str]:
     """A decoded value as a list of strings (none for None, one per value of a multi-value)."""
@@ -42,6 +44,7 @@ def split_ascii(value: bytes) -> tuple[str, ...]:
 def stored_text(ds: Dataset, tag: int) -> str:
     """An element's values joined as in the file ("" when absent), not decoded if ASCII (the
     UIDs the pipeline names files by are read this way too)."""
+    tag = INTERNED.get(tag, tag)  # the store's own key object, if the scan made the store
     return "\\".join(text_values(ds, tag)) if tag in ds._dict else ""
 
 
