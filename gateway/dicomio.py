@@ -194,7 +194,7 @@ def _checked(ds: Dataset, path: Path) -> Dataset:
 
 def read_for_deid(path: str | os.PathLike) -> Parsed:
     """The header, and the offset of raw pixel bytes that can be copied as they are."""
-    src = Path(path)
+    src = path if isinstance(path, Path) else Path(path)
     try:
         fh = open(src, "rb")
     except OSError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import struct
+from functools import lru_cache
 from typing import BinaryIO
 
 from pydicom.charset import convert_encodings
@@ -24,20 +25,20 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from gateway.deid.tags import INTERNED, interned
 from gateway.deid.vr import LONG_LENGTH_VRS
 
 PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
 CHUNK = 1 << 16
+FIRST = 1 << 13  # most headers fit: the pixel data beyond is not read
 _VRS = frozenset(b"AE AS AT CS DA DS DT FL FD IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV "
                  b"TM UC UI UL UN UR US UT UV".split())
 _LONG = frozenset(vr.encode() for vr in LONG_LENGTH_VRS)
 _EXPLICIT = struct.Struct("<HH2sH").unpack_from
 _IMPLICIT = struct.Struct("<HHI").unpack_from
 _LENGTH = struct.Struct("<I").unpack_from
-_TAG = struct.Struct("<HH").unpack_from
-_SHORT = struct.Struct("<H").unpack_from
 _VR_NAMES = {vr: vr.decode() for vr in _VRS}
 # RawDataElement(...) without its generated __new__: the same tuple, one call less per element
 # (all nine fields: pydicom reads is_raw and is_buffered, and _replace()s raw elements)
@@ -53,7 +54,7 @@ class _Bytes:
 
     def __init__(self, fh: BinaryIO, size: int) -> None:
         self.fh, self.size = fh, size
-        self.data = fh.read(CHUNK)
+        self.data = fh.read(FIRST)
 
     def need(self, end: int) -> bytes:
         if end > len(self.data):
@@ -116,12 +117,19 @@ def _elements(buf: _Bytes, pos: int, implicit: bool, group2: bool
     last = -1
     size = buf.size
     data = buf.data
+    tags = INTERNED
     while pos < size:
         if pos + 12 > len(data):
             data = buf.need(min(pos + 12, size))
             if pos + 8 > len(data):
                 raise Unusual("past the end of the file")
-        group, element = _TAG(data, pos)
+        if implicit:
+            group, element, length = _IMPLICIT(data, pos)
+            vr, start = None, pos + 8
+        else:
+            group, element, raw_vr, length = _EXPLICIT(data, pos)
+            vr = _VR_NAMES.get(raw_vr)
+            start = pos + 8
         if group2 != (group == 0x0002):
             if group2:
                 break
@@ -132,19 +140,13 @@ def _elements(buf: _Bytes, pos: int, implicit: bool, group2: bool
         if tag <= last or group == 0xFFFE:
             raise Unusual("elements out of order")
         last = tag
-        if implicit:
-            vr, length, start = None, _LENGTH(data, pos + 4)[0], pos + 8
-        else:
-            raw_vr = data[pos + 4:pos + 6]
-            vr = _VR_NAMES.get(raw_vr)
+        if not implicit:
             if vr is None:
                 raise Unusual("unknown VR")
             if raw_vr in _LONG:
                 if pos + 12 > len(data):
                     raise Unusual("past the end of the file")
                 length, start = _LENGTH(data, pos + 8)[0], pos + 12
-            else:
-                length, start = _SHORT(data, pos + 6)[0], pos + 8
         if length == UNDEFINED:
             if vr not in (None, "SQ"):
                 raise Unusual("undefined length")
@@ -158,10 +160,21 @@ def _elements(buf: _Bytes, pos: int, implicit: bool, group2: bool
         if end > len(data):
             data = buf.need(end)
         value = data[start:end] if length else empty_value_for_VR(vr, raw=True)
-        key = BaseTag(tag)
+        key = tags.get(tag) or interned(tag)
         found[key] = _raw(RawDataElement,
                           (key, vr, length, value, start, implicit, True, True, False))
     return found, pos
+
+
+@lru_cache(maxsize=64)
+def _syntax(value: bytes) -> tuple[UID, bool]:
+    """The transfer syntax a (0002,0010) value names, and whether it is implicit VR; Unusual
+    unless it is one this reader parses (little endian, not deflated)."""
+    ts = UID(value.decode("ascii", "replace").strip("\x00 "))
+    if (not ts.is_transfer_syntax or ts.is_private or not ts.is_little_endian
+            or ts == DeflatedExplicitVRLittleEndian):
+        raise Unusual("encoding")
+    return ts, ts == ImplicitVRLittleEndian
 
 
 def scan_header(source: str | os.PathLike | BinaryIO) -> tuple[Dataset, int, int]:
@@ -180,11 +193,7 @@ def scan_header(source: str | os.PathLike | BinaryIO) -> tuple[Dataset, int, int
         raise Unusual("meta incomplete")
     if 132 + 12 + struct.unpack("<I", meta[BaseTag(0x00020000)].value)[0] != pos:
         raise Unusual("meta group length")
-    ts = UID(meta[BaseTag(0x00020010)].value.decode("ascii", "replace").strip("\x00 "))
-    if (not ts.is_transfer_syntax or ts.is_private or not ts.is_little_endian
-            or ts == DeflatedExplicitVRLittleEndian):
-        raise Unusual("encoding")
-    implicit = ts == ImplicitVRLittleEndian
+    ts, implicit = _syntax(meta[BaseTag(0x00020010)].value)
     if implicit and pos + 6 <= size and buf.need(pos + 6)[pos + 4:pos + 6] in _VRS:
         raise Unusual("explicit VR under an implicit transfer syntax")
     found, pos = _elements(buf, pos, implicit, False)

@@ -4,14 +4,19 @@ An identifier is compared as a run of whole tokens (a token is a run of letters 
 digits; case and punctuation are ignored): `1CT1` is found in `CHEST 1CT1 X`, `chest_1ct1` and
 `1-CT-1` but not in `11CT1`; `JONES` in `JONES2` but `PHILIP` not in `PHILIPS`; `12345` not in
 `9912345`. A date held as 20240312 is also found written 2024-03-12, 12/03/2024, 12.03.24 or
-12 Mar 2024. Clean (C), verify, the audit and the OCR stage all ask the same `IdentifierSet`,
-so they agree on what identifies.
+12 Mar 2024. Accents do not matter, as systems that write ASCII drop them: GARCÍA is found in
+`Garcia`, MÜLLER in `MULLER` and, spelled out, in `Mueller`. An identifier in a script written
+without spaces between words (Chinese, Japanese,
+Korean names with their honorifics, Thai, Lao, Khmer, Burmese, Tibetan) is found anywhere in
+the text: `山田` in `山田太郎様`. Clean (C), verify, the audit and the OCR stage all ask the same
+`IdentifierSet`, so they agree on what identifies.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 
@@ -22,8 +27,16 @@ from gateway.deid.profile import Profile
 from gateway.deid.values import element_vr, text_values
 
 TOKEN = re.compile(r"\d+|[^\W\d_]+")  # a run of digits, or of letters
+# Scripts whose words are not separated by spaces: Thai, Lao, Tibetan, Myanmar, Hangul Jamo,
+# Khmer, Hiragana, Katakana, Hangul compatibility Jamo, CJK ideographs (and extensions,
+# compatibility), Hangul syllables, halfwidth Katakana.
+UNSPACED = re.compile("[\u0e00-\u0fff\u1000-\u109f\u1100-\u11ff\u1780-\u17ff\u3040-\u30ff"
+                      "\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
+                      "\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f]")
 MIN_LENGTH = 2  # a token run this long (joined) or longer identifies; single characters do not
 MIN_DIGITS = 3  # an ID that is a number identifies from this many digits
+UNPADDED = 5  # an ID of leading zeros and this many digits more is found without its zeros too
+FOUND_REMEMBERED = 4096  # found_in answers an IdentifierSet remembers, at most
 PATIENT_BIRTH_DATE = 0x00100030
 # Attributes whose whole value identifies a patient or a visit (besides names and dates).
 ID_TAGS = frozenset({
@@ -62,9 +75,52 @@ MONTHS = ("january", "february", "march", "april", "may", "june", "july", "augus
 Form = tuple[str, ...]  # case-folded tokens
 
 
+# Letters people spell out when they cannot type them (after case folding).
+SPELLED_OUT = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ø": "oe", "å": "aa", "æ": "ae",
+                             "œ": "oe"})
+
+
+# Letters with a stroke, which Unicode does not decompose into a letter and an accent.
+STROKED = {"ø": "o", "ł": "l", "đ": "d", "ħ": "h", "ŧ": "t", "ı": "i"}
+
+
+@lru_cache(maxsize=4096)
+def unaccented(c: str) -> str:
+    """A Latin, Greek or Cyrillic letter without its accents (é → e, ł → l); any other as it is
+    (a Hangul syllable is no letter with an accent, a Thai vowel sign no accent to drop)."""
+    if not ("\u00c0" <= c < "\u0530" or "\u1e00" <= c <= "\u1eff"):
+        return c
+    if c in STROKED:
+        return STROKED[c]
+    return "".join(x for x in unicodedata.normalize("NFD", c) if not unicodedata.combining(x))
+
+
+def fold(word: str) -> str:
+    """`word` as it is compared: case-folded, accents dropped (GARCÍA → garcia)."""
+    word = word.casefold()
+    return word if word.isascii() else "".join(map(unaccented, word))
+
+
 def tokens(text: str) -> list[str]:
-    """The tokens of `text`, case-folded."""
-    return [m.group().casefold() for m in TOKEN.finditer(text)]
+    """The tokens of `text`, folded."""
+    return [fold(m.group()) for m in TOKEN.finditer(text)]
+
+
+def spellings(text: str) -> set[str]:
+    """`text` folded, and with ä, ö, ü, ø, å, æ, œ spelled out too (MÜLLER → muller, mueller):
+    how a system that writes ASCII may have written it."""
+    folded = text.casefold()
+    return {fold(folded), fold(folded.translate(SPELLED_OUT))}
+
+
+def _spellings(text: str) -> list[list[str]]:
+    """The tokens of each of `text`'s spellings."""
+    found: list[list[str]] = []
+    for spelled in sorted(spellings(text)):
+        words = tokens(spelled)
+        if words not in found:
+            found.append(words)
+    return found
 
 
 def _forms(words: list[str]) -> set[Form]:
@@ -107,12 +163,12 @@ def name_forms(value: str) -> frozenset[Form]:
     forms: set[Form] = set()
     for group in value.split("="):  # alphabetic, ideographic, phonetic
         for component in group.split("^")[:3]:
-            words = tokens(component)
-            if not any(c.isdigit() for c in component):
-                forms.update((w,) for w in words if w not in PARTICLES)
-            if all(len(w) == 1 for w in words):
-                continue  # initials (`S R`) joined are no word of the name: SR, MR, CT ...
-            forms |= id_forms(component)
+            for words in _spellings(component):
+                if not any(c.isdigit() for c in component):
+                    forms.update((w,) for w in words if w not in PARTICLES)
+                if all(len(w) == 1 for w in words):
+                    continue  # initials (`S R`) joined are no word of the name: SR, MR, CT
+                forms |= _id_forms(words)
     return frozenset(forms)
 
 
@@ -120,7 +176,14 @@ def name_forms(value: str) -> frozenset[Form]:
 def id_forms(value: str) -> frozenset[Form]:
     """An ID or number: its tokens (1CT1 → 1 CT 1), and joined where that is one token. A number
     of fewer than MIN_DIGITS digits (Study ID 17) identifies nothing: it is a version, a count."""
-    forms = _forms(tokens(value))
+    return _id_forms(tokens(value))
+
+
+def _id_forms(words: list[str]) -> frozenset[Form]:
+    forms = _forms(words)
+    joined = "".join(words)
+    if joined.isdigit() and joined.startswith("0") and len(joined.lstrip("0")) >= UNPADDED:
+        forms.add((joined.lstrip("0"),))  # MRN 00012345 written 12345 by another system
     return frozenset(f for f in forms if len("".join(f)) >= MIN_DIGITS or not "".join(f).isdigit())
 
 
@@ -129,7 +192,7 @@ def place_forms(value: str) -> frozenset[Form]:
     """An institution or address: the whole value and each part between commas, carets,
     semicolons or line breaks."""
     parts = re.split(r"[,^;\r\n]", value)
-    return frozenset(f for p in [value, *parts] for f in _forms(tokens(p)))
+    return frozenset(f for p in [value, *parts] for words in _spellings(p) for f in _forms(words))
 
 
 class IdentifierSet:
@@ -149,6 +212,10 @@ class IdentifierSet:
         for form in sorted(self._forms, key=len, reverse=True):
             index.setdefault(form[0], []).append(form)
         self._index = index
+        # Found as a substring, not as whole tokens: words of these scripts run together.
+        self._unspaced = sorted({"".join(f) for f in self._forms if UNSPACED.search("".join(f))},
+                                key=len, reverse=True)
+        self._found: dict[str, bool] = {}  # found_in's answers (the set never changes)
 
     @classmethod
     def from_dataset(cls, ds: Dataset, profile: Profile | None = None) -> IdentifierSet:
@@ -180,16 +247,27 @@ class IdentifierSet:
         return found
 
     def found_in(self, text: str) -> bool:
-        """Whether `text` holds any identifier of the object."""
+        """Whether `text` holds any identifier of the object. (Answers are remembered: the
+        objects of a study share their set and most of their values.)"""
+        found = self._found.get(text)
+        if found is None:
+            found = self._search(text)
+            if len(self._found) < FOUND_REMEMBERED:
+                self._found[text] = found
+        return found
+
+    def _search(self, text: str) -> bool:
         index = self._index
         if not index:
             return False
-        words = TOKEN.findall(text.casefold())
+        folded = text.casefold()
+        words = TOKEN.findall(folded) if folded.isascii() else [fold(w) for w in
+                                                                TOKEN.findall(folded)]
         for i, word in enumerate(words):
             for form in index.get(word, ()):
                 if len(form) == 1 or tuple(words[i:i + len(form)]) == form:
                     return True
-        return False
+        return any(u in folded for u in self._unspaced)
 
     def scrub(self, text: str) -> str:
         """`text` with every identifier removed."""
@@ -207,18 +285,26 @@ class IdentifierSet:
         return len(self._forms)
 
     def _matches(self, text: str) -> Iterator[tuple[int, int]]:
-        """Spans of token runs that are a form of an identifier, by start (longest first)."""
+        """Spans of token runs that are a form of an identifier, and of identifiers of an
+        unspaced script anywhere in the text; by start (longest first)."""
         if not self._index:
             return
         runs = list(TOKEN.finditer(text))
-        words = [m.group().casefold() for m in runs]
+        words = [fold(m.group()) for m in runs]
         index = self._index
+        found: list[tuple[int, int]] = []
         for i, word in enumerate(words):
             for form in index.get(word, ()):
                 n = len(form)
                 if n == 1 or tuple(words[i:i + n]) == form:
-                    yield runs[i].start(), runs[i + n - 1].end()
+                    found.append((runs[i].start(), runs[i + n - 1].end()))
                     break
+        for u in self._unspaced:  # these scripts have no case: their offsets are the text's
+            start = text.find(u)
+            while start >= 0:
+                found.append((start, start + len(u)))
+                start = text.find(u, start + 1)
+        yield from sorted(found, key=lambda span: (span[0], -span[1]))
 
 
 Entry = tuple[int, Callable[[str], frozenset[Form]], str]  # tag, kind of forms, value

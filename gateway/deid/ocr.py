@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from gateway.deid.identifiers import spellings, unaccented
 from gateway.deid.ocr_engine import (  # noqa: F401  (the face of OCR: readers import from here)
     Box,
     OcrUnavailable,
@@ -108,7 +109,7 @@ class IdentifierTokens:
             value = str(value).strip()
             if not value or _UID.match(value):
                 continue  # an original UID is never burned in as something a reader could use
-            for token in _TOKEN.findall(value):
+            for token in {t for spelled in spellings(value) for t in _TOKEN.findall(spelled)}:
                 if token.isdigit():
                     if len(token) >= 3:
                         numbers.add(token)
@@ -121,8 +122,11 @@ class IdentifierTokens:
         return bool(self.words or self.numbers)
 
     def spans(self, text: str) -> list[tuple[int, int]]:
-        """[start, end) of each token of `text` that is one of the identifiers."""
+        """[start, end) of each token of `text` that is one of the identifiers (accents read
+        on the image are dropped first, letter for letter: the spans are the text's)."""
         found = []
+        if not text.isascii():
+            text = "".join(u if len(u := unaccented(c)) == 1 else c for c in text)
         for m in _TOKEN.finditer(text):
             token = m.group()
             digits = token.translate(_AS_DIGIT)

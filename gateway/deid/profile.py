@@ -79,6 +79,10 @@ class Profile:
     overrides: dict[int, TagOverride] = field(default_factory=dict)
     date_shift_days: tuple[int, int] = (-365, -1)
     pseudonym_prefix: str = "GANTRY-"
+    # remediate.public_action's answers, by (tag, VR, SOP class): a function of those and of
+    # this (immutable) profile
+    actions_seen: dict[tuple[int, str, str], str | None] = field(
+        default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_config(cls, cfg: ProfileConfig) -> Profile:

@@ -36,6 +36,14 @@ MEDIA_STORAGE_SOP_INSTANCE, IMPLEMENTATION_CLASS, IMPLEMENTATION_VERSION = (0x00
 RAW_TEXT_VRS = STRING_VRS | {"DS", "IS"}
 GANTRY_IMPLEMENTATION_UID = "2.25.302521339738478452357281935462735718093"
 GANTRY_IMPLEMENTATION_VERSION = "GANTRY_0_1"
+# The file meta elements naming the implementation, as written (explicit VR little endian):
+# immutable, shared by every object
+_IMPLEMENTATION = tuple(
+    RawDataElement(BaseTag(tag), vr, len(data), data, 0, False, True)
+    for tag, vr, data in ((IMPLEMENTATION_CLASS, "UI", GANTRY_IMPLEMENTATION_UID.encode()),
+                          (IMPLEMENTATION_VERSION, "SH", GANTRY_IMPLEMENTATION_VERSION.encode())))
+assert all(not len(e.value) % 2 for e in _IMPLEMENTATION), "pad the value to even length"
+ACTIONS_SEEN = 1 << 16  # public_action answers remembered per profile, at most
 
 
 @dataclass
@@ -76,12 +84,19 @@ def public_action(profile: Profile, tag: int, vr: str, sop_class: str = "") -> s
     """The action code for a public element: the profile's; for one the table does not list,
     X when its VR is unknown (UN: it may hold anything), Z when it is a person name, else None
     (kept, UIDs remapped, dates shifted). Remediation, verify and the audit all ask this."""
+    seen = profile.actions_seen
+    try:
+        return seen[tag, vr, sop_class]
+    except KeyError:
+        pass
     code = profile.code_for(tag, sop_class)
     if code is None:
         if vr == "PN":
-            return "Z"
-        if vr == "UN":
-            return "X"
+            code = "Z"
+        elif vr == "UN":
+            code = "X"
+    if len(seen) < ACTIONS_SEEN:
+        seen[int(tag), vr, sop_class] = code
     return code
 
 
@@ -382,13 +397,12 @@ def remediate_file_meta(ds: Dataset, state: _Remediator) -> None:
     if meta is None:
         return
     for key in list(meta._dict):
-        if key == MEDIA_STORAGE_SOP_INSTANCE:
+        if int(key) == MEDIA_STORAGE_SOP_INSTANCE:
             _set(meta, key, "UI", state.map_uid(stored_text(meta, key)))
         elif (key & 0xFFFF) >= 0x0016:
             del meta._dict[key]
-    for tag, vr, value in ((IMPLEMENTATION_CLASS, "UI", GANTRY_IMPLEMENTATION_UID),
-                           (IMPLEMENTATION_VERSION, "SH", GANTRY_IMPLEMENTATION_VERSION)):
-        meta._dict[BaseTag(tag)] = DataElement(BaseTag(tag), vr, value)
+    for elem in _IMPLEMENTATION:
+        meta._dict[elem.tag] = elem
 
 
 def remediate(ds: Dataset, profile: Profile, key: bytes, keep_originals: bool = True

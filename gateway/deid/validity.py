@@ -7,13 +7,14 @@ nothing of it may be kept, logged or stored. Problems name the VR and the rule, 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import cache, lru_cache
 
 from pydicom.datadict import DicomDictionary, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
-from gateway.deid.values import element_vr, text_values
+from gateway.deid.values import element_vr, split_ascii, text_values
 
 # Longest value, in characters (PN: per component group, three groups at most).
 MAX_LENGTH = {"AE": 16, "AS": 4, "CS": 16, "DA": 18, "DS": 16, "DT": 54, "IS": 12, "LO": 64,
@@ -72,16 +73,28 @@ def element_problem(ds: Dataset, key: int, values: list[str] | None = None,
     if vr not in CHARACTERS:
         return None
     raw = ds._dict[key]
-    if (isinstance(raw, RawDataElement) and vr in ASCII_ONLY and raw.value
-            and not raw.value.isascii()):
-        return f"{vr} value with bytes outside ASCII"
+    if isinstance(raw, RawDataElement) and raw.value:
+        if raw.value.isascii():  # a function of the bytes, the tag and the VR
+            return _ascii_problem(int(key), vr, raw.value)
+        if vr in ASCII_ONLY:
+            return f"{vr} value with bytes outside ASCII"
     if values is None:
         values = text_values(ds, key)
+    return _values_problem(int(key), vr, values)
+
+
+@lru_cache(maxsize=8192)  # the values of a series' objects recur
+def _ascii_problem(tag: int, vr: str, value: bytes) -> str | None:
+    """`element_problem` of an element still undecoded, whose value is the ASCII `value`."""
+    return _values_problem(tag, vr, split_ascii(value))
+
+
+def _values_problem(tag: int, vr: str, values: Sequence[str]) -> str | None:
     for value in values:
         problem = value_problem(vr, value)
         if problem is not None:
             return problem
-    limit = max_values(int(key)) if vr not in SINGLE_VALUED and len(values) > 1 else None
+    limit = max_values(tag) if vr not in SINGLE_VALUED and len(values) > 1 else None
     if limit is not None and len(values) > limit:
         return f"{len(values)} values where the element allows {limit}"
     return None

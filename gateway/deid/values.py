@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+
+from gateway.deid.tags import INTERNED
 
 
 def str_values(value: object) -> list[str]:
@@ -26,14 +30,21 @@ def text_values(ds: Dataset, key: int) -> list[str]:
         if not elem.value:
             return []
         if elem.value.isascii():
-            return [v.strip(" \x00") for v in elem.value.decode("ascii").split("\\")]
+            return list(split_ascii(elem.value))
         elem = ds[key]  # decoded once, in place
     return [v.strip() for v in str_values(elem.value)]
+
+
+@lru_cache(maxsize=8192)  # an object's values recur in the next objects of its series
+def split_ascii(value: bytes) -> tuple[str, ...]:
+    """ASCII bytes as values: split at backslashes, spaces and NULs stripped."""
+    return tuple(v.strip(" \x00") for v in value.decode("ascii").split("\\"))
 
 
 def stored_text(ds: Dataset, tag: int) -> str:
     """An element's values joined as in the file ("" when absent), not decoded if ASCII (the
     UIDs the pipeline names files by are read this way too)."""
+    tag = INTERNED.get(tag, tag)  # the store's own key object, if the scan made the store
     return "\\".join(text_values(ds, tag)) if tag in ds._dict else ""
 
 

@@ -136,3 +136,111 @@ def test_values_are_the_names_and_ids_not_dates_nor_places() -> None:
     values = IdentifierSet.from_dataset(ct(), Profile.basic()).values
     assert {"JONES^PHILIP", "1CT1", "ACC-77315"} <= values
     assert "St Elsewhere Hospital" not in values and "19610429" not in values
+
+
+UNSPACED_NAMES = [
+    # (patient name, text people write with it, the part that must go)
+    ("山田^太郎", "山田太郎様 胸部CT", "山田"),
+    ("Yamada^Taro=山田^太郎", "山田太郎様の造影", "太郎"),
+    ("김^철수", "김철수님 흉부", "철수"),
+    ("王^小明", "患者王小明复查", "小明"),
+    ("ยามาดะ^ทาโร", "ผู้ป่วยยามาดะ", "ยามาดะ"),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "part"), UNSPACED_NAMES)
+def test_names_in_scripts_without_spaces_are_found_inside_words(name: str, text: str,
+                                                                part: str) -> None:
+    """Chinese, Japanese, Korean and Thai run words together (a name and its honorific, 山田
+    and 様): an identifier of these scripts is found anywhere in the text, and scrubbed."""
+    ds = ct(SpecificCharacterSet="ISO_IR 192", PatientName=name)
+    matcher = IdentifierSet.from_dataset(ds)
+    assert matcher.found_in(text)
+    scrubbed = matcher.scrub(text)
+    assert part not in scrubbed and not matcher.found_in(scrubbed)
+    assert matcher.origin(text) == 0x00100010
+    # the same words elsewhere in the text do not stand for anyone else
+    assert not IdentifierSet.from_dataset(ct()).found_in(text)
+
+
+def test_a_name_run_into_unspaced_text_is_cleaned_and_verified(tmp_path) -> None:
+    """Through the real pipeline (Clean Descriptors): the description keeps what is not the
+    name; a kept element holding the name run into other words is refused."""
+    from gateway.config import parse_config
+    from gateway.pipeline import Forwarded, Pipeline, Quarantined
+
+    config = parse_config({"site_key": {"env": "GANTRY_SITE_KEY"},
+                           "profile": {"options": ["Clean Descriptors Option"],
+                                       "phi_tags": {"SeriesDescription": {"action": "keep"}}}},
+                          "<test>")
+    pipeline = Pipeline(config, KEY)
+    ds = ct(SpecificCharacterSet="ISO_IR 192", PatientName="山田^太郎",
+            StudyDescription="山田太郎様 胸部CT")
+    ds.save_as(tmp_path / "in.dcm", enforce_file_format=True)
+    result = pipeline.process(tmp_path / "in.dcm", tmp_path / "out.dcm")
+    assert isinstance(result, Forwarded)
+    out = pydicom.dcmread(tmp_path / "out.dcm")
+    assert out.StudyDescription == "様 胸部CT"
+    assert "山田".encode() not in (tmp_path / "out.dcm").read_bytes()
+    ds.SeriesDescription = "山田太郎様"  # kept as it is by choice: verify's to refuse
+    ds.save_as(tmp_path / "in2.dcm", enforce_file_format=True)
+    result = pipeline.process(tmp_path / "in2.dcm", tmp_path / "out2.dcm")
+    assert isinstance(result, Quarantined) and "SeriesDescription" in result.reason
+
+
+ASCII_SPELLINGS = [
+    # (patient name, how a system that writes ASCII wrote it)
+    ("GARCÍA^JOSÉ", "Jose Garcia follow-up"),
+    ("GARCÍA^JOSÉ", "GARCIA"),
+    ("MÜLLER^JÖRG", "Dr. Mueller"),
+    ("MÜLLER^JÖRG", "MULLER J"),
+    ("MÜLLER^JÖRG", "joerg"),
+    ("ŁUKASZEWSKA^ŻANETA", "Lukaszewska"),
+    ("SØRENSEN^ÅSE", "Soerensen"),
+    ("SØRENSEN^ÅSE", "sorensen"),
+    ("NGUYỄN^THỊ", "Nguyen Thi"),
+]
+
+
+@pytest.mark.parametrize(("name", "text"), ASCII_SPELLINGS)
+def test_a_name_written_without_its_accents_is_found(name: str, text: str) -> None:
+    """Systems that write ASCII drop accents or spell letters out (Müller → Muller, Mueller):
+    the name is found, scrubbed, and burned in (OCR reads ASCII) found too."""
+    from gateway.deid.ocr import IdentifierTokens
+
+    ds = ct(SpecificCharacterSet="ISO_IR 192", PatientName=name)
+    matcher = IdentifierSet.from_dataset(ds)
+    assert matcher.found_in(text) and matcher.origin(text) == 0x00100010
+    assert not matcher.found_in(matcher.scrub(text))
+    assert IdentifierTokens(matcher.values).spans(text.upper())
+    assert not IdentifierSet.from_dataset(ct()).found_in(text)
+
+
+def test_accents_do_not_make_look_alikes() -> None:
+    """Folding accents keeps whole tokens whole: GARCÍA is not in GARCIAS, MÜLLER not in
+    MUELLERSTRASSE."""
+    ds = ct(SpecificCharacterSet="ISO_IR 192", PatientName="MÜLLER^GARCÍA")
+    matcher = IdentifierSet.from_dataset(ds)
+    for text in ("GARCIAS", "Muellerstrasse 4", "MULLERS"):
+        assert not matcher.found_in(text), text
+
+
+def test_an_id_padded_with_zeros_is_found_without_them() -> None:
+    """Another system's copy of MRN 00012345 reads 12345; a short remainder (accession 0000123
+    → 123) is too common a number to stand for anyone."""
+    matcher = IdentifierSet.from_dataset(ct(PatientID="00012345", AccessionNumber="0000123"))
+    assert matcher.found_in("MRN 12345") and matcher.found_in("MRN 00012345")
+    assert matcher.origin("MRN 12345") == 0x00100020
+    for text in ("123", "acc 123", "9912345", "123456"):
+        assert not matcher.found_in(text), text
+
+
+def test_ocr_finds_a_name_read_with_its_accents() -> None:
+    """Tesseract may read the accents burned into an image: GARCÍA read as GARCÍA is found,
+    its span the word's own."""
+    from gateway.deid.ocr import IdentifierTokens
+
+    matcher = IdentifierSet.from_dataset(ct(SpecificCharacterSet="ISO_IR 192",
+                                            PatientName="GARCÍA^JOSÉ"))
+    text = "PT: GARCÍA, JOSÉ  12/03"
+    assert IdentifierTokens(matcher.values).spans(text) == [(4, 10), (12, 16)]

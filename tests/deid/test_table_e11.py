@@ -22,7 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 import gateway
 from gateway.config import OPTION_NAMES, ProfileConfig, TagOverride, parse_config
 from gateway.deid.profile import Profile
-from gateway.deid.remediate import remediate
+from gateway.deid.remediate import public_action, remediate
 from gateway.deid.stamp import stamp
 from gateway.deid.verify import verify
 from gateway.pipeline import Forwarded, Pipeline
@@ -486,6 +486,19 @@ def test_stamp_adds_clean_pixel_data_code() -> None:
     stamp(ds, profile, ["113101"])
     assert sorted(i.CodeValue for i in ds.DeidentificationMethodCodeSequence) == [
         "113100", "113101"]
+
+
+def test_public_action_answers_by_tag_vr_and_sop_class() -> None:
+    """Asked again (its answers are remembered per profile), public_action still tells the SOP
+    classes and the VRs apart: Referenced PPS Sequence is X, but Z in an SR document; an
+    element the table does not list is Z as a name, X as UN, else kept."""
+    profile = Profile.basic()
+    sr = "1.2.840.10008.5.1.4.1.1.88.11"
+    for _ in range(2):
+        assert [public_action(profile, 0x00081111, "SQ", c) for c in ("", sr, "")] == [
+            "X", "Z", "X"]
+        assert [public_action(profile, 0x00189998, vr) for vr in ("PN", "UN", "LO", "PN")] == [
+            "Z", "X", None, "Z"]
 
 
 @pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_implicit.dcm",
