@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from gateway.config import BackupConfig, Config, ConfigError
 from gateway.deid.keyed import keyed_hash
 from gateway.deid.ocr import IdentifierTokens, OcrUnavailable, check_available
+from gateway.deid.overlays import clear_bits, embedded_overlay_bits
 from gateway.deid.profile import Profile
 from gateway.deid.redact import Decision, RedactionError, Redactor
 from gateway.deid.remediate import remediate
@@ -131,9 +132,11 @@ class Pipeline:
                 return Quarantined(
                     f"burned-in text risk, no redaction rule for {decision.signature}")
             by_ocr = decision.refused and policy == "ocr"
-            if decision.regions or by_ocr:
+            overlay = embedded_overlay_bits(parsed.ds) if prof.overlay_data_code == "X" else 0
+            if decision.regions or by_ocr or overlay:
                 load_pixels(parsed)
             ds = parsed.ds
+            clear_bits(ds, overlay)  # removed overlay data: its planes in the pixel words too
             original_sop = stored_text(ds, SOP_INSTANCE_UID)
             remediation = remediate(ds, prof, self.key, keep_originals=backup.enabled)
             not_backed_up: tuple[str, ...] = ()
