@@ -18,6 +18,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import ImplicitVRLittleEndian
 from pydicom.valuerep import IS, DSfloat, PersonName
 
+from gateway.deid.values import transfer_syntax
 from gateway.deid.vr import BINARY_VRS, LONG_LENGTH_VRS, STRING_VRS
 
 PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
@@ -127,7 +128,7 @@ def encode_header(ds: Dataset, tags: list[BaseTag], meta: bool = True) -> bytes:
     """Preamble, file meta (if `meta`) and the elements `tags` of the dataset, little endian
     only. Raw and plain text elements are encoded here; the others go through pydicom's element
     writer."""
-    implicit = ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    implicit = transfer_syntax(ds) == ImplicitVRLittleEndian
     parts = [_encode_meta(ds.file_meta)] if meta else []
     store = ds._dict
     for tag in tags:  # keys of the element store: no value is decoded

@@ -35,7 +35,7 @@ from pydicom.uid import (
 from pydicom.valuerep import VR
 
 from gateway.deid.tags import tag_str
-from gateway.deid.values import stored_text
+from gateway.deid.values import stored_text, transfer_syntax
 from gateway.dicomencode import encode_file_meta, encode_header  # noqa: F401 - re-exported
 from gateway.framing import Malformed, check_sequences, pixel_data_end
 from gateway.headerscan import Unusual, scan_header
@@ -209,7 +209,7 @@ def read_for_deid(path: str | os.PathLike) -> Parsed:
             raise DicomReadError(src, parse_problem(RecursionError())) from None
         except (Unusual, OSError):
             ds, pos, size = _read(src, stop_before_pixels=True)
-        ts = ds.file_meta.TransferSyntaxUID
+        ts = transfer_syntax(ds)
         if ts == DeflatedExplicitVRLittleEndian:
             return Parsed(_checked(read_full(src), src), src, None)
         _checked(ds, src)
@@ -277,7 +277,7 @@ _NO_COPY_RANGE = frozenset({errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.E
 def _encoded(parsed: Parsed) -> tuple[bytes, bytes]:
     """The bytes written before the copied pixel bytes, and those written after them."""
     ds = parsed.ds
-    ts = ds.file_meta.TransferSyntaxUID
+    ts = transfer_syntax(ds)
     if ts in (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian):  # pydicom's writer
         out = BytesIO()  # (read_for_deid keeps no element after the pixel data of these)
         pydicom.dcmwrite(out, ds, enforce_file_format=True)

@@ -24,7 +24,7 @@ from gateway.deid.profile import Profile
 from gateway.deid.redact import Decision, RedactionError, Redactor
 from gateway.deid.remediate import remediate
 from gateway.deid.stamp import stamp
-from gateway.deid.values import stored_text
+from gateway.deid.values import stored_text, transfer_syntax
 from gateway.deid.verify import verify
 from gateway.dicomio import (
     DicomReadError,
@@ -209,7 +209,7 @@ class Pipeline:
             series_uid=stored_text(ds, SERIES_INSTANCE_UID),
             sop_uid=stored_text(ds, SOP_INSTANCE_UID),
             sop_class_uid=stored_text(ds, SOP_CLASS_UID),
-            transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
+            transfer_syntax=str(transfer_syntax(ds)),
             original_sop_hash=staged.original_sop_hash,
             counts=staged.counts,
             not_backed_up=staged.not_backed_up,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from pydicom.dataset import Dataset
 
+from gateway.deid.values import transfer_syntax
+
 OVERLAY_GROUPS = range(0x6000, 0x6020, 2)
 BITS_ALLOCATED, HIGH_BIT, PIXEL_DATA = 0x00280100, 0x00280102, 0x7FE00010
 
@@ -24,8 +26,8 @@ def _number(ds: Dataset, tag: int) -> int | None:
 def embedded_overlay_bits(ds: Dataset) -> int:
     """The bits of each pixel word that hold embedded overlay planes (0 if none): an overlay
     group with a bit position above High Bit and within Bits Allocated, and no Overlay Data."""
-    meta = getattr(ds, "file_meta", None)
-    if meta is None or "TransferSyntaxUID" not in meta or meta.TransferSyntaxUID.is_compressed:
+    syntax = transfer_syntax(ds)
+    if syntax is None or syntax.is_compressed:
         return 0  # embedded overlays are in native pixel data only
     allocated, high = _number(ds, BITS_ALLOCATED), _number(ds, HIGH_BIT)
     if allocated not in (8, 16, 32) or high is None:

@@ -15,6 +15,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from gateway.deid.profile import METHOD_CODES, Profile
+from gateway.deid.values import transfer_syntax
 from gateway.dicomencode import encode_items
 
 _MEANING = dict(METHOD_CODES.values())
@@ -59,8 +60,7 @@ def stamp(ds: Dataset, profile: Profile, extra_codes: Iterable[str] = ()) -> Non
     """Set (0012,0062) YES, (0012,0063) one value per profile and option and (0012,0064) the
     method codes."""
     codes = profile.method_codes() + [(c, _MEANING[c]) for c in extra_codes]
-    meta = getattr(ds, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    syntax = transfer_syntax(ds)
     removed, method, items, sequence = _encoded(tuple(dict(codes).items()),
                                                 syntax == ImplicitVRLittleEndian)
     ds._dict[PATIENT_IDENTITY_REMOVED] = removed

@@ -9,6 +9,7 @@ from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.uid import UID
 
 from gateway.deid.tags import INTERNED
 
@@ -86,3 +87,21 @@ def read_text(ds: Dataset, tag: int) -> str:
     if tag in ds._dict and not as_stored(ds, tag):
         ds[tag]
     return stored_text(ds, tag)
+
+
+TRANSFER_SYNTAX = 0x00020010
+
+
+def transfer_syntax(ds: Dataset) -> UID | None:
+    """`ds.file_meta.TransferSyntaxUID` (None without one), read from the element store: pydicom's
+    keyword look-up costs more than the rest of this, and the stages ask for it several times."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        return None
+    key = INTERNED.get(TRANSFER_SYNTAX, TRANSFER_SYNTAX)
+    elem = meta._dict.get(key)
+    if elem is None:
+        return None
+    if isinstance(elem, RawDataElement):
+        elem = meta[key]  # decoded once, in place
+    return elem.value
