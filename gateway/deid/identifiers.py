@@ -36,7 +36,7 @@ UNSPACED = re.compile("[\u0e00-\u0fff\u1000-\u109f\u1100-\u11ff\u1780-\u17ff\u30
 MIN_LENGTH = 2  # a token run this long (joined) or longer identifies; single characters do not
 MIN_DIGITS = 3  # an ID that is a number identifies from this many digits
 UNPADDED = 5  # an ID of leading zeros and this many digits more is found without its zeros too
-FOUND_REMEMBERED = 4096  # found_in answers an IdentifierSet remembers, at most
+FOUND_REMEMBERED = 1024  # found_in answers an IdentifierSet remembers, at most (64 sets cached)
 PATIENT_BIRTH_DATE = 0x00100030
 # Attributes whose whole value identifies a patient or a visit (besides names and dates).
 ID_TAGS = frozenset({

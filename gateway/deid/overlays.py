@@ -32,6 +32,8 @@ def embedded_overlay_bits(ds: Dataset) -> int:
         return 0
     mask = 0
     for group in OVERLAY_GROUPS:
+        if group << 16 | 0x0102 not in ds._dict:  # most objects: ds.get would raise and catch
+            continue
         position = _number(ds, group << 16 | 0x0102)
         if (position is not None and high < position < allocated
                 and (group << 16 | 0x3000) not in ds):
