@@ -4,12 +4,12 @@ An identifier is compared as a run of whole tokens (a token is a run of letters 
 digits; case and punctuation are ignored): `1CT1` is found in `CHEST 1CT1 X`, `chest_1ct1` and
 `1-CT-1` but not in `11CT1`; `JONES` in `JONES2` but `PHILIP` not in `PHILIPS`; `12345` not in
 `9912345`. A date held as 20240312 is also found written 2024-03-12, 12/03/2024, 12.03.24 or
-12 Mar 2024. Accents do not matter, as systems that write ASCII drop them: GARCÍA is found in
-`Garcia`, MÜLLER in `MULLER` and, spelled out, in `Mueller`. An identifier in a script written
-without spaces between words (Chinese, Japanese,
-Korean names with their honorifics, Thai, Lao, Khmer, Burmese, Tibetan) is found anywhere in
-the text: `山田` in `山田太郎様`. Clean (C), verify, the audit and the OCR stage all ask the same
-`IdentifierSet`, so they agree on what identifies.
+12 Mar 2024; an ID padded with zeros (00012345) also without them. Accents do not matter, as
+systems that write ASCII drop them: GARCÍA is found in `Garcia`, MÜLLER in `MULLER` and, spelled
+out, in `Mueller`. An identifier in a script written without spaces between words (Chinese,
+Japanese, Korean names with their honorifics, Thai, Lao, Khmer, Burmese, Tibetan) is found
+anywhere in the text: `山田` in `山田太郎様`. Clean (C), verify, the audit and the OCR stage all
+ask the same `IdentifierSet`, so they agree on what identifies.
 """
 
 from __future__ import annotations
