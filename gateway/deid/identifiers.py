@@ -73,6 +73,22 @@ MONTHS = ("january", "february", "march", "april", "may", "june", "july", "augus
 
 
 Form = tuple[str, ...]  # case-folded tokens
+# Words a date written out puts between its parts: 29th, 1st of May.
+ORDINALS = frozenset({"st", "nd", "rd", "th"})
+MONTH_WORDS = frozenset(MONTHS) | frozenset(m[:3] for m in MONTHS)
+
+
+def _date_words(words: list[str]) -> list[int]:
+    """Indexes of `words` to match on: all but an ordinal suffix after a day's number (29th)
+    and an "of" between a day and a month (1st of May)."""
+    keep: list[int] = []
+    for i, word in enumerate(words):
+        if keep and len(words[keep[-1]]) <= 2 and words[keep[-1]].isdigit() and (
+                word in ORDINALS or (word == "of" and i + 1 < len(words)
+                                     and words[i + 1] in MONTH_WORDS)):
+            continue
+        keep.append(i)
+    return keep
 
 
 # Letters people spell out when they cannot type them (after case folding).
@@ -231,7 +247,8 @@ class IdentifierSet:
         """The tag of the original element the first identifier found in `text` came from (for
         messages that must say what survived without saying its value)."""
         for start, end in self._matches(text):
-            form = tuple(tokens(text[start:end]))
+            words = tokens(text[start:end])
+            form = tuple(words[i] for i in _date_words(words))
             joined = ("".join(form),)
             return self._origins.get(form, self._origins.get(joined))
         return None
@@ -263,6 +280,8 @@ class IdentifierSet:
         folded = text.casefold()
         words = TOKEN.findall(folded) if folded.isascii() else [fold(w) for w in
                                                                 TOKEN.findall(folded)]
+        if not ORDINALS.isdisjoint(words) or "of" in words:
+            words = [words[i] for i in _date_words(words)]
         for i, word in enumerate(words):
             for form in index.get(word, ()):
                 if len(form) == 1 or tuple(words[i:i + len(form)]) == form:
@@ -291,6 +310,9 @@ class IdentifierSet:
             return
         runs = list(TOKEN.finditer(text))
         words = [fold(m.group()) for m in runs]
+        if not ORDINALS.isdisjoint(words) or "of" in words:
+            kept = _date_words(words)
+            runs, words = [runs[i] for i in kept], [words[i] for i in kept]
         index = self._index
         found: list[tuple[int, int]] = []
         for i, word in enumerate(words):

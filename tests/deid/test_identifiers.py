@@ -244,3 +244,13 @@ def test_ocr_finds_a_name_read_with_its_accents() -> None:
                                             PatientName="GARCÍA^JOSÉ"))
     text = "PT: GARCÍA, JOSÉ  12/03"
     assert IdentifierTokens(matcher.values).spans(text) == [(4, 10), (12, 16)]
+
+
+@pytest.mark.parametrize("text", ["born April 29th, 1961", "29th April 1961",
+                                  "the 29th of April 1961", "Apr 29th 1961"])
+def test_a_date_written_with_an_ordinal_is_found(text: str) -> None:
+    """People write a birth date as the 29th of April 1961: found, and scrubbed whole."""
+    matcher = IdentifierSet.from_dataset(ct())
+    assert matcher.found_in(text) and matcher.origin(text) == 0x00100030
+    assert not any(c.isdigit() for c in matcher.scrub(text))
+    assert not matcher.found_in("the 5th floor, 29th of the month")
