@@ -208,10 +208,11 @@ def _run_cpu(command: list[str], src: Path, out: Path, env: dict[str, str]) -> f
     return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
-def per_file_cpu(src: Path, out: Path, key: bytes, sample: int = 300) -> float:
-    """CPU seconds (user + system) a local worker spends per file: the pipeline compiled and the
-    heap frozen, as in the forked worker, `_write_once` over `sample` files in this process (the
-    median of three samples, after a warm-up of 100 files; outputs kept, see _time_rounds)."""
+def per_file_cpu(src: Path, out: Path, key: bytes, sample: int = 300) -> tuple[float, int]:
+    """CPU seconds (user + system) a local worker spends per file, and the files per sample: the
+    pipeline compiled and the heap frozen, as in the forked worker, `_write_once` over `sample`
+    files in this process (fewer when SRC has fewer than 100 + 3 x `sample`; the median of three
+    samples, after a warm-up of 100 files; outputs kept, see _time_rounds)."""
     import gc
 
     from gateway.batch import _write_once
@@ -219,6 +220,7 @@ def per_file_cpu(src: Path, out: Path, key: bytes, sample: int = 300) -> float:
     from gateway.pipeline import Pipeline, layout_path
 
     pipeline, files = Pipeline(load_config(None), key), sorted(src.iterdir())
+    sample = max(1, min(sample, (len(files) - 100) // 3))
     os.sync()  # the inputs just generated are not written back while this is timed
     gc.collect()
     gc.freeze()
@@ -234,7 +236,7 @@ def per_file_cpu(src: Path, out: Path, key: bytes, sample: int = 300) -> float:
             samples.append((time.process_time() - start) / len(chunk))
     finally:
         gc.unfreeze()
-    return median(samples[1:])
+    return median(samples[1:]), sample
 
 
 def _median_run(command: list[str], src: Path, work: Path, env: dict[str, str]) -> float:
@@ -329,7 +331,7 @@ def bench_commands(src: Path, work: Path, rounds: int, large: int = 0) -> None:
     gantry = [sys.executable, "-m", "gateway.cli", "deidentify"]
     key = os.urandom(32)
     env = dict(os.environ, GANTRY_SITE_KEY=key.hex())
-    cpu = per_file_cpu(src, work / "sample", key)
+    cpu, sample = per_file_cpu(src, work / "sample", key)
     one = work / "one"
     one.mkdir()
     shutil.copy(next(src.iterdir()), one)
@@ -386,7 +388,7 @@ def bench_commands(src: Path, work: Path, rounds: int, large: int = 0) -> None:
     burn_one, burn_dask = median(times[BURN_ONE_NAME]), median(times[BURN_DASK_NAME])
     print(f"\nCeiling row (synthetic, not the issue's target): every file burns "
           f"{cpu * 1e3:.3f} ms of CPU, what a local worker spent per file in this run "
-          f"(in-process, median of three samples of 300). One process burning it all "
+          f"(in-process, median of three samples of {sample}). One process burning it all "
           f"{burn_one:.2f} s; the Dask command (same client, cluster, tasks) burning it "
           f"{burn_dask:.2f} s: {burn_one / burn_dask:.2f}x (round by round: "
           f"{_paired(times, BURN_ONE_NAME, BURN_DASK_NAME)}), what any engine of this CPU per "
