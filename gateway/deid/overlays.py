@@ -48,7 +48,7 @@ def clear_bits(ds: Dataset, mask: int) -> None:
     if not mask or PIXEL_DATA not in ds:
         return
     allocated = _number(ds, BITS_ALLOCATED)
-    order = "<" if ds.file_meta.TransferSyntaxUID.is_little_endian else ">"
+    order = "<" if transfer_syntax(ds).is_little_endian else ">"
     words = np.frombuffer(ds.PixelData, dtype=f"{order}u{allocated // 8}").copy()
     words &= np.array(~mask & ((1 << allocated) - 1), dtype=words.dtype)
     ds.PixelData = words.tobytes()

@@ -75,7 +75,7 @@ def as_stored(ds: Dataset, key: int) -> bool:
         return True
     if not value.isascii():
         return False
-    text = "\\".join(v.strip(" \x00") for v in value.decode("ascii").split("\\")).encode()
+    text = "\\".join(split_ascii(value)).encode()
     if len(text) % 2:
         text += b"\x00" if element_vr(ds, key) == "UI" else b" "
     return text == value

@@ -26,7 +26,7 @@ from gateway.deid.remediate import (
 )
 from gateway.deid.tags import tag_str
 from gateway.deid.validity import CHARACTERS, element_problem
-from gateway.deid.values import element_vr, read_text, text_values
+from gateway.deid.values import element_vr, read_text, split_ascii, text_values
 from gateway.deid.vr import STRING_VRS
 
 SOP_CLASS_UID = 0x00080016
@@ -111,9 +111,9 @@ def _as_text(item: Dataset, key: int) -> list[str]:
     raw = raw.rstrip(b"\x00 ")
     if not raw or NOT_TEXT.search(raw):
         return []
-    text = raw.decode("ascii") if raw.isascii() else decode_bytes(raw, item._character_set,
-                                                                   set())
-    return [v.strip() for v in text.split("\\")]
+    if raw.isascii():
+        return list(split_ascii(raw))
+    return [v.strip() for v in decode_bytes(raw, item._character_set, set()).split("\\")]
 
 
 def _survives(item: Dataset, key: int, path: str, values: list[str],

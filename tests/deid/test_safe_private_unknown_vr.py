@@ -137,3 +137,17 @@ def test_a_name_in_the_objects_own_character_set_is_refused(pipeline, tmp_path):
     result, out = run(pipeline, ds, "implicit", tmp_path)
     assert isinstance(result, Quarantined) and "verify refused" in result.reason
     assert "ller" not in result.reason and not out.exists()
+
+
+def test_a_name_in_a_private_element_kept_by_choice_is_refused(tmp_path):
+    """Kept by a `phi_tags` override, not by the table: in implicit VR nothing says its VR, so
+    it is UN to verify, which reads it as text all the same."""
+    config = parse_config({"site_key": {"env": "GANTRY_SITE_KEY"},
+                           "profile": {"phi_tags": {"(0071,1010)": {"action": "keep"}}}},
+                          "<test>")
+    ds = ct()
+    ds.private_block(0x0071, "ACME NOTES", create=True).add_new(0x10, "LO", f"{FAMILY} seen")
+    result, out = run(Pipeline(config, KEY), ds, "implicit", tmp_path)
+    assert isinstance(result, Quarantined), "a name in a kept private element of unknown VR"
+    assert "(0071,1010)" in result.reason and FAMILY not in result.reason
+    assert not out.exists()
